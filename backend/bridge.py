@@ -1,0 +1,310 @@
+"""The whole backend as one object: what `ccbridge serve` runs and the panel drives.
+
+`Bridge` is the narrow façade: start, stop, restart a service, save aliases,
+query history, subscribe to events, read status. Everything else (servers,
+LiteLLM, the store, config reloads) hangs off it and is not reached directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, TCPConnector, web
+
+from backend import __version__, paths
+from backend.config import AliasTable, Config, ConfigDocument, ConfigError, load_config
+from backend.config.model import LOOPBACK_HOSTS
+from backend.events import (
+    ConfigApplied,
+    Event,
+    EventBus,
+    Listener,
+    LogLine,
+    RequestFinished,
+    RequestRecord,
+    UnknownModel,
+)
+from backend.proxy.admin import AdminAPI
+from backend.proxy.front import FrontProxy, Routing
+from backend.proxy.leg import BackendLeg
+from backend.proxy.models import ModelResolver
+from backend.proxy.pairing import PairRegistry
+from backend.proxy.upstream import ExternalUpstream, Upstream
+from backend.services.litellm_service import LiteLLMService
+from backend.store import HistoryStore
+
+_WATCH_INTERVAL = 1.0
+
+
+class StartupError(Exception):
+    """ccbridge cannot start as configured; the message says what to change."""
+
+
+def check_exposure(config: Config) -> None:
+    """Listening beyond loopback without a key would open the model to the network."""
+    if config.proxy.host not in LOOPBACK_HOSTS and not config.proxy.api_key:
+        raise StartupError(
+            f"proxy.host is {config.proxy.host!r}, which other machines can reach, but "
+            "proxy.api_key is not set. Set proxy.api_key in ccbridge.yaml (clients then send it "
+            "as ANTHROPIC_API_KEY), or keep proxy.host: 127.0.0.1."
+        )
+
+
+class Bridge:
+    """Front proxy + backend leg + LiteLLM + history, driven as one."""
+
+    def __init__(self, config: Config, *, bus: EventBus | None = None, run_dir: Path | None = None,
+                 history: HistoryStore | None = None) -> None:
+        check_exposure(config)
+        self.config = config
+        self.bus = bus or EventBus()
+        self._run_dir = run_dir or paths.run_dir()
+        self._routing = self._make_routing(config)
+        self.registry = PairRegistry()
+        self.history = history or HistoryStore(
+            Path(config.history.path) if config.history.path else paths.history_db(),
+            retention_days=config.history.retention_days,
+            max_rows=config.history.max_rows,
+        )
+        self.unknown_models: dict[str, dict[str, Any]] = {}
+        self.started_at: float | None = None
+        self._leg_secret = secrets.token_urlsafe(32)
+        self._session: ClientSession | None = None
+        self._runners: list[web.BaseRunner] = []
+        self._leg_port: int | None = None
+        self.front: FrontProxy | None = None
+        self.leg: BackendLeg | None = None
+        self.litellm: LiteLLMService | None = None
+        self._upstream: Upstream | None = None
+        self._resolver: ModelResolver | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._config_mtime = self._mtime()
+        self._unsubscribe = self.bus.subscribe(self._on_event)
+
+    # -- façade --------------------------------------------------------------
+    @property
+    def proxy_url(self) -> str:
+        host = self.config.proxy.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.config.proxy.port}"
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        return self.bus.subscribe(listener)
+
+    def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]:
+        return self.history.recent(limit, **filters)
+
+    async def start(self) -> None:
+        """Accept connections at once; LiteLLM comes up in the background."""
+        self.started_at = time.time()
+        self._session = ClientSession(
+            connector=TCPConnector(limit=0, keepalive_timeout=60),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self._resolver = ModelResolver(self._session)
+        self.leg = BackendLeg(
+            backends=lambda: self._routing.backends,
+            secret=self._leg_secret,
+            registry=self.registry,
+            session=self._session,
+            resolver=self._resolver,
+        )
+        self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
+        if self.config.litellm.url:
+            self._upstream = ExternalUpstream(self.config.litellm.url, self.config.litellm.api_key)
+        else:
+            self.litellm = LiteLLMService(
+                settings=self.config.litellm,
+                backends=lambda: self._routing.backends,
+                leg_url=lambda: f"http://127.0.0.1:{self._leg_port}",
+                leg_secret=self._leg_secret,
+                run_dir=self._run_dir,
+                bus=self.bus,
+                session=self._session,
+            )
+            self._upstream = self.litellm
+        admin = AdminAPI(self)
+        self.front = FrontProxy(
+            routing=lambda: self._routing,
+            upstream=lambda: self._upstream,  # type: ignore[arg-type,return-value]
+            registry=self.registry,
+            session=self._session,
+            bus=self.bus,
+            admin=admin.handle,
+            resolved_model=self._resolver.cached,
+        )
+        try:
+            await self._serve(self.front.handle, self.config.proxy.host, self.config.proxy.port)
+        except OSError as exc:
+            await self.stop()
+            raise StartupError(
+                f"cannot listen on {self.config.proxy.host}:{self.config.proxy.port}: {exc.strerror or exc}. "
+                "Another program (or another ccbridge) holds that port: stop it, or set proxy.port "
+                "in ccbridge.yaml."
+            ) from None
+        self.history.start()
+        if self.litellm is not None:
+            await self.litellm.start()
+        self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
+
+    async def stop(self) -> None:
+        """Stop LiteLLM and every server; flush the history."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self.litellm is not None:
+            await self.litellm.stop()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await asyncio.to_thread(self.history.close)
+
+    async def restart_service(self, name: str) -> None:
+        if name != "litellm":
+            raise KeyError(f"no service named {name!r} (known: litellm)")
+        if self.litellm is None:
+            raise KeyError("LiteLLM is not managed by ccbridge here (litellm.url is set)")
+        await self.litellm.restart()
+
+    async def save_aliases(self, aliases: list[tuple[str, str]]) -> Config:
+        """Validate, write ccbridge.yaml (comments kept), apply to the next request."""
+        if self.config.source is None:
+            raise ConfigError("this bridge was started without a config file; nothing to save to")
+        doc = ConfigDocument.load(self.config.source)
+        doc.set_aliases(aliases)
+        new = doc.to_config()  # raises ConfigError with the reason; nothing written
+        doc.save()
+        self._config_mtime = self._mtime()
+        await self.apply_config(new)
+        return new
+
+    async def reload_config(self) -> Config:
+        """Re-read ccbridge.yaml; an invalid file is refused and the running config kept."""
+        if self.config.source is None:
+            return self.config
+        new = load_config(self.config.source)
+        await self.apply_config(new)
+        return new
+
+    async def apply_config(self, new: Config) -> tuple[str, ...]:
+        """Swap routing at once; restart LiteLLM only when its inputs changed."""
+        check_exposure(new)
+        old = self.config
+        self.config = new
+        self._routing = self._make_routing(new)
+        restarted: tuple[str, ...] = ()
+        if self.litellm is not None and (
+            old.backends != new.backends or old.litellm != new.litellm
+        ):
+            self.litellm.settings = new.litellm
+            await self.litellm.restart()
+            restarted = ("litellm",)
+        self.bus.publish(ConfigApplied(str(new.source), time.time(), restarted))
+        return restarted
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status API and the panel's cards show."""
+        services = []
+        if self.litellm is not None:
+            services.append(asdict(self.litellm.status()))
+        else:
+            services.append({"name": "litellm", "state": "external", "url": self.config.litellm.url})
+        assert self.front is not None
+        services.insert(0, {
+            "name": "proxy",
+            "state": "ready",
+            "url": self.proxy_url,
+            "port": self.config.proxy.port,
+            "started_at": self.started_at,
+            "version": __version__,
+            "in_flight": self.front.in_flight,
+            "probes_answered": self.front.probes_answered,
+            "refused_retries": self.leg.refused_total if self.leg else 0,
+            "restarts": 0,
+            "last_error": None,
+        })
+        return {
+            "version": __version__,
+            "config_path": str(self.config.source) if self.config.source else None,
+            "proxy_url": self.proxy_url,
+            "services": services,
+            "aliases": [{"pattern": r.pattern, "target": r.target} for r in self.config.aliases],
+            "backends": [
+                {"name": b.name, "api_base": b.api_base, "model": b.model,
+                 "resolved_model": self._resolver.cached(b) if self._resolver else None,
+                 "max_tokens": b.max_tokens}
+                for b in self.config.backends.values()
+            ],
+            "unknown_models": [
+                {"model": m, **info} for m, info in sorted(
+                    self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
+            ],
+            "history_warning": self.history.warning,
+        }
+
+    # -- internals -------------------------------------------------------------
+    @staticmethod
+    def _make_routing(config: Config) -> Routing:
+        return Routing(
+            proxy=config.proxy,
+            backends=dict(config.backends),
+            aliases=AliasTable(config.aliases),
+            config_path=str(config.source) if config.source else "ccbridge.yaml",
+        )
+
+    async def _serve(self, handler: Any, host: str, port: int) -> int:
+        server = web.Server(handler, handler_cancellation=True)
+        runner = web.ServerRunner(server, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runners.append(runner)
+        address = runner.addresses[0]
+        return int(address[1])
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestFinished):
+            self.history.add(event.record)
+        elif isinstance(event, UnknownModel):
+            info = self.unknown_models.setdefault(event.model, {"count": 0, "first_seen": event.at})
+            info["count"] += 1
+            info["last_seen"] = event.at
+
+    def _mtime(self) -> float | None:
+        source = self.config.source
+        try:
+            return source.stat().st_mtime if source else None
+        except OSError:
+            return None
+
+    async def _watch_config(self) -> None:
+        """Apply external edits of ccbridge.yaml; refuse invalid ones with the reason."""
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            mtime = self._mtime()
+            if mtime is None or mtime == self._config_mtime:
+                continue
+            self._config_mtime = mtime
+            try:
+                await self.reload_config()
+                self.bus.publish(LogLine("proxy", f"applied edited {self.config.source}", time.time()))
+            except (ConfigError, Exception) as exc:  # noqa: BLE001 - keep running on any bad edit
+                self.bus.publish(LogLine(
+                    "proxy", f"ignored edit of {self.config.source}: {exc} (running config kept)",
+                    time.time()))

@@ -1,0 +1,193 @@
+"""The `ccbridge` command line: serve, env, import, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from backend import __version__, paths
+from backend.backend_probe import output_cap, probe_backend
+from backend.config import ConfigError, ensure_config, load_config, write_imported
+from backend.config.model import Config
+from backend.events import Event, LogLine, RequestFinished, RequestRecord, ServiceStateChanged
+
+
+def _fmt_tokens(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def format_record(r: RequestRecord) -> str:
+    """One log line per request for `ccbridge serve`."""
+    when = time.strftime("%H:%M:%S", time.localtime(r.started_at))
+    parts = [when, str(r.status or "---"), r.method, r.path]
+    if r.requested_model:
+        routed = r.routed_backend or "?"
+        if r.routed_model:
+            routed += f"/{r.routed_model}"
+        parts.append(f"{r.requested_model} -> {routed}")
+    if r.input_tokens is not None or r.output_tokens is not None:
+        cache = f" cache={r.cache_read_tokens}" if r.cache_read_tokens else ""
+        parts.append(f"in={_fmt_tokens(r.input_tokens)}{cache} out={_fmt_tokens(r.output_tokens)}")
+    if r.ttft_ms is not None:
+        parts.append(f"ttft={r.ttft_ms / 1000:.2f}s")
+    if r.duration_ms is not None:
+        parts.append(f"{r.duration_ms / 1000:.2f}s")
+    if r.output_tps:
+        parts.append(f"{r.output_tps:.1f} tok/s")
+    if r.backend_calls > 1:
+        parts.append(f"backend_calls={r.backend_calls}")
+    if r.client_hung_up:
+        parts.append("client hung up (model stopped)")
+    if r.session_id:
+        parts.append(f"session={r.session_id[:8]}")
+    if r.error:
+        parts.append(f"error: {r.error[:300]}")
+    return " ".join(parts)
+
+
+def _load(path: str | None, *, create: bool) -> tuple[Config, bool]:
+    target = Path(path).expanduser() if path else None
+    if create:
+        return ensure_config(target)
+    return load_config(target or paths.default_config_file()), False
+
+
+def env_lines(config: Config) -> list[str]:
+    """The export lines that point Claude Code at ccbridge and suit a local model."""
+    host = config.proxy.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    lines = [f"export ANTHROPIC_BASE_URL=http://{host}:{config.proxy.port}"]
+    key = config.proxy.api_key or "ccbridge-local"
+    comment = "" if config.proxy.api_key else "  # any value: the proxy has no api_key"
+    lines.append(f"export ANTHROPIC_API_KEY={shlex.quote(key)}{comment}")
+    first = next(iter(config.backends.values()), None)
+    info = probe_backend(first) if first is not None else None
+    cap = output_cap(info if info and info.reachable else None, first.max_tokens if first else None)
+    ctx = f"context {info.n_ctx_slot} per slot" if info and info.n_ctx_slot else "context unknown"
+    lines.append(f"export CLAUDE_CODE_MAX_OUTPUT_TOKENS={cap}  # fits the backend ({ctx})")
+    lines.append("export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1  # no calls to Anthropic's hosts")
+    lines.append("export API_TIMEOUT_MS=600000  # local prompts can take minutes")
+    if info and info.n_ctx_slot and info.n_ctx_slot >= 100_000:
+        lines.append(f"export CLAUDE_CODE_AUTO_COMPACT_WINDOW={info.n_ctx_slot}  # compact before the context is full")
+    return lines
+
+
+# -- commands -----------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    config, created = _load(args.config, create=True)
+    if created:
+        print(f"ccbridge: wrote a default config to {config.source}; edit backends.local.api_base "
+              "if your llama-server is not on 127.0.0.1:8080.", flush=True)
+    with contextlib.suppress(ImportError):
+        import uvloop  # type: ignore[import-not-found]
+
+        return uvloop.run(_serve(config, verbose=args.verbose))
+    return asyncio.run(_serve(config, verbose=args.verbose))
+
+
+async def _serve(config: Config, *, verbose: bool) -> int:
+    from backend.bridge import Bridge, StartupError
+
+    try:
+        bridge = Bridge(config)
+    except StartupError as exc:
+        print(f"ccbridge: {exc}", file=sys.stderr)
+        return 2
+
+    def show(event: Event) -> None:
+        if isinstance(event, RequestFinished):
+            print(format_record(event.record), flush=True)
+        elif isinstance(event, ServiceStateChanged):
+            detail = f": {event.detail}" if event.detail else ""
+            print(f"ccbridge: {event.service} {event.state}{detail}", flush=True)
+        elif isinstance(event, LogLine) and (verbose or event.service == "proxy"):
+            print(f"[{event.service}] {event.line}", flush=True)
+        elif isinstance(event, LogLine) and bridge.litellm is not None and bridge.litellm.state == "installing":
+            print(f"[{event.service}] {event.line}", flush=True)
+
+    bridge.subscribe(show)
+    try:
+        await bridge.start()
+    except StartupError as exc:
+        print(f"ccbridge: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"ccbridge {__version__} listening on {bridge.proxy_url} (config: {config.source})", flush=True)
+    print("Point Claude Code at it:", flush=True)
+    print(f"  export ANTHROPIC_BASE_URL={bridge.proxy_url}", flush=True)
+    print("  (`ccbridge env` prints every line, sized for your backend)", flush=True)
+    await stop.wait()
+    print("ccbridge: stopping", flush=True)
+    await bridge.stop()
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config, create=False)
+    print("\n".join(env_lines(config)))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    dest = Path(args.config).expanduser() if args.config else paths.default_config_file()
+    write_imported(Path(args.file), dest, force=args.force)
+    config = load_config(dest)
+    print(f"ccbridge: wrote {dest} with {len(config.backends)} backend(s) and "
+          f"{len(config.aliases)} alias(es). Check it, then run `ccbridge serve`.")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from backend.doctor import run_doctor
+
+    return run_doctor(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccbridge",
+        description="Run Claude Code on your own model: Claude Code -> ccbridge -> LiteLLM -> llama-server.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccbridge {__version__}")
+    parser.add_argument("--config", metavar="FILE", help=f"config file (default: {paths.default_config_file()})")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the bridge without a screen")
+    serve.add_argument("--verbose", action="store_true", help="also print LiteLLM's own log lines")
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("env", help="print the export lines for Claude Code").set_defaults(func=cmd_env)
+    imp = sub.add_parser("import", help="turn a guide-style LiteLLM config into ccbridge.yaml")
+    imp.add_argument("file", help="the LiteLLM config (model_list ...)")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing ccbridge.yaml")
+    imp.set_defaults(func=cmd_import)
+    sub.add_parser("doctor", help="check ports, LiteLLM, backends; say what to fix").set_defaults(func=cmd_doctor)
+    for p in sub.choices.values():  # `ccbridge serve --config X` as well as `ccbridge --config X serve`
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"ccbridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The typed configuration ccbridge runs on, built from `ccbridge.yaml`.
+
+Frozen dataclasses: a running bridge holds one `Config` and swaps it whole
+when the file or the API changes it, so readers never see half an edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The front proxy Claude Code talks to."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on. Loopback by default; anything else needs `api_key`."""
+    port: int = 8082
+    """Port for Claude Code's ANTHROPIC_BASE_URL."""
+    api_key: str | None = None
+    """If set, clients must send it as `x-api-key` or `Authorization: Bearer`."""
+    upstream_timeout: float = 600.0
+    """Seconds to wait for LiteLLM's first byte (long prompts on a CPU are slow)."""
+    max_body_mb: float = 32.0
+    """Largest request body accepted, in MiB (Claude Code's turns are ~50-100 KB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiteLLMConfig:
+    """LiteLLM, either started and supervised by ccbridge or already running."""
+
+    port: int = 4000
+    """Port for the LiteLLM that ccbridge starts on 127.0.0.1."""
+    url: str | None = None
+    """Use this already running LiteLLM (or any Anthropic-compatible server); start nothing."""
+    api_key: str | None = None
+    """Key for the server at `url` (otherwise the client's own key is passed through)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One OpenAI-compatible model server (usually llama-server)."""
+
+    name: str
+    api_base: str
+    """Base URL including /v1, e.g. http://127.0.0.1:8080/v1."""
+    model: str = "auto"
+    """Model id to ask for; `auto` = the first id from GET {api_base}/models."""
+    max_tokens: int | None = None
+    """Cap on max_tokens (Claude Code asks for 64000-128000)."""
+    api_key: str | None = None
+    """Key the backend itself wants (llama-server --api-key); never logged."""
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRule:
+    """Claude model name pattern -> backend (or backend/model)."""
+
+    pattern: str
+    target: str
+    backend: str
+    model: str | None = None
+    """Explicit model from a `backend/model` target; None means the backend's model."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    """Request records in SQLite."""
+
+    path: str | None = None
+    """SQLite file; default is history.sqlite3 in the user's data dir."""
+    retention_days: float = 30.0
+    max_rows: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything in ccbridge.yaml, validated."""
+
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
+    backends: dict[str, BackendConfig] = field(default_factory=dict)
+    aliases: tuple[AliasRule, ...] = ()
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    source: Path | None = None
+    """File this was read from (None when built in code)."""

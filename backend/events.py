@@ -1,0 +1,155 @@
+"""Typed events that flow from the proxy to the store, metrics and listeners.
+
+Every event is a frozen dataclass: it is built once and handed to several
+listeners (SQLite writer, metrics, the TUI bridge, the JSON API) that must not
+be able to change it under each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One client request as ccbridge saw it, from arrival to last byte."""
+
+    id: str
+    started_at: float  # unix time, seconds
+    method: str
+    path: str
+    session_id: str | None = None  # X-Claude-Code-Session-Id
+    client_version: str | None = None  # from the user agent, e.g. "claude-cli/2.1.197"
+    requested_model: str | None = None
+    alias_rule: str | None = None  # the pattern that matched
+    routed_backend: str | None = None
+    routed_model: str | None = None
+    status: int | None = None  # HTTP status sent to the client
+    stream: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    ttft_ms: float | None = None  # time to the first content delta
+    duration_ms: float | None = None
+    output_tps: float | None = None  # output tokens per second after the first token
+    backend_prompt_tps: float | None = None  # llama-server timings.prompt_per_second
+    backend_gen_tps: float | None = None  # llama-server timings.predicted_per_second
+    backend_prompt_n: int | None = None  # timings.prompt_n (tokens processed, not cached)
+    backend_cache_n: int | None = None  # timings.cache_n (prompt tokens served from cache)
+    backend_calls: int = 0  # calls the backend leg saw for this request (LiteLLM retries)
+    stop_reason: str | None = None
+    client_hung_up: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted:
+    """A request was accepted and routed; sent before the upstream answers."""
+
+    id: str
+    started_at: float
+    method: str
+    path: str
+    requested_model: str | None
+    routed_backend: str | None
+    session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    """A request ended (any outcome); carries the full record."""
+
+    record: RequestRecord
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownModel:
+    """A client asked for a model that no alias matched."""
+
+    model: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswered:
+    """A telemetry or connectivity probe answered locally (never forwarded)."""
+
+    path: str
+    method: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStateChanged:
+    """A supervised service moved to a new state (starting, ready, ...)."""
+
+    service: str
+    state: str
+    detail: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a service's output (LiteLLM's stdout, the proxy's events)."""
+
+    service: str
+    line: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigApplied:
+    """A new configuration took effect (file edit or API)."""
+
+    path: str
+    at: float
+    restarted: tuple[str, ...] = field(default_factory=tuple)
+
+
+Event = (
+    RequestStarted
+    | RequestFinished
+    | UnknownModel
+    | ProbeAnswered
+    | ServiceStateChanged
+    | LogLine
+    | ConfigApplied
+)
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of events to listeners.
+
+    Listeners are called synchronously on the publishing thread; they must be
+    quick and must not raise (a failing listener is dropped from that call and
+    reported once through `on_listener_error`).
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = [x for x in self._listeners if x is not listener]
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        for listener in self._listeners:  # copy-on-write list: no lock on the hot path
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener must never break the proxy
+                pass

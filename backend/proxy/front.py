@@ -1,0 +1,443 @@
+"""The front proxy: the address Claude Code's ANTHROPIC_BASE_URL points at.
+
+For each request it answers probes and telemetry locally, maps the Claude
+model name to a backend by the alias table, forwards to LiteLLM with an id
+the backend leg can pair, streams the answer back event by event, and turns
+what it saw into one `RequestRecord`. When the client hangs up it tells the
+pairing registry at once, so the leg closes the backend call too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import (
+    ClientConnectionError,
+    ClientConnectorError,
+    ClientPayloadError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    ServerTimeoutError,
+    web,
+)
+
+from backend.config.aliases import AliasTable
+from backend.config.model import BackendConfig, ProxyConfig
+from backend.events import (
+    EventBus,
+    ProbeAnswered,
+    RequestFinished,
+    RequestRecord,
+    RequestStarted,
+    UnknownModel,
+)
+from backend.proxy.errors import (
+    anthropic_error,
+    anthropic_error_event,
+    context_overflow,
+    context_overflow_message,
+    error_type_for,
+    extract_message,
+)
+from backend.proxy.headers import client_key, forward_headers
+from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
+from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body
+from backend.proxy.upstream import Upstream, UpstreamUnavailable
+
+# Paths whose JSON body carries a Claude model name to route.
+ROUTED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+_DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
+_DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
+_JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The part of the config the proxy reads per request; swapped whole on reload."""
+
+    proxy: ProxyConfig
+    backends: dict[str, BackendConfig]
+    aliases: AliasTable
+    config_path: str
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A request's record while it is in flight (frozen into a RequestRecord at the end)."""
+
+    id: str
+    started_at: float
+    t0: float
+    method: str
+    path: str
+    session_id: str | None
+    client_version: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _client_version(user_agent: str) -> str | None:
+    return user_agent.split(" ", 1)[0] or None if user_agent else None
+
+
+def _json_response(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type=_JSON)
+
+
+def _error(status: int, message: str, error_type: str | None = None) -> web.Response:
+    return _json_response(status, anthropic_error(status, message, error_type))
+
+
+class FrontProxy:
+    """aiohttp low-level handler for everything Claude Code sends."""
+
+    def __init__(
+        self,
+        *,
+        routing: Callable[[], Routing],
+        upstream: Callable[[], Upstream],
+        registry: PairRegistry,
+        session: ClientSession,
+        bus: EventBus,
+        admin: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
+        resolved_model: Callable[[BackendConfig], str | None] = lambda b: None,
+    ) -> None:
+        self._routing = routing
+        self._upstream = upstream
+        self._registry = registry
+        self._session = session
+        self._bus = bus
+        self._admin = admin
+        self._resolved_model = resolved_model
+        self.in_flight = 0
+        self.probes_answered = 0
+
+    # -- entry -------------------------------------------------------------
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        method = request.method
+        if (path == "/" and method in ("HEAD", "GET")) or path == "/api/hello":
+            return self._probe(request, web.Response(status=200))
+        if path.startswith("/api/event_logging/"):
+            return self._probe(request, _json_response(200, b"{}"))
+        routing = self._routing()
+        if not self._authorized(request, routing.proxy):
+            return _error(
+                401,
+                "ccbridge: this proxy requires an API key (proxy.api_key in "
+                f"{routing.config_path}). Set ANTHROPIC_API_KEY to it; `ccbridge env` prints the line.",
+            )
+        if path.startswith("/ccbridge/"):
+            if self._admin is None:
+                return _error(404, f"no such ccbridge API path: {path}")
+            return await self._admin(request)
+        return await self._proxy(request, routing)
+
+    def _probe(self, request: web.BaseRequest, response: web.Response) -> web.Response:
+        self.probes_answered += 1
+        self._bus.publish(ProbeAnswered(request.path, request.method, time.time()))
+        return response
+
+    @staticmethod
+    def _authorized(request: web.BaseRequest, proxy: ProxyConfig) -> bool:
+        if not proxy.api_key:
+            return True
+        given = client_key(request.headers)
+        return given is not None and hmac.compare_digest(given.encode(), proxy.api_key.encode())
+
+    # -- proxying ----------------------------------------------------------
+    async def _proxy(self, request: web.BaseRequest, routing: Routing) -> web.StreamResponse:
+        headers = request.headers
+        draft = _Draft(
+            id=uuid.uuid4().hex,
+            started_at=time.time(),
+            t0=time.monotonic(),
+            method=request.method,
+            path=request.path,
+            session_id=headers.get("x-claude-code-session-id"),
+            client_version=_client_version(headers.get("user-agent", "")),
+        )
+        pair: Pair | None = None
+        response: web.StreamResponse | None = None
+        self.in_flight += 1
+        try:
+            body_or_error = await self._read_body(request, routing.proxy)
+            if isinstance(body_or_error, web.Response):
+                response = body_or_error
+                return response
+            body = body_or_error
+            upstream = self._upstream()
+            if request.method == "POST" and request.path in ROUTED_PATHS:
+                routed = self._route(body, routing, upstream, draft)
+                if isinstance(routed, web.Response):
+                    response = routed
+                    return response
+                body, backend_name, model = routed
+                if upstream.paired:
+                    pair = self._registry.open(draft.id, backend_name, model)
+            self._bus.publish(
+                RequestStarted(
+                    draft.id,
+                    draft.started_at,
+                    draft.method,
+                    draft.path,
+                    draft.fields.get("requested_model"),
+                    draft.fields.get("routed_backend"),
+                    draft.session_id,
+                )
+            )
+            response = await self._forward(request, body, routing, upstream, draft, pair)
+            return response
+        except asyncio.CancelledError:
+            self._hung_up(draft)
+            raise
+        finally:
+            self.in_flight -= 1
+            self._finish(draft, response, pair)
+
+    async def _read_body(self, request: web.BaseRequest, proxy: ProxyConfig) -> bytes | web.Response:
+        limit = int(proxy.max_body_mb * 1024 * 1024)
+        if request.content_length is not None and request.content_length > limit:
+            return _error(
+                413,
+                f"request body is {request.content_length} bytes; ccbridge accepts at most {limit} "
+                "(proxy.max_body_mb in ccbridge.yaml).",
+            )
+        if not request.body_exists:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                return _error(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _route(
+        self, body: bytes, routing: Routing, upstream: Upstream, draft: _Draft
+    ) -> tuple[bytes, str, str | None] | web.Response:
+        """Rewrite `model` by the alias table and cap `max_tokens`."""
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            return _error(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(obj, dict):
+            return _error(400, "request body must be a JSON object")
+        model = obj.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "request body has no `model` string")
+        draft.fields["requested_model"] = model
+        draft.fields["stream"] = obj.get("stream") is True
+        rule = routing.aliases.resolve(model)
+        if rule is None:
+            self._bus.publish(UnknownModel(model, time.time()))
+            return _error(
+                404,
+                f"ccbridge: no alias matches model {model!r}. Add one to the aliases section of "
+                f"{routing.config_path}, e.g.  \"{model}\": <backend>  (or a catch-all \"*\": "
+                "<backend>); it applies to the next request.",
+                "not_found_error",
+            )
+        backend = routing.backends[rule.backend]
+        draft.fields["alias_rule"] = rule.pattern
+        draft.fields["routed_backend"] = backend.name
+        routed_model = rule.model or (backend.model if backend.model != "auto" else None)
+        draft.fields["routed_model"] = routed_model or self._resolved_model(backend)
+        obj["model"] = upstream.model_for(rule, backend)
+        cap = backend.max_tokens
+        if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
+            obj["max_tokens"] = cap
+        # Key order and values are kept, so the prompt LiteLLM renders (and
+        # llama-server's prompt cache) is the same as for the original bytes.
+        new_body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        return new_body, backend.name, routed_model
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        body: bytes,
+        routing: Routing,
+        upstream: Upstream,
+        draft: _Draft,
+        pair: Pair | None,
+    ) -> web.StreamResponse:
+        proxy = routing.proxy
+        try:
+            await upstream.wait_ready(min(proxy.upstream_timeout, 120.0))
+        except UpstreamUnavailable as exc:
+            draft.fields["error"] = str(exc)
+            return _error(503, str(exc))
+        headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
+        client_auth = {} if proxy.api_key else {
+            k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-api-key")
+        }
+        headers.update(upstream.auth_headers({k.lower(): v for k, v in client_auth.items()}))
+        headers["accept-encoding"] = "identity"
+        headers[PAIR_HEADER] = draft.id
+        url = upstream.base_url + request.raw_path
+        try:
+            up = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body or None,
+                timeout=ClientTimeout(total=None, sock_connect=5, sock_read=proxy.upstream_timeout),
+                allow_redirects=False,
+            )
+        except ClientConnectorError as exc:
+            message = upstream.describe_unreachable(exc)
+            draft.fields["error"] = message
+            return _error(503, message)
+        except (ServerTimeoutError, asyncio.TimeoutError):
+            message = (
+                f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
+                "(proxy.upstream_timeout). A long prompt on a slow model can take that long; "
+                "raise the timeout or check the backend."
+            )
+            draft.fields["error"] = message
+            return _error(504, message)
+        except ClientConnectionError as exc:
+            message = f"ccbridge: upstream closed the connection before answering: {exc}"
+            draft.fields["error"] = message
+            return _error(502, message)
+        try:
+            if up.status < 400 and up.content_type == "text/event-stream":
+                return await self._stream(request, up, draft, pair)
+            data = await up.read()
+            if up.status >= 400:
+                return self._upstream_error(up.status, data, draft, pair, routing)
+            if request.path in ROUTED_PATHS:
+                self._apply_usage(draft, parse_anthropic_body(data))
+            out = web.Response(status=up.status, body=data,
+                               headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
+            return out
+        except BaseException:
+            up.close()  # drop the connection: LiteLLM (and the leg) see the hang-up
+            raise
+        finally:
+            up.release()
+
+    async def _stream(
+        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=up.status, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
+        await response.prepare(request)
+        draft.fields["_status"] = up.status
+        meter = AnthropicStreamMeter()
+        draft.fields["stream"] = True
+        try:
+            async for chunk in up.content.iter_any():
+                meter.feed(chunk, time.monotonic())
+                await response.write(chunk)
+        except (ClientPayloadError, ClientConnectionError, ServerTimeoutError, asyncio.TimeoutError) as exc:
+            message = f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
+            draft.fields["error"] = message
+            await response.write(anthropic_error_event(message))
+        except ConnectionResetError:
+            self._hung_up(draft)
+            up.close()
+            return response
+        finally:
+            self._apply_meter(draft, meter)
+        await response.write_eof()
+        return response
+
+    # -- results -----------------------------------------------------------
+    def _hung_up(self, draft: _Draft) -> None:
+        draft.fields["client_hung_up"] = True
+        self._registry.cancel(draft.id)
+
+    def _apply_meter(self, draft: _Draft, meter: AnthropicStreamMeter) -> None:
+        f = draft.fields
+        for name, value in (
+            ("input_tokens", meter.input_tokens),
+            ("output_tokens", meter.output_tokens),
+            ("cache_read_tokens", meter.cache_read_tokens),
+            ("cache_creation_tokens", meter.cache_creation_tokens),
+            ("stop_reason", meter.stop_reason),
+        ):
+            if value is not None:
+                f[name] = value
+        if meter.first_content_at is not None:
+            f["ttft_ms"] = (meter.first_content_at - draft.t0) * 1000.0
+            f["_first_at"] = meter.first_content_at
+        if meter.error and not f.get("error"):
+            f["error"] = meter.error
+
+    def _apply_usage(self, draft: _Draft, parsed: dict[str, Any]) -> None:
+        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+                     "stop_reason"):
+            if parsed.get(name) is not None:
+                draft.fields[name] = parsed[name]
+        if parsed.get("error"):
+            draft.fields["error"] = parsed["error"]
+
+    def _upstream_error(
+        self, status: int, data: bytes, draft: _Draft, pair: Pair | None, routing: Routing
+    ) -> web.Response:
+        """Re-word an upstream error so it says what is wrong and how to fix it."""
+        message = extract_message(data) or f"upstream answered HTTP {status}"
+        error_type: str | None = None
+        if pair is not None and pair.unreachable:
+            status, message = 502, (
+                f"ccbridge: {pair.unreachable}. Is llama-server running? Start it, or fix "
+                f"backends.{pair.backend}.api_base in {routing.config_path}."
+            )
+        elif pair is not None and (overflow := context_overflow(pair.backend_error)):
+            status, error_type = 400, "invalid_request_error"
+            message = context_overflow_message(pair.backend or "?", *overflow)
+        elif overflow := context_overflow(data):
+            status, error_type = 400, "invalid_request_error"
+            message = context_overflow_message(draft.fields.get("routed_backend") or "?", *overflow)
+        draft.fields["error"] = message
+        return _json_response(status, anthropic_error(status, message, error_type or error_type_for(status)))
+
+    def _finish(self, draft: _Draft, response: web.StreamResponse | None, pair: Pair | None) -> None:
+        f = draft.fields
+        end = time.monotonic()
+        if pair is not None:
+            self._registry.close(draft.id)
+            f["backend_calls"] = pair.calls
+            if pair.model and not f.get("routed_model"):
+                f["routed_model"] = pair.model
+            t = pair.timings or {}
+            for key, name in (
+                ("prompt_per_second", "backend_prompt_tps"),
+                ("predicted_per_second", "backend_gen_tps"),
+                ("prompt_n", "backend_prompt_n"),
+                ("cache_n", "backend_cache_n"),
+            ):
+                if t.get(key) is not None:
+                    f[name] = t[key]
+        first_at = f.pop("_first_at", None)
+        out = f.get("output_tokens")
+        if first_at is not None and out and end > first_at:
+            f["output_tps"] = out / (end - first_at)
+        sent = f.pop("_status", None)
+        status = response.status if response is not None else sent
+        if status is None and f.get("client_hung_up"):
+            status = 499  # nginx's "client closed request": it left before any answer
+        if response is not None and status and status >= 400 and not f.get("error"):
+            body = getattr(response, "body", None)
+            if isinstance(body, bytes | bytearray):
+                f["error"] = extract_message(bytes(body))
+        record = RequestRecord(
+            id=draft.id,
+            started_at=draft.started_at,
+            method=draft.method,
+            path=draft.path,
+            session_id=draft.session_id,
+            client_version=draft.client_version,
+            status=status,
+            duration_ms=(end - draft.t0) * 1000.0,
+            **f,
+        )
+        self._bus.publish(RequestFinished(record))

@@ -1,0 +1,176 @@
+"""The backend leg: LiteLLM's only way to the model servers.
+
+LiteLLM's config points every backend's `api_base` at
+`http://127.0.0.1:<leg port>/leg/<backend name>`. The leg forwards each call to
+the real `api_base`, and because it sees every backend call it can:
+- pair the call with the client request (the id header LiteLLM forwards) and
+  close it the moment the client hangs up, so llama-server frees the slot
+  (LiteLLM itself does not pass a hang-up on);
+- refuse LiteLLM's retries of a request whose client is gone;
+- read what LiteLLM drops: llama-server's `timings` (speed, cached tokens).
+
+Only LiteLLM may call it: every call must carry the per-run secret that
+ccbridge wrote into LiteLLM's config as the backend's API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+from backend.config.model import BackendConfig
+from backend.proxy.headers import forward_headers
+from backend.proxy.models import ModelResolver
+from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
+from backend.proxy.sse import OpenAIStreamTimings, parse_openai_body
+
+log = logging.getLogger(__name__)
+
+_DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
+_DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _json_error(status: int, message: str, kind: str) -> web.Response:
+    body = json.dumps({"error": {"code": status, "message": message, "type": kind}})
+    return web.Response(status=status, body=body.encode(), content_type="application/json")
+
+
+class BackendLeg:
+    """aiohttp handler for `/leg/<backend>/<path>` calls from LiteLLM."""
+
+    def __init__(
+        self,
+        *,
+        backends: Callable[[], Mapping[str, BackendConfig]],
+        secret: str,
+        registry: PairRegistry,
+        session: ClientSession,
+        resolver: ModelResolver,
+    ) -> None:
+        self._backends = backends
+        self._auth = f"Bearer {secret}".encode()
+        self._registry = registry
+        self._session = session
+        self._resolver = resolver
+        self.refused_total = 0
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith("/leg/"):
+            return _json_error(404, "not a ccbridge backend leg path", "not_found")
+        # compare_digest: no timing oracle for the secret, even on loopback
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, self._auth):
+            return _json_error(401, "the ccbridge backend leg only accepts its LiteLLM", "unauthorized")
+        name, _, rest = path[5:].partition("/")
+        backend = self._backends().get(name)
+        if backend is None:
+            return _json_error(404, f"no backend named {name!r} in ccbridge.yaml", "not_found")
+
+        request_id = request.headers.get(PAIR_HEADER)
+        pair = self._registry.get(request_id) if request_id else None
+        if request_id and self._registry.is_cancelled(request_id):
+            # A retry (or a late first call) for a client that hung up: starting
+            # the model again would block the slot for nothing.
+            self.refused_total += 1
+            if pair is not None:
+                pair.refused += 1
+            return _json_error(400, "ccbridge: the client hung up; not calling the model", "client_closed")
+
+        task = asyncio.current_task()
+        if pair is not None:
+            pair.calls += 1
+            if task is not None:
+                pair.tasks.add(task)
+        try:
+            return await self._forward(request, backend, rest, pair)
+        finally:
+            if pair is not None and task is not None:
+                pair.tasks.discard(task)
+
+    async def _forward(
+        self, request: web.BaseRequest, backend: BackendConfig, rest: str, pair: Pair | None
+    ) -> web.StreamResponse:
+        body = await request.read()
+        body = await self._with_model(body, request.content_type, backend, pair)
+        headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
+        headers["accept-encoding"] = "identity"
+        if backend.api_key:
+            headers["authorization"] = f"Bearer {backend.api_key}"
+        url = f"{backend.api_base.rstrip('/')}/{rest}"
+        if request.query_string:
+            url += "?" + request.query_string
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body or None,
+                timeout=ClientTimeout(total=None, sock_connect=10),
+            )
+        except (ClientError, OSError) as exc:
+            reason = f"cannot reach backend '{backend.name}' at {backend.api_base}: {exc or type(exc).__name__}"
+            if pair is not None:
+                pair.unreachable = reason
+            return _json_error(502, reason, "backend_unreachable")
+        try:
+            out_headers = forward_headers(upstream.headers, drop=_DROP_DOWNSTREAM)
+            if upstream.status >= 400:
+                data = await upstream.content.read(_ERROR_BODY_LIMIT)
+                if pair is not None:
+                    pair.backend_status = upstream.status
+                    pair.backend_error = data
+                return web.Response(status=upstream.status, body=data, headers=out_headers)
+            if upstream.content_type == "text/event-stream":
+                return await self._stream(request, upstream, out_headers, pair)
+            data = await upstream.read()
+            if pair is not None:
+                pair.timings = parse_openai_body(data).get("timings") or pair.timings
+            return web.Response(status=upstream.status, body=data, headers=out_headers)
+        except BaseException:
+            # Closing (not releasing) drops the connection: llama-server sees the
+            # hang-up and frees the slot at once.
+            upstream.close()
+            raise
+        finally:
+            upstream.release()
+
+    async def _stream(self, request, upstream, headers, pair: Pair | None) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        meter = OpenAIStreamTimings()
+        async for chunk in upstream.content.iter_any():
+            meter.feed(chunk)
+            await response.write(chunk)
+        if pair is not None and meter.timings:
+            pair.timings = meter.timings
+        await response.write_eof()
+        return response
+
+    async def _with_model(
+        self, body: bytes, content_type: str, backend: BackendConfig, pair: Pair | None
+    ) -> bytes:
+        """Put the real model id in the body: LiteLLM only knows the backend's name."""
+        if not body or content_type != "application/json":
+            return body
+        model = pair.model if pair is not None and pair.model else None
+        if model is None:
+            model = backend.model if backend.model != "auto" else await self._resolver.resolve(backend)
+            if pair is not None:
+                pair.model = model
+        if not model:
+            return body
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return body
+        if not isinstance(obj, dict) or obj.get("model") == model:
+            return body
+        obj["model"] = model
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

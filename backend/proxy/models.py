@@ -1,0 +1,54 @@
+"""Finds the model id a backend serves (`model: auto`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import ClientError, ClientSession, ClientTimeout
+
+from backend.config.model import BackendConfig
+
+_TTL = 60.0
+
+
+class ModelResolver:
+    """GET {api_base}/models -> first id, cached per backend for a minute."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self._session = session
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    def cached(self, backend: BackendConfig) -> str | None:
+        hit = self._cache.get(backend.api_base)
+        return hit[1] if hit else None
+
+    async def resolve(self, backend: BackendConfig) -> str | None:
+        if backend.model != "auto":
+            return backend.model
+        hit = self._cache.get(backend.api_base)
+        if hit and time.monotonic() - hit[0] < _TTL:
+            return hit[1]
+        model = await self._fetch(backend)
+        if model is not None or hit is None:
+            self._cache[backend.api_base] = (time.monotonic(), model)
+        return model if model is not None else (hit[1] if hit else None)
+
+    async def _fetch(self, backend: BackendConfig) -> str | None:
+        headers = {"authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
+        try:
+            async with self._session.get(
+                f"{backend.api_base.rstrip('/')}/models",
+                headers=headers,
+                timeout=ClientTimeout(total=5),
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                data = await resp.json(content_type=None)
+        except (ClientError, OSError, asyncio.TimeoutError, ValueError):
+            return None
+        items = data.get("data") if isinstance(data, dict) else None
+        if isinstance(items, list) and items and isinstance(items[0], dict):
+            model = items[0].get("id")
+            return model if isinstance(model, str) else None
+        return None

@@ -1,0 +1,72 @@
+"""Where the front proxy sends requests: a managed LiteLLM, or a given URL."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from backend.config.model import AliasRule, BackendConfig
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream cannot take requests; the message says why and what to do."""
+
+
+class Upstream(Protocol):
+    """What the front proxy needs from whatever serves Anthropic /v1/messages."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def paired(self) -> bool:
+        """True when calls go through the backend leg (hang-ups can be passed on)."""
+        ...
+
+    def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]: ...
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return when requests can be sent; raise UpstreamUnavailable otherwise."""
+        ...
+
+    def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
+        """The `model` value the upstream expects for this route."""
+        ...
+
+    def describe_unreachable(self, exc: BaseException) -> str: ...
+
+
+class ExternalUpstream:
+    """An already running LiteLLM (or any Anthropic-compatible server): `litellm.url`.
+
+    The client's own key is passed through unless `litellm.api_key` is set.
+    """
+
+    paired = False
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self._url = url.rstrip("/")
+        self._api_key = api_key
+
+    @property
+    def base_url(self) -> str:
+        return self._url
+
+    def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
+        if self._api_key:
+            return {"authorization": f"Bearer {self._api_key}", "x-api-key": self._api_key}
+        return {k: v for k, v in client_headers.items() if k in ("authorization", "x-api-key")}
+
+    async def wait_ready(self, timeout: float) -> None:
+        return None
+
+    def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
+        if rule.model:
+            return rule.model
+        return backend.model if backend.model != "auto" else backend.name
+
+    def describe_unreachable(self, exc: BaseException) -> str:
+        return (
+            f"ccbridge cannot reach the upstream at {self._url} (litellm.url in ccbridge.yaml): "
+            f"{exc or type(exc).__name__}. Start that server, or remove litellm.url so ccbridge "
+            f"starts its own LiteLLM."
+        )

@@ -1,0 +1,295 @@
+"""The front proxy against an instrumented Anthropic-format upstream (`litellm.url` mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.bridge import Bridge, StartupError
+from backend.config import load_config
+from backend.events import RequestFinished
+from tests.support.upstreams import AnthropicUpstream
+
+SECRET = "sk-planted-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,
+                 litellm_extra: str = "") -> Path:
+    aliases = aliases if aliases is not None else (
+        '  "claude-haiku-*": local/small   # quick model\n'
+        '  "claude-opus-4-8[1m]": local/big\n'
+        '  "*": local            # catch-all\n'
+    )
+    path = tmp / "ccbridge.yaml"
+    path.write_text(
+        "# my bridge\n"
+        "proxy:\n"
+        "  host: 127.0.0.1\n"
+        f"  port: {free_port()}\n"
+        f"{extra_proxy}"
+        "litellm:\n"
+        f"  url: {upstream_url}\n"
+        f"{litellm_extra}"
+        "backends:\n"
+        "  local:\n"
+        "    api_base: http://127.0.0.1:9/v1\n"
+        "    model: qwen\n"
+        "    max_tokens: 1000\n"
+        "aliases:\n" + aliases
+    )
+    return path
+
+
+def run_with_bridge(tmp_path: Path, body: Callable[[Bridge, AnthropicUpstream, httpx.AsyncClient], Awaitable[None]],
+                    *, upstream: AnthropicUpstream | None = None, **config_kw) -> None:
+    async def main() -> None:
+        up = upstream or AnthropicUpstream()
+        url = await up.start()
+        config = load_config(write_config(tmp_path, url, **config_kw))
+        bridge = Bridge(config, run_dir=tmp_path / "run")
+        await bridge.start()
+        try:
+            async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
+                await body(bridge, up, client)
+        finally:
+            await bridge.stop()
+            await up.stop()
+
+    asyncio.run(main())
+
+
+def messages_body(model: str = "claude-opus-4-8", stream: bool = False, **extra) -> dict:
+    return {"model": model, "max_tokens": 64000, "stream": stream,
+            "messages": [{"role": "system", "content": "env"}, {"role": "user", "content": "Hello"}], **extra}
+
+
+def test_probes_and_telemetry_are_answered_locally(tmp_path):
+    async def body(bridge, up, client):
+        assert (await client.head("/")).status_code == 200
+        assert (await client.head("/api/hello")).status_code == 200
+        assert (await client.get("/api/hello")).status_code == 200
+        for path in ("/api/event_logging/batch", "/api/event_logging/v2/batch"):
+            resp = await client.post(path, json={"events": [1, 2]})
+            assert resp.status_code == 200 and resp.json() == {}
+        assert up.seen == []
+        status = (await client.get("/ccbridge/api/status")).json()
+        assert status["services"][0]["probes_answered"] == 5
+
+    run_with_bridge(tmp_path, body)
+
+
+def test_model_rewritten_by_alias_and_max_tokens_capped(tmp_path):
+    async def body(bridge, up, client):
+        for asked, expected in (("claude-opus-4-8", "qwen"), ("claude-haiku-4-5", "small"),
+                                ("claude-opus-4-8[1m]", "big"), ("claude-opus-4-81", "qwen")):
+            resp = await client.post("/v1/messages?beta=true", json=messages_body(asked))
+            assert resp.status_code == 200, resp.text
+            sent = up.seen[-1].json()
+            assert sent["model"] == expected, asked
+            assert sent["max_tokens"] == 1000
+            assert list(sent) == ["model", "max_tokens", "stream", "messages"]
+            assert sent["messages"][0] == {"role": "system", "content": "env"}
+            assert up.seen[-1].query == "beta=true"
+        resp = await client.post("/v1/messages/count_tokens", json={"model": "claude-haiku-4-5", "messages": []})
+        assert resp.json() == {"input_tokens": 42}
+        assert up.seen[-1].json()["model"] == "small"
+
+    run_with_bridge(tmp_path, body)
+
+
+def test_unknown_model_gets_anthropic_404_naming_it(tmp_path):
+    async def body(bridge, up, client):
+        resp = await client.post("/v1/messages", json=messages_body("gpt-4o"))
+        assert resp.status_code == 404
+        err = resp.json()
+        assert err["type"] == "error" and err["error"]["type"] == "not_found_error"
+        assert "gpt-4o" in err["error"]["message"] and "aliases" in err["error"]["message"]
+        assert up.seen == []
+        status = (await client.get("/ccbridge/api/status")).json()
+        assert [u["model"] for u in status["unknown_models"]] == ["gpt-4o"]
+
+    run_with_bridge(tmp_path, body, aliases='  "claude-*": local\n')
+
+
+def test_stream_is_forwarded_event_by_event_and_recorded(tmp_path):
+    up = AnthropicUpstream(delay=0.15)
+
+    async def body(bridge, up, client):
+        arrivals: list[tuple[float, bytes]] = []
+        headers = {"x-claude-code-session-id": "sess-1234-abcd", "user-agent": "claude-cli/2.1.197 (external, sdk-cli)"}
+        async with client.stream("POST", "/v1/messages", json=messages_body(stream=True), headers=headers) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            async for chunk in resp.aiter_raw():
+                arrivals.append((time.monotonic(), chunk))
+        data = b"".join(c for _, c in arrivals)
+        assert data.count(b"event: content_block_delta") == 4
+        # the first event reached the client long before the last one was written
+        first_delta = next(t for t, c in arrivals if b"content_block_delta" in c)
+        assert arrivals[-1][0] - first_delta > 0.3
+        await asyncio.to_thread(bridge.history.flush)
+        rec = (await client.get("/ccbridge/api/requests?limit=1")).json()["requests"][0]
+        assert rec["requested_model"] == "claude-opus-4-8"
+        assert rec["routed_backend"] == "local" and rec["routed_model"] == "qwen"
+        assert rec["alias_rule"] == "*"
+        assert rec["stream"] is True and rec["status"] == 200
+        assert rec["input_tokens"] == 11 and rec["output_tokens"] == 4
+        assert rec["stop_reason"] == "end_turn"
+        assert rec["ttft_ms"] is not None and rec["ttft_ms"] < rec["duration_ms"]
+        assert rec["session_id"] == "sess-1234-abcd"
+        assert rec["client_version"] == "claude-cli/2.1.197"
+
+    run_with_bridge(tmp_path, body, upstream=up)
+
+
+def test_concurrent_streams_do_not_wait_on_each_other(tmp_path):
+    up = AnthropicUpstream(delay=0.25)  # each stream lasts ~1.5 s
+
+    async def body(bridge, up, client):
+        async def one() -> float:
+            t0 = time.monotonic()
+            resp = await client.post("/v1/messages", json=messages_body(stream=True))
+            assert resp.status_code == 200 and b"message_stop" in resp.content
+            return time.monotonic() - t0
+
+        t0 = time.monotonic()
+        durations = await asyncio.gather(*(one() for _ in range(10)))
+        wall = time.monotonic() - t0
+        # serialised, 10 streams would take 10x one stream
+        assert wall < 3 * max(durations)
+
+    run_with_bridge(tmp_path, body, upstream=up)
+
+
+def test_other_paths_forwarded_with_method_query_and_headers(tmp_path):
+    async def body(bridge, up, client):
+        resp = await client.get("/v1/models?limit=5", headers={"x-api-key": "client-key", "x-custom": "1"})
+        assert resp.status_code == 200
+        seen = up.seen[-1]
+        assert seen.method == "GET" and seen.path == "/v1/models" and seen.query == "limit=5"
+        assert seen.headers["x-custom"] == "1"
+        assert seen.headers["X-Api-Key"] == "client-key"  # no proxy key: passed through to litellm.url
+        assert "x-ccbridge-id" in {k.lower() for k in seen.headers}
+        assert len(resp.headers.get_list("date")) == 1
+        assert len(resp.headers.get_list("server")) <= 1
+        resp = await client.delete("/v1/files/abc")
+        assert up.seen[-1].method == "DELETE"
+
+    run_with_bridge(tmp_path, body)
+
+
+def test_api_key_required_and_never_forwarded_or_stored(tmp_path):
+    async def body(bridge, up, client):
+        assert (await client.post("/v1/messages", json=messages_body())).status_code == 401
+        assert (await client.get("/ccbridge/api/status")).status_code == 401
+        assert (await client.head("/")).status_code == 200  # probes need no key
+        ok = await client.post("/v1/messages", json=messages_body(), headers={"x-api-key": SECRET})
+        assert ok.status_code == 200
+        ok = await client.post("/v1/messages", json=messages_body(), headers={"authorization": f"Bearer {SECRET}"})
+        assert ok.status_code == 200
+        for seen in up.seen:
+            assert SECRET not in json.dumps(seen.headers)
+            assert seen.headers["x-api-key"] == "upstream-key"
+        await asyncio.to_thread(bridge.history.flush)
+        api = (await client.get("/ccbridge/api/requests", headers={"x-api-key": SECRET})).text
+        status = (await client.get("/ccbridge/api/status", headers={"x-api-key": SECRET})).text
+        assert SECRET not in api and SECRET not in status
+        db = Path(bridge.history.path).read_bytes() if bridge.history.path else b""
+        assert db and SECRET.encode() not in db
+
+    run_with_bridge(tmp_path, body, extra_proxy=f"  api_key: {SECRET}\n",
+                    litellm_extra="  api_key: upstream-key\n")
+
+
+def test_refuses_to_listen_beyond_loopback_without_key(tmp_path):
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    path.write_text(path.read_text().replace("host: 127.0.0.1", "host: 0.0.0.0"))
+    with pytest.raises(StartupError, match="api_key"):
+        Bridge(load_config(path), run_dir=tmp_path / "run")
+
+
+def test_upstream_down_answers_at_once_with_what_to_do(tmp_path):
+    async def main() -> None:
+        config = load_config(write_config(tmp_path, f"http://127.0.0.1:{free_port()}"))
+        bridge = Bridge(config, run_dir=tmp_path / "run")
+        await bridge.start()
+        try:
+            async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
+                resp = await client.post("/v1/messages", json=messages_body())
+                assert resp.status_code == 503
+                msg = resp.json()["error"]["message"]
+                assert "litellm.url" in msg and "cannot reach" in msg
+        finally:
+            await bridge.stop()
+
+    asyncio.run(main())
+
+
+def test_bad_bodies_get_clear_4xx(tmp_path):
+    async def body(bridge, up, client):
+        resp = await client.post("/v1/messages", content=b"{not json", headers={"content-type": "application/json"})
+        assert resp.status_code == 400 and "not valid JSON" in resp.json()["error"]["message"]
+        resp = await client.post("/v1/messages", json=[1, 2])
+        assert resp.status_code == 400
+        resp = await client.post("/v1/messages", json={"messages": []})
+        assert resp.status_code == 400 and "model" in resp.json()["error"]["message"]
+        resp = await client.post("/v1/messages", content=b"x" * 200_000)
+        assert resp.status_code == 413 and "max_body_mb" in resp.json()["error"]["message"]
+        assert up.seen == []
+
+    run_with_bridge(tmp_path, body, extra_proxy="  max_body_mb: 0.1\n")
+
+
+def test_client_hang_up_reaches_upstream_and_is_recorded(tmp_path):
+    up = AnthropicUpstream(hold=20)
+
+    async def body(bridge, up, client):
+        finished: list = []
+        bridge.subscribe(lambda e: finished.append(e) if isinstance(e, RequestFinished) else None)
+        task = asyncio.create_task(client.post("/v1/messages", json=messages_body()))
+        for _ in range(100):
+            if up.seen:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        t0 = time.monotonic()
+        while not up.disconnects and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+        assert up.disconnects == 1
+        while not finished and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+        rec = finished[0].record
+        assert rec.client_hung_up is True and rec.status == 499
+
+    run_with_bridge(tmp_path, body, upstream=up)
+
+
+def test_alias_edit_through_api_applies_to_next_request_and_keeps_comments(tmp_path):
+    async def body(bridge, up, client):
+        await client.post("/v1/messages", json=messages_body("claude-sonnet-4-5"))
+        assert up.seen[-1].json()["model"] == "qwen"
+        resp = await client.put("/ccbridge/api/aliases", json={"aliases": [
+            ["claude-sonnet-*", "local/sonnet-local"], ["claude-haiku-*", "local/small"], ["*", "local"]]})
+        assert resp.status_code == 200, resp.text
+        await client.post("/v1/messages", json=messages_body("claude-sonnet-4-5"))
+        assert up.seen[-1].json()["model"] == "sonnet-local"
+        text = bridge.config.source.read_text()
+        assert "# my bridge" in text and "# quick model" in text
+        bad = await client.put("/ccbridge/api/aliases", json={"aliases": [["*", "nowhere"]]})
+        assert bad.status_code == 400 and "nowhere" in bad.json()["error"]["message"]
+        assert "sonnet-local" in bridge.config.source.read_text()
+
+    run_with_bridge(tmp_path, body)
