@@ -150,7 +150,6 @@ class Bridge:
                 "Another program (or another ccbridge) holds that port: stop it, or set proxy.port "
                 "in ccbridge.yaml."
             ) from None
-        self.history.start()
         if self.litellm is not None:
             await self.litellm.start()
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")

@@ -296,7 +296,7 @@ class FrontProxy:
             message = upstream.describe_unreachable(exc)
             draft.fields["error"] = message
             return _error(503, message)
-        except (ServerTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, ServerTimeoutError):
             message = (
                 f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
                 "(proxy.upstream_timeout). A long prompt on a slow model can take that long; "
@@ -337,7 +337,7 @@ class FrontProxy:
             async for chunk in up.content.iter_any():
                 meter.feed(chunk, time.monotonic())
                 await response.write(chunk)
-        except (ClientPayloadError, ClientConnectionError, ServerTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError) as exc:
             message = f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
             draft.fields["error"] = message
             await response.write(anthropic_error_event(message))

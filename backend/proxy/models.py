@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
@@ -45,7 +44,7 @@ class ModelResolver:
                 if resp.status != 200:
                     return None
                 data = await resp.json(content_type=None)
-        except (ClientError, OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, ClientError, OSError, ValueError):
             return None
         items = data.get("data") if isinstance(data, dict) else None
         if isinstance(items, list) and items and isinstance(items[0], dict):

@@ -167,7 +167,7 @@ class LiteLLMService:
             )
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamUnavailable(self._not_ready_message(timeout)) from None
 
     def describe_unreachable(self, exc: BaseException) -> str:

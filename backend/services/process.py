@@ -122,7 +122,7 @@ class ChildProcess:
             _signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 _signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
         # the group may hold grandchildren even after the leader is gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from backend.bridge import Bridge, StartupError
-from backend.config import load_config
+from backend.config import ConfigError, load_config
 from backend.events import RequestFinished
 from tests.support.upstreams import AnthropicUpstream
 
@@ -181,8 +182,8 @@ def test_other_paths_forwarded_with_method_query_and_headers(tmp_path):
         seen = up.seen[-1]
         assert seen.method == "GET" and seen.path == "/v1/models" and seen.query == "limit=5"
         assert seen.headers["x-custom"] == "1"
-        assert seen.headers["X-Api-Key"] == "client-key"  # no proxy key: passed through to litellm.url
-        assert "x-ccbridge-id" in {k.lower() for k in seen.headers}
+        assert seen.headers["x-api-key"] == "client-key"  # no proxy key: passed through to litellm.url
+        assert "x-ccbridge-id" in seen.headers
         assert len(resp.headers.get_list("date")) == 1
         assert len(resp.headers.get_list("server")) <= 1
         resp = await client.delete("/v1/files/abc")
@@ -217,8 +218,13 @@ def test_api_key_required_and_never_forwarded_or_stored(tmp_path):
 def test_refuses_to_listen_beyond_loopback_without_key(tmp_path):
     path = write_config(tmp_path, "http://127.0.0.1:9")
     path.write_text(path.read_text().replace("host: 127.0.0.1", "host: 0.0.0.0"))
+    with pytest.raises(ConfigError, match="api_key"):
+        load_config(path)
+    # a config built in code gets the same refusal from the bridge itself
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    exposed = dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, host="0.0.0.0"))
     with pytest.raises(StartupError, match="api_key"):
-        Bridge(load_config(path), run_dir=tmp_path / "run")
+        Bridge(exposed, run_dir=tmp_path / "run")
 
 
 def test_upstream_down_answers_at_once_with_what_to_do(tmp_path):

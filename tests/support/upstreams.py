@@ -67,7 +67,7 @@ class AnthropicUpstream:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append(Seen(request.method, request.path, request.query_string,
-                              dict(request.headers), body))
+                              {k.lower(): v for k, v in request.headers.items()}, body))
         try:
             if self.hold:
                 await asyncio.sleep(self.hold)

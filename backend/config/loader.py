@@ -1,0 +1,641 @@
+"""Read and validate ccbridge.yaml into a typed `Config`.
+
+Every problem becomes a `ConfigError` that names the file, the key path
+(`backends.local.api_base`), the 1-based line, what was found and what was
+expected, so a person can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from backend import paths
+from backend.config import _files
+from backend.config.aliases import (
+    parse_target,
+    suggest,
+    validate_backend_name,
+    validate_pattern,
+)
+from backend.config.model import (
+    LOOPBACK_HOSTS,
+    AliasRule,
+    BackendConfig,
+    Config,
+    HistoryConfig,
+    LiteLLMConfig,
+    ProxyConfig,
+)
+
+DEFAULT_CONFIG_TEXT = """\
+# ccbridge.yaml: how ccbridge routes Claude Code -> LiteLLM -> your model server.
+# ccbridge wrote this file on first start and never overwrites it; edit it freely
+# (when ccbridge edits it for you, your comments are kept and the previous
+# version is saved as ccbridge.yaml.bak).
+# Docs: the "Configuration" section of ccbridge's README.md.
+proxy:
+  host: 127.0.0.1      # loopback by default
+  port: 8082
+  # api_key: ...       # optional: clients must send it (x-api-key or Bearer)
+litellm:
+  port: 4000           # ccbridge starts and supervises LiteLLM on 127.0.0.1:port
+  # url: http://127.0.0.1:4000   # instead: use an already running LiteLLM (or any
+  #                               # Anthropic-compatible server); start nothing
+backends:
+  local:
+    api_base: http://127.0.0.1:8080/v1
+    model: auto        # auto = first id from GET {api_base}/models
+    # max_tokens: 32000  # optional cap: Claude Code asks for 64000-128000
+aliases:               # Claude model name pattern -> backend name (or backend/model)
+  "claude-haiku-*": local
+  "*": local           # catch-all: any model Claude Code asks for
+"""
+"""The file `ensure_config()` writes when there is none."""
+
+ENV_PREFIX = "os.environ/"
+"""A value `os.environ/NAME` means: read it from the environment variable NAME."""
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "proxy": ("host", "port", "api_key", "upstream_timeout", "max_body_mb"),
+    "litellm": ("port", "url", "api_key"),
+    "backends": (),  # free-form names
+    "aliases": (),  # free-form patterns
+    "history": ("path", "retention_days", "max_rows"),
+}
+"""Top-level sections and the keys each accepts."""
+
+BACKEND_KEYS = ("api_base", "model", "max_tokens", "api_key")
+"""Keys one `backends.<name>` entry accepts."""
+
+_SECRET_KEYS = frozenset({"api_key"})
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_YAML_INDICATORS = "*&!?%@`|>"
+
+
+class ConfigError(Exception):
+    """A problem with a configuration file, explained for the person who edits it.
+
+    Attributes hold the parts: `file`, `key` (dotted path), `line` and
+    `column` (1-based), `found`, `expected` and an optional `hint`.
+    """
+
+    def __init__(
+        self,
+        problem: str | None = None,
+        *,
+        file: Path | str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        found: str | None = None,
+        expected: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        """Build the message from the parts (`problem` replaces found/expected if given)."""
+        self.file = Path(file) if file is not None else None
+        self.key = key
+        self.line = line
+        self.column = column
+        self.found = found
+        self.expected = expected
+        self.hint = hint
+        self.problem = problem
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where: list[str] = []
+        if self.file is not None:
+            where.append(str(self.file))
+        if self.line is not None:
+            where.append(f"line {self.line}")
+            if self.column is not None:
+                where.append(f"column {self.column}")
+        text = ", ".join(where)
+        if self.key:
+            text = f"{text}: {self.key}" if text else self.key
+        body: list[str] = []
+        if self.problem:
+            body.append(self.problem)
+        if self.found is not None:
+            body.append(f"found {self.found}")
+        if self.expected is not None:
+            body.append(f"expected {self.expected}")
+        message = f"{text}: {'; '.join(body)}" if text else "; ".join(body)
+        if self.hint:
+            message += f". {self.hint}"
+        return message
+
+
+def describe(value: Any, *, secret: bool = False) -> str:
+    """How a found value is shown in an error (secrets by type only)."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a yes/no value)"
+    if isinstance(value, int):
+        return f"the number {int(value)}"
+    if isinstance(value, float):
+        return f"the number {float(value)!r}"
+    if isinstance(value, str):
+        if secret:
+            return "text (not shown)"
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f'the text "{shown}"'
+    if isinstance(value, Mapping):
+        return "a mapping (key: value lines)"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def key_path(*parts: str) -> str:
+    """Dotted key path for messages; parts with unusual characters are quoted."""
+    shown = []
+    for part in parts:
+        text = str(part)
+        shown.append(text if _PLAIN_KEY.fullmatch(text) else f'"{text}"')
+    return ".".join(shown)
+
+
+class _Checker:
+    """Walks the round-trip YAML tree and builds a Config, failing with line numbers."""
+
+    def __init__(self, file: Path | None) -> None:
+        self.file = file
+
+    # -- helpers ---------------------------------------------------------
+
+    @staticmethod
+    def key_line(node: Any, key: Any) -> int | None:
+        try:
+            return int(node.lc.key(key)[0]) + 1
+        except (AttributeError, KeyError, TypeError, IndexError):
+            return None
+
+    @staticmethod
+    def value_line(node: Any, key: Any) -> int | None:
+        try:
+            return int(node.lc.value(key)[0]) + 1
+        except (AttributeError, KeyError, TypeError, IndexError):
+            return _Checker.key_line(node, key)
+
+    @staticmethod
+    def node_line(node: Any) -> int | None:
+        try:
+            return int(node.lc.line) + 1
+        except (AttributeError, TypeError):
+            return None
+
+    def fail(
+        self,
+        key: str,
+        line: int | None,
+        found: str | None,
+        expected: str | None,
+        hint: str | None = None,
+        problem: str | None = None,
+    ) -> ConfigError:
+        return ConfigError(
+            problem,
+            file=self.file,
+            key=key,
+            line=line,
+            found=found,
+            expected=expected,
+            hint=hint,
+        )
+
+    def check_keys(self, node: Any, allowed: tuple[str, ...], *prefix: str) -> None:
+        for key in node:
+            if key in allowed:
+                continue
+            guess = suggest(str(key), allowed)
+            hint = f"Did you mean '{guess}'?" if guess else None
+            raise self.fail(
+                key_path(*prefix, str(key)),
+                self.key_line(node, key),
+                f'an unknown key "{key}"',
+                "one of: " + ", ".join(allowed),
+                hint,
+            )
+
+    def section(self, root: Any, name: str) -> Any:
+        """The mapping under a section (an empty section counts as empty), or None."""
+        if name not in root:
+            return None
+        value = root[name]
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(
+                name,
+                self.value_line(root, name),
+                describe(value),
+                f"a mapping of {name} settings (indented key: value lines)",
+            )
+        return value
+
+    def integer(self, node: Any, key: str, path: str, lo: int, hi: int | None, what: str) -> int:
+        value = node[key]
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and (value < lo or (hi is not None and value > hi)):
+            ok = False
+        if not ok:
+            raise self.fail(path, self.value_line(node, key), describe(value), what)
+        return int(value)
+
+    def port(self, node: Any, key: str, path: str) -> int:
+        return self.integer(node, key, path, 1, 65535, "a whole number from 1 to 65535")
+
+    def number(self, node: Any, key: str, path: str, what: str) -> float:
+        value = node[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and (not math.isfinite(float(value)) or float(value) <= 0):
+            ok = False
+        if not ok:
+            raise self.fail(path, self.value_line(node, key), describe(value), what)
+        return float(value)
+
+    def text(self, node: Any, key: str, path: str, what: str, *, secret: bool = False) -> str:
+        value = node[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(path, self.value_line(node, key), describe(value, secret=secret), what)
+        if value != value.strip():
+            raise self.fail(
+                path,
+                self.value_line(node, key),
+                describe(value, secret=secret) + " with leading or trailing spaces",
+                what,
+            )
+        return str(value)
+
+    def optional_text(self, node: Any, key: str, path: str, what: str, **kw: Any) -> str | None:
+        if key not in node or node[key] is None:
+            return None
+        return self.text(node, key, path, what, **kw)
+
+    def url(self, node: Any, key: str, path: str, example: str) -> str:
+        what = f"an http:// or https:// URL with a host, e.g. {example}"
+        value = self.text(node, key, path, what)
+        line = self.value_line(node, key)
+        problem = None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme not in ("http", "https"):
+                problem = "no http:// or https:// scheme"
+            elif not parts.hostname:
+                problem = "no host"
+            elif any(ch.isspace() for ch in value):
+                problem = "whitespace inside the URL"
+            elif parts.fragment or parts.query:
+                problem = "a query or fragment (?... or #...)"
+        if problem:
+            raise self.fail(path, line, f"{describe(value)} ({problem})", what)
+        return value.rstrip("/")
+
+    def env_secret(self, node: Any, key: str, path: str) -> str | None:
+        value = self.optional_text(
+            node, key, path, f"a key as text, or {ENV_PREFIX}VARIABLE", secret=True
+        )
+        if value is None or not value.startswith(ENV_PREFIX):
+            return value
+        name = value[len(ENV_PREFIX) :]
+        resolved = os.environ.get(name)
+        if not name or not resolved:
+            raise self.fail(
+                path,
+                self.value_line(node, key),
+                f'"{value}", but the environment variable {name or "(no name)"} is unset or empty',
+                f"{ENV_PREFIX}VARIABLE naming a variable that is set, or the key itself",
+            )
+        return resolved
+
+    # -- sections --------------------------------------------------------
+
+    def build(self, root: Any) -> Config:
+        if root is None:
+            raise self.fail(
+                "(top level)",
+                1,
+                "an empty file",
+                "the sections " + ", ".join(SECTIONS) + " (at least backends and aliases)",
+            )
+        if not isinstance(root, Mapping):
+            raise self.fail(
+                "(top level)",
+                self.node_line(root) or 1,
+                describe(root),
+                "a mapping with the sections " + ", ".join(SECTIONS),
+            )
+        self.check_keys(root, tuple(SECTIONS))
+        proxy = self.proxy(root)
+        litellm = self.litellm(root)
+        backends = self.backends(root)
+        aliases = self.aliases(root, backends)
+        history = self.history(root)
+        return Config(
+            proxy=proxy,
+            litellm=litellm,
+            backends=backends,
+            aliases=aliases,
+            history=history,
+            source=self.file,
+        )
+
+    def proxy(self, root: Any) -> ProxyConfig:
+        node = self.section(root, "proxy")
+        if node is None:
+            return ProxyConfig()
+        self.check_keys(node, SECTIONS["proxy"], "proxy")
+        kw: dict[str, Any] = {}
+        if "host" in node:
+            kw["host"] = self.text(
+                node, "host", "proxy.host", "an address to listen on, e.g. 127.0.0.1"
+            )
+            if any(ch.isspace() for ch in kw["host"]) or "/" in kw["host"]:
+                raise self.fail(
+                    "proxy.host",
+                    self.value_line(node, "host"),
+                    describe(kw["host"]),
+                    "a host name or IP address, e.g. 127.0.0.1",
+                )
+        if "port" in node:
+            kw["port"] = self.port(node, "port", "proxy.port")
+        kw["api_key"] = self.env_secret(node, "api_key", "proxy.api_key")
+        if "upstream_timeout" in node:
+            kw["upstream_timeout"] = self.number(
+                node, "upstream_timeout", "proxy.upstream_timeout", "a number of seconds above 0"
+            )
+        if "max_body_mb" in node:
+            kw["max_body_mb"] = self.number(
+                node, "max_body_mb", "proxy.max_body_mb", "a size in MiB above 0"
+            )
+        config = ProxyConfig(**kw)
+        if config.host not in LOOPBACK_HOSTS and not config.api_key:
+            raise self.fail(
+                "proxy.host",
+                self.value_line(node, "host"),
+                describe(config.host) + " (not loopback) and no proxy.api_key",
+                "a loopback address (" + ", ".join(sorted(LOOPBACK_HOSTS)) + ")",
+                "Listening on another address needs proxy.api_key, or anyone who can "
+                "reach it can use your models",
+            )
+        return config
+
+    def litellm(self, root: Any) -> LiteLLMConfig:
+        node = self.section(root, "litellm")
+        if node is None:
+            return LiteLLMConfig()
+        self.check_keys(node, SECTIONS["litellm"], "litellm")
+        kw: dict[str, Any] = {}
+        if "port" in node:
+            kw["port"] = self.port(node, "port", "litellm.port")
+        if "url" in node and node["url"] is not None:
+            kw["url"] = self.url(node, "url", "litellm.url", "http://127.0.0.1:4000")
+        kw["api_key"] = self.env_secret(node, "api_key", "litellm.api_key")
+        return LiteLLMConfig(**kw)
+
+    def backends(self, root: Any) -> dict[str, BackendConfig]:
+        expected = "at least one backend, e.g.\n  local:\n    api_base: http://127.0.0.1:8080/v1"
+        if "backends" not in root:
+            raise self.fail("backends", self.node_line(root) or 1, "no backends section", expected)
+        node = root["backends"]
+        if not isinstance(node, Mapping) or not node:
+            raise self.fail("backends", self.value_line(root, "backends"), describe(node), expected)
+        result: dict[str, BackendConfig] = {}
+        for name, entry in node.items():
+            path = key_path("backends", str(name))
+            reason = validate_backend_name(name) if isinstance(name, str) else "not text"
+            if reason:
+                raise self.fail(
+                    path,
+                    self.key_line(node, name),
+                    f"the backend name {describe(name)}",
+                    reason,
+                )
+            if not isinstance(entry, Mapping):
+                raise self.fail(
+                    path,
+                    self.value_line(node, name),
+                    describe(entry),
+                    "a mapping with at least api_base, e.g. api_base: http://127.0.0.1:8080/v1",
+                )
+            self.check_keys(entry, BACKEND_KEYS, "backends", name)
+            if "api_base" not in entry:
+                raise self.fail(
+                    key_path("backends", name, "api_base"),
+                    self.key_line(node, name),
+                    "no api_base",
+                    "the server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1",
+                )
+            kw: dict[str, Any] = {
+                "name": name,
+                "api_base": self.url(
+                    entry,
+                    "api_base",
+                    key_path("backends", name, "api_base"),
+                    "http://127.0.0.1:8080/v1",
+                ),
+            }
+            if "model" in entry:
+                kw["model"] = self.text(
+                    entry,
+                    "model",
+                    key_path("backends", name, "model"),
+                    "a model id, or auto (the first id from GET {api_base}/models)",
+                )
+            if "max_tokens" in entry and entry["max_tokens"] is not None:
+                kw["max_tokens"] = self.integer(
+                    entry,
+                    "max_tokens",
+                    key_path("backends", name, "max_tokens"),
+                    1,
+                    None,
+                    "a whole number of tokens above 0, e.g. 32000",
+                )
+            kw["api_key"] = self.optional_text(
+                entry,
+                "api_key",
+                key_path("backends", name, "api_key"),
+                f"the backend's key as text, or {ENV_PREFIX}VARIABLE",
+                secret=True,
+            )
+            result[str(name)] = BackendConfig(**kw)
+        return result
+
+    def aliases(self, root: Any, backends: dict[str, BackendConfig]) -> tuple[AliasRule, ...]:
+        first = next(iter(backends))
+        expected = f'at least one alias, e.g.\n  "*": {first}'
+        if "aliases" not in root:
+            raise self.fail("aliases", self.node_line(root) or 1, "no aliases section", expected)
+        node = root["aliases"]
+        if not isinstance(node, Mapping) or not node:
+            raise self.fail("aliases", self.value_line(root, "aliases"), describe(node), expected)
+        rules: list[AliasRule] = []
+        for pattern, target in node.items():
+            path = key_path("aliases", str(pattern))
+            if not isinstance(pattern, str):
+                raise self.fail(
+                    path,
+                    self.key_line(node, pattern),
+                    f"the pattern {describe(pattern)}",
+                    'a Claude model name pattern as text, e.g. "claude-haiku-*" (quote it)',
+                )
+            reason = validate_pattern(pattern)
+            if reason:
+                raise self.fail(
+                    path,
+                    self.key_line(node, pattern),
+                    f"the pattern {describe(pattern)} ({reason})",
+                    'a Claude model name pattern, e.g. "claude-haiku-*"',
+                )
+            if not isinstance(target, str):
+                raise self.fail(
+                    path,
+                    self.value_line(node, pattern),
+                    describe(target),
+                    f"a backend name ({', '.join(backends)}) or backend/model",
+                )
+            try:
+                backend, model = parse_target(str(target), backends)
+            except ValueError as exc:
+                raise self.fail(
+                    path,
+                    self.value_line(node, pattern),
+                    f'the target "{target}" ({exc})',
+                    f"a backend name ({', '.join(backends)}) or backend/model",
+                ) from None
+            rules.append(AliasRule(str(pattern), str(target), backend, model))
+        return tuple(rules)
+
+    def history(self, root: Any) -> HistoryConfig:
+        node = self.section(root, "history")
+        if node is None:
+            return HistoryConfig()
+        self.check_keys(node, SECTIONS["history"], "history")
+        kw: dict[str, Any] = {}
+        kw["path"] = self.optional_text(
+            node, "path", "history.path", "a file path for the SQLite history"
+        )
+        if "retention_days" in node:
+            kw["retention_days"] = self.number(
+                node, "retention_days", "history.retention_days", "a number of days above 0"
+            )
+        if "max_rows" in node:
+            kw["max_rows"] = self.integer(
+                node, "max_rows", "history.max_rows", 1, None, "a whole number above 0"
+            )
+        return HistoryConfig(**kw)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def yaml_error(exc: YAMLError, text: str, file: Path | None) -> ConfigError:
+    """Turn a ruamel parse error into a ConfigError with line and column."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    context = getattr(exc, "context", None)
+    line = column = None
+    hint = None
+    if mark is not None:
+        line, column = mark.line + 1, mark.column + 1
+        lines = text.splitlines()
+        source = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+        start = source.lstrip()[:1]
+        if start and start in _YAML_INDICATORS:
+            hint = f'A key or value that starts with "{start}" must be quoted, e.g. "*": local'
+        elif "\t" in source[: len(source) - len(source.lstrip())]:
+            hint = "Indent with spaces, not tabs"
+    found = str(problem)
+    if context and isinstance(exc, MarkedYAMLError):
+        found = f"{problem} ({context})"
+    return ConfigError(
+        "YAML syntax error",
+        file=file,
+        line=line,
+        column=column,
+        found=found,
+        expected="valid YAML (key: value lines, indented with spaces)",
+        hint=hint,
+    )
+
+
+def parse_yaml(text: str, file: Path | None = None) -> Any:
+    """Parse `text` round-trip (with line info); syntax errors become ConfigError."""
+    try:
+        return _yaml().load(text)
+    except YAMLError as exc:
+        raise yaml_error(exc, text, file) from None
+
+
+def config_from_tree(tree: Any, file: Path | None = None) -> Config:
+    """Validate an already parsed round-trip tree (see `parse_yaml`) into a Config."""
+    return _Checker(file).build(tree)
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    """Validate the text of a ccbridge.yaml; `path` is only used in messages and `source`."""
+    return config_from_tree(parse_yaml(text, path), path)
+
+
+def read_text(path: Path) -> str:
+    """Read a config file as UTF-8 (a BOM is allowed); problems become ConfigError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found",
+            file=path,
+            expected="a ccbridge.yaml (run ccbridge once to create the default one)",
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError("this is a directory", file=path, expected="a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read it ({exc.strerror or exc})", file=path) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            "not UTF-8 text",
+            file=path,
+            line=line,
+            found=f"the byte 0x{data[exc.start]:02x}",
+            expected="a UTF-8 text file",
+        ) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`; raises ConfigError explaining any problem."""
+    path = Path(path)
+    return parse_config(read_text(path), path)
+
+
+def ensure_config(path: Path | None = None) -> tuple[Config, bool]:
+    """Load the config file, creating the default one first if it is missing.
+
+    Returns (config, created). Never overwrites an existing file: an invalid
+    existing file raises ConfigError and is left exactly as it is.
+    """
+    path = Path(path) if path is not None else paths.default_config_file()
+    if path.exists():
+        return load_config(path), False
+    created = _files.write_new(path, DEFAULT_CONFIG_TEXT, _files.default_mode())
+    return load_config(path), created

@@ -1,0 +1,161 @@
+"""The backend leg: only LiteLLM may call it; it pairs, reads timings, and stops calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+from aiohttp import ClientSession, web
+
+from backend.config.model import BackendConfig
+from backend.proxy.leg import BackendLeg
+from backend.proxy.models import ModelResolver
+from backend.proxy.pairing import PAIR_HEADER, PairRegistry
+
+SECRET = "leg-secret-for-tests"
+
+
+class OpenAIBackend:
+    """An OpenAI-format server that streams slowly and notices hang-ups."""
+
+    def __init__(self, chunks: int = 5, delay: float = 0.0) -> None:
+        self.chunks, self.delay = chunks, delay
+        self.calls: list[dict] = []
+        self.disconnects = 0
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/models"):
+            return web.json_response({"data": [{"id": "tiny-model"}]})
+        body = await request.json()
+        self.calls.append({"path": request.path, "body": body, "headers": dict(request.headers)})
+        timings = {"prompt_n": 3, "cache_n": 17, "prompt_per_second": 900.0, "predicted_per_second": 40.0}
+        if not body.get("stream"):
+            return web.json_response({"choices": [{"message": {"content": "hi"}}], "timings": timings})
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for i in range(self.chunks):
+                await resp.write(f'data: {{"choices":[{{"delta":{{"content":"t{i}"}}}}]}}\n\n'.encode())
+                await asyncio.sleep(self.delay)
+            last = {"choices": [{"delta": {}, "finish_reason": "stop"}], "timings": timings}
+            await resp.write(f"data: {json.dumps(last)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnects += 1
+            raise
+        return resp
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, handler_cancellation=True)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/v1"
+
+
+def run_leg(body, backend_server: OpenAIBackend, extra: dict[str, BackendConfig] | None = None) -> None:
+    async def main() -> None:
+        api_base = await backend_server.start()
+        backends = {"local": BackendConfig("local", api_base), **(extra or {})}
+        registry = PairRegistry()
+        async with ClientSession() as session:
+            leg = BackendLeg(backends=lambda: backends, secret=SECRET, registry=registry,
+                             session=session, resolver=ModelResolver(session))
+            runner = web.ServerRunner(web.Server(leg.handle, handler_cancellation=True))
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/leg/local"
+            try:
+                async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+                    await body(url, registry, leg, client)
+            finally:
+                await runner.cleanup()
+                await backend_server.runner.cleanup()
+
+    asyncio.run(main())
+
+
+AUTH = {"authorization": f"Bearer {SECRET}"}
+CHAT = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_leg_refuses_callers_without_the_run_secret():
+    server = OpenAIBackend()
+
+    async def body(url, registry, leg, client):
+        assert (await client.post(f"{url}/chat/completions", json=CHAT)).status_code == 401
+        wrong = {"authorization": "Bearer nope"}
+        assert (await client.post(f"{url}/chat/completions", json=CHAT, headers=wrong)).status_code == 401
+        assert server.calls == []
+
+    run_leg(body, server)
+
+
+def test_leg_forwards_with_real_model_and_reads_timings():
+    server = OpenAIBackend()
+
+    async def body(url, registry, leg, client):
+        pair = registry.open("req-1", "local", None)
+        resp = await client.post(f"{url}/chat/completions", json={**CHAT, "stream": True},
+                                 headers={**AUTH, PAIR_HEADER: "req-1"})
+        assert resp.status_code == 200 and b"[DONE]" in resp.content
+        call = server.calls[-1]
+        assert call["path"] == "/v1/chat/completions"
+        assert call["body"]["model"] == "tiny-model"  # `auto` resolved from GET /models
+        assert "authorization" not in {k.lower() for k in call["headers"]}
+        assert pair.calls == 1 and pair.model == "tiny-model"
+        assert pair.timings["cache_n"] == 17 and pair.timings["prompt_per_second"] == 900.0
+        resp = await client.post(f"{url}/chat/completions", json=CHAT, headers={**AUTH, PAIR_HEADER: "req-1"})
+        assert resp.status_code == 200 and pair.calls == 2
+
+    run_leg(body, server)
+
+
+def test_cancel_closes_backend_call_and_refuses_retries():
+    server = OpenAIBackend(chunks=1000, delay=0.01)
+
+    async def body(url, registry, leg, client):
+        registry.open("req-2", "local", None)
+        received = 0
+
+        async def consume() -> None:
+            nonlocal received
+            async with client.stream("POST", f"{url}/chat/completions", json={**CHAT, "stream": True},
+                                     headers={**AUTH, PAIR_HEADER: "req-2"}) as resp:
+                async for chunk in resp.aiter_raw():
+                    received += len(chunk)
+
+        task = asyncio.create_task(consume())
+        while received == 0:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        assert registry.cancel("req-2") == 1
+        while server.disconnects == 0 and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.005)
+        assert server.disconnects == 1
+        await asyncio.gather(task, return_exceptions=True)
+        # LiteLLM's retry of the same request is refused without reaching the model
+        calls = len(server.calls)
+        resp = await client.post(f"{url}/chat/completions", json=CHAT, headers={**AUTH, PAIR_HEADER: "req-2"})
+        assert resp.status_code == 400 and "hung up" in resp.json()["error"]["message"]
+        assert len(server.calls) == calls and leg.refused_total == 1
+
+    run_leg(body, server)
+
+
+def test_unreachable_backend_is_reported_on_the_pair():
+    server = OpenAIBackend()
+    dead = {"gone": BackendConfig("gone", "http://127.0.0.1:9/v1", model="m")}  # nothing listens on 9
+
+    async def body(url, registry, leg, client):
+        pair = registry.open("req-3", "gone", None)
+        resp = await client.post(url.replace("/leg/local", "/leg/gone") + "/chat/completions", json=CHAT,
+                                 headers={**AUTH, PAIR_HEADER: "req-3"})
+        assert resp.status_code == 502
+        assert "cannot reach backend 'gone'" in pair.unreachable
+
+    run_leg(body, server, dead)

@@ -1,0 +1,209 @@
+"""The real chain: Claude Code -> `ccbridge serve` -> LiteLLM (own venv) -> leg -> llama-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.claude import CLAUDE_VERSIONS, run_claude
+from tests.support.serve import ServeProcess, write_chain_config
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def records_for(serve: ServeProcess, path: str = "/v1/messages", n: int = 1, timeout: float = 5) -> list[dict]:
+    got = wait_for(lambda: [r for r in serve.requests(50) if r["path"] == path][:n] or None, timeout)
+    return got or []
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_model):
+    """One llama-server (1 slot, 64k context) and one ccbridge serve for the module."""
+    from tests.support.llama import LlamaServer
+
+    tmp = tmp_path_factory.mktemp("chain")
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "config"), "CCBRIDGE_DATA_DIR": str(tmp / "data")}
+    with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots", "--metrics")) as llama:
+        config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base)
+        serve = ServeProcess(config, env).start()
+        try:
+            yield serve, llama
+        finally:
+            serve.stop()
+
+
+@pytest.mark.parametrize("version", CLAUDE_VERSIONS)
+def test_claude_p_hello_world_through_the_chain(chain, version, tmp_path):
+    serve, llama = chain
+    before = {r["id"] for r in serve.requests(100)}
+    result = run_claude(version, serve.url, "Hello world", timeout=240)
+    assert result.returncode == 0, f"stdout={result.stdout!r}\nstderr={result.stderr[-3000:]}\n{serve.log()[-3000:]}"
+    assert result.stdout.strip(), "claude -p printed nothing"
+    new = wait_for(lambda: [r for r in serve.requests(100) if r["id"] not in before
+                            and r["path"] == "/v1/messages" and r["status"] == 200
+                            and (r["input_tokens"] or 0) > 1000], 5)
+    assert new, serve.requests(10)
+    rec = new[0]
+    assert rec["requested_model"].startswith("claude-")
+    assert rec["routed_backend"] == "local" and rec["routed_model"]
+    assert rec["client_version"] == f"claude-cli/{version}"
+    assert rec["session_id"]
+    assert rec["output_tokens"] > 0
+    assert rec["backend_calls"] == 1
+    assert rec["backend_prompt_n"] is not None and rec["backend_gen_tps"] is not None
+
+
+def test_system_entry_inside_messages_reaches_the_model(chain):
+    """Same prompt token count through ccbridge as straight to llama-server."""
+    serve, llama = chain
+    system = "You are a careful assistant. " * 40
+    user = "Summarise the plan in one line."
+    direct = httpx.post(f"{llama.api_base}/chat/completions", timeout=60, trust_env=False, json={
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        "max_tokens": 1, "cache_prompt": False})
+    direct_prompt = direct.json()["usage"]["prompt_tokens"]
+    through = httpx.post(f"{serve.url}/v1/messages", timeout=60, trust_env=False,
+                         headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}, json={
+        "model": "claude-opus-4-8", "max_tokens": 1,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
+    assert through.status_code == 200, through.text
+    usage = through.json()["usage"]
+    total = usage["input_tokens"] + (usage.get("cache_read_input_tokens") or 0)
+    assert direct_prompt > 200
+    assert total == direct_prompt
+
+
+def test_context_too_small_says_how_to_fix_it(tiny_model, tmp_path):
+    from tests.support.llama import LlamaServer
+
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
+    with LlamaServer(tiny_model, ctx=1024) as llama:
+        with ServeProcess(write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base), env) as serve:
+            resp = httpx.post(f"{serve.url}/v1/messages", timeout=60, trust_env=False, json={
+                "model": "claude-opus-4-8", "max_tokens": 16,
+                "messages": [{"role": "user", "content": "word " * 3000}]})
+            assert resp.status_code == 400, resp.text
+            message = resp.json()["error"]["message"]
+            assert message.startswith("prompt is too long:")
+            assert "> 1024 maximum" in message and "-c " in message and "-np" in message
+            rec = records_for(serve)[0]
+            assert rec["status"] == 400 and "prompt is too long" in rec["error"]
+
+
+def test_backend_down_answers_at_once_with_what_to_do(tmp_path):
+    from tests.support.llama import free_port
+
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with ServeProcess(write_chain_config(tmp_path / "ccbridge.yaml", dead), env) as serve:
+        resp = httpx.post(f"{serve.url}/v1/messages", timeout=60, trust_env=False, json={
+            "model": "claude-opus-4-8", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+        assert resp.status_code == 502, resp.text
+        message = resp.json()["error"]["message"]
+        assert "llama-server" in message and "backends.local.api_base" in message and dead in message
+
+
+def _slot_busy(llama) -> bool:
+    slots = httpx.get(f"{llama.base_url}/slots", timeout=5, trust_env=False).json()
+    return any(s.get("is_processing") for s in slots)
+
+
+class StreamReader(threading.Thread):
+    """Reads a stream continuously (as Claude Code does) until told to hang up."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.deltas = 0
+        self.status: int | None = None
+        self.hang_up = threading.Event()
+        self.closed_at: float | None = None
+
+    def run(self) -> None:
+        with httpx.Client(timeout=60, trust_env=False) as client:
+            with client.stream("POST", self.url, json=self.body) as resp:
+                self.status = resp.status_code
+                for chunk in resp.iter_raw():
+                    self.deltas += chunk.count(b"content_block_delta")
+                    if self.hang_up.is_set():
+                        break
+                self.closed_at = time.monotonic()  # leaving the block closes the connection
+
+
+def test_hang_up_mid_stream_frees_the_slot(tiny_model, tmp_path):
+    """Esc in Claude Code: closing the stream must stop llama-server's generation."""
+    from tests.support.llama import LlamaServer
+
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
+    with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots", "--metrics", "--ignore-eos")) as llama:
+        with ServeProcess(write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base), env) as serve:
+            body = {"model": "claude-opus-4-8", "max_tokens": 60000, "stream": True,
+                    "messages": [{"role": "user", "content": "Write a long story."}]}
+            reader = StreamReader(f"{serve.url}/v1/messages", body)
+            reader.start()
+            assert wait_for(lambda: reader.deltas >= 50, 30), "the stream never got going"
+            assert reader.status == 200
+            assert _slot_busy(llama), "llama-server should be generating (--ignore-eos, 60000 tokens)"
+            reader.hang_up.set()
+            reader.join(10)
+            assert reader.closed_at is not None
+            freed = wait_for(lambda: not _slot_busy(llama), timeout=10, interval=0.1)
+            freed_after = time.monotonic() - reader.closed_at
+            assert freed, "llama-server kept generating after the client hung up"
+            print(f"slot freed within {freed_after * 1000:.0f} ms of the hang-up")
+            # LiteLLM must not start the model again (no retry reached the slot)
+            time.sleep(2)
+            assert not _slot_busy(llama)
+            rec = records_for(serve)[0]
+            assert rec["client_hung_up"] is True
+            assert rec["backend_calls"] == 1
+
+
+def test_serve_stops_its_children_on_sigterm_and_on_kill(tmp_path, llama_server):
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
+    serve = ServeProcess(write_chain_config(tmp_path / "a.yaml", llama_server.api_base), env).start()
+    pid = serve.litellm_pid()
+    assert pid and psutil.pid_exists(pid)
+    assert serve.stop(signal.SIGTERM) == 0
+    assert wait_for(lambda: not psutil.pid_exists(pid), 10)
+    assert "stopping" in serve.log()
+
+    serve = ServeProcess(write_chain_config(tmp_path / "b.yaml", llama_server.api_base), env).start()
+    pid = serve.litellm_pid()
+    os.kill(serve.proc.pid, signal.SIGKILL)
+    serve.proc.wait()
+    # parent-death signal: LiteLLM goes down with ccbridge even after kill -9
+    gone = wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 15)
+    assert gone
+
+
+def test_litellm_config_has_no_retries_and_a_private_key(chain):
+    serve, _ = chain
+    run = Path(serve.env["CCBRIDGE_DATA_DIR"]) / "run"
+    cfg = run / "litellm.yaml"
+    assert oct(cfg.stat().st_mode & 0o777) == "0o600"
+    assert oct((run / "litellm-master-key").stat().st_mode & 0o777) == "0o600"
+    text = cfg.read_text()
+    assert "forward_client_headers_to_llm_api: true" in text
+    assert "use_chat_completions_url_for_anthropic_messages: true" in text
+    key = (run / "litellm-master-key").read_text().strip()
+    assert key not in serve.log()
+    assert key not in json.dumps(serve.status())

@@ -1,0 +1,84 @@
+"""Run the pinned Claude Code releases (installed by
+``bash scripts/install_claude_code.sh`` into the ccbridge tool cache)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from .llama import cache_dir
+
+CLAUDE_VERSIONS = ("2.1.197", "2.1.330")
+INSTALL_SCRIPT = "bash scripts/install_claude_code.sh"
+
+
+def claude_binary(version: str) -> Path:
+    """Path of the cached ``claude`` for ``version``; RuntimeError if missing."""
+    path = cache_dir() / "tools" / f"claude-code-{version}" / "node_modules" / ".bin" / "claude"
+    if not (path.exists() and os.access(path, os.X_OK)):
+        raise RuntimeError(
+            f"Claude Code {version} not found at {path}: run `{INSTALL_SCRIPT}` first"
+        )
+    return path
+
+
+def claude_env(
+    base_url: str,
+    *,
+    home: Path,
+    api_key: str = "sk-test-local",
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment ``run_claude`` gives Claude Code: nothing from ours but PATH."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TMPDIR": str(home / "tmp"),
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": api_key,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "512",
+        "API_TIMEOUT_MS": "120000",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    if extra_env:
+        env.update(extra_env)
+    return env
+
+
+def run_claude(
+    version: str,
+    base_url: str,
+    prompt: str = "Hello world",
+    *,
+    api_key: str = "sk-test-local",
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``claude -p <prompt>`` against ``base_url`` with a scratch HOME.
+
+    Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+    """
+    binary = claude_binary(version)
+    with tempfile.TemporaryDirectory(prefix=f"ccbridge-claude-{version}-") as tmp:
+        home = Path(tmp)
+        (home / "tmp").mkdir()
+        workdir = home / "work"
+        workdir.mkdir()
+        env = claude_env(base_url, home=home, api_key=api_key, extra_env=extra_env)
+        return subprocess.run(
+            [str(binary), "-p", prompt],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=workdir,
+            timeout=timeout,
+            check=False,
+        )

@@ -1,0 +1,100 @@
+"""Run the real `ccbridge serve` as a child process, as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.llama import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_chain_config(path: Path, api_base: str, *, extra_backend: str = "", extra: str = "") -> Path:
+    path.write_text(
+        "proxy:\n"
+        "  host: 127.0.0.1\n"
+        f"  port: {free_port()}\n"
+        "litellm:\n"
+        f"  port: {free_port()}\n"
+        "backends:\n"
+        "  local:\n"
+        f"    api_base: {api_base}\n"
+        "    model: auto\n"
+        f"{extra_backend}"
+        "aliases:\n"
+        '  "*": local\n'
+        f"{extra}"
+    )
+    return path
+
+
+class ServeProcess:
+    """`python -m backend serve --config FILE`, waited on until LiteLLM is ready."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = Path(tempfile.mkstemp(prefix="ccbridge-serve-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 240.0) -> ServeProcess:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "backend", "serve", "--config", str(self.config)],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+            )
+        port = next(int(line.split(":")[1]) for line in self.config.read_text().splitlines()
+                    if line.strip().startswith("port:"))
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ccbridge serve exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                status = httpx.get(f"{self.url}/ccbridge/api/status", timeout=2, trust_env=False).json()
+                if status["services"][1]["state"] == "ready":
+                    return self
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"ccbridge serve not ready in {timeout} s:\n{self.log()}")
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.url}/ccbridge/api/status", timeout=5, trust_env=False).json()
+
+    def requests(self, limit: int = 20) -> list[dict]:
+        resp = httpx.get(f"{self.url}/ccbridge/api/requests?limit={limit}", timeout=5, trust_env=False)
+        return resp.json()["requests"]
+
+    def litellm_pid(self) -> int | None:
+        return self.status()["services"][1]["pid"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
