@@ -26,4 +26,5 @@ done
 [ "$failed" = 0 ] || exit 1
 
 .venv/bin/ruff check backend tests bench
+.venv/bin/mypy backend
 .venv/bin/python -m pytest "$@"

@@ -166,6 +166,14 @@ def import_litellm_config(src: Path) -> str:
         if not model:
             notes.append(f"skipped {name}{at}: empty model after the provider prefix")
             continue
+        reason = validate_pattern(name)
+        if reason:
+            notes.append(f"skipped model_name {name!r}{at}: {reason}")
+            continue
+        if name in seen_patterns:
+            notes.append(f"{name}{at}: listed again (LiteLLM load balancing); kept the first")
+            continue
+        seen_patterns.add(name)
         base = api_base.strip().rstrip("/")
         if base not in backends:
             taken = {b["name"] for b in backends.values()}
@@ -175,14 +183,6 @@ def import_litellm_config(src: Path) -> str:
                 "api_key": params.get("api_key"),
             }
         backend = backends[base]["name"]
-        reason = validate_pattern(name)
-        if reason:
-            notes.append(f"skipped model_name {name!r}{at}: {reason}")
-            continue
-        if name in seen_patterns:
-            notes.append(f"{name}{at}: listed again (LiteLLM load balancing); kept the first")
-            continue
-        seen_patterns.add(name)
         aliases.append((name, f"{backend}/{model}"))
 
     if not backends:

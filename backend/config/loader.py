@@ -549,23 +549,35 @@ def _yaml() -> YAML:
 
 def yaml_error(exc: YAMLError, text: str, file: Path | None) -> ConfigError:
     """Turn a ruamel parse error into a ConfigError with line and column."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = problem_mark or context_mark
     problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
     context = getattr(exc, "context", None)
     line = column = None
     hint = None
+    lines = text.splitlines()
     if mark is not None:
         line, column = mark.line + 1, mark.column + 1
-        lines = text.splitlines()
-        source = lines[mark.line] if 0 <= mark.line < len(lines) else ""
-        start = source.lstrip()[:1]
-        if start and start in _YAML_INDICATORS:
-            hint = f'A key or value that starts with "{start}" must be quoted, e.g. "*": local'
-        elif "\t" in source[: len(source) - len(source.lstrip())]:
-            hint = "Indent with spaces, not tabs"
+        # Look at the reported line, the context line and the line before.
+        candidates = [mark.line, getattr(context_mark, "line", -1), mark.line - 1]
+        for index in candidates:
+            source = lines[index] if 0 <= index < len(lines) else ""
+            start = source.lstrip()[:1]
+            if start and start in _YAML_INDICATORS:
+                hint = (
+                    f'Line {index + 1}: a key or value that starts with "{start}" '
+                    'must be quoted, e.g. "*": local'
+                )
+                break
+            if "\t" in source[: len(source) - len(source.lstrip())]:
+                hint = f"Line {index + 1}: indent with spaces, not tabs"
+                break
     found = str(problem)
     if context and isinstance(exc, MarkedYAMLError):
         found = f"{problem} ({context})"
+    if found.startswith("found "):
+        found = found[len("found ") :]
     return ConfigError(
         "YAML syntax error",
         file=file,

@@ -125,6 +125,18 @@ def _rebuild(cmap: CommentedMap, items: Sequence[tuple[Any, Any]]) -> None:
         above[key] = parts[previous].after
     trailer = parts[old_keys[-1]].after if old_keys else ""
     old_first = old_keys[0] if old_keys else None
+    # Comment lines above a removed entry are kept: they move to the next
+    # surviving entry (or the end), so an edit never loses the user's text.
+    surviving = {key for key, _ in items}
+    carry = ""
+    for key in old_keys:
+        if key in surviving:
+            if carry:
+                above[key] = carry + above.get(key, "")
+                carry = ""
+        else:
+            carry += above.pop(key, "")
+    trailer = carry + trailer
     for key in old_keys:
         del cmap[key]
         cmap.ca.items.pop(key, None)

@@ -10,6 +10,7 @@ pairing registry at once, so the leg closes the backend call too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -57,6 +58,21 @@ ROUTED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
+# LiteLLM ends a stream whose backend broke off with an OpenAI-shaped bare
+# `data: {"error": ...}` line; Claude Code needs an Anthropic `event: error`.
+_BARE_ERROR = b'\ndata: {"error"'
+
+
+def rewrite_bare_errors(chunk: bytes) -> bytes:
+    """Turn LiteLLM's bare OpenAI-style error lines into Anthropic `error` events."""
+    out = []
+    for line in chunk.split(b"\n"):
+        if line.startswith(b'data: {"error"'):
+            message = extract_message(line[6:]) or "the upstream stream failed"
+            out.append(anthropic_error_event(f"ccbridge: the model stream broke off: {message}").rstrip(b"\n"))
+        else:
+            out.append(line)
+    return b"\n".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,19 +351,26 @@ class FrontProxy:
         draft.fields["stream"] = True
         try:
             async for chunk in up.content.iter_any():
+                if _BARE_ERROR in chunk:
+                    chunk = rewrite_bare_errors(chunk)
                 meter.feed(chunk, time.monotonic())
-                await response.write(chunk)
+                try:
+                    await response.write(chunk)
+                except ConnectionError:
+                    # The client is gone. aiohttp's ClientConnectionResetError is also a
+                    # ClientConnectionError, so it must be caught here, not as an upstream failure.
+                    self._hung_up(draft)
+                    up.close()
+                    return response
         except (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError) as exc:
             message = f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
             draft.fields["error"] = message
-            await response.write(anthropic_error_event(message))
-        except ConnectionResetError:
-            self._hung_up(draft)
-            up.close()
-            return response
+            with contextlib.suppress(ConnectionError):
+                await response.write(anthropic_error_event(message))
         finally:
             self._apply_meter(draft, meter)
-        await response.write_eof()
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
         return response
 
     # -- results -----------------------------------------------------------

@@ -73,6 +73,10 @@ class BackendLeg:
         if backend is None:
             return _json_error(404, f"no backend named {name!r} in ccbridge.yaml", "not_found")
 
+        if rest.endswith("responses/input_tokens"):
+            # LiteLLM's count_tokens asks the backend first and falls back to its own
+            # tokenizer on a 404; llama-server has no such endpoint, so answer at once.
+            return _json_error(404, "token counting is not offered by this backend", "not_found")
         request_id = request.headers.get(PAIR_HEADER)
         pair = self._registry.get(request_id) if request_id else None
         if request_id and self._registry.is_cancelled(request_id):

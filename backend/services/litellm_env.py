@@ -189,8 +189,7 @@ def check_version(version: str | None) -> None:
     if parse_version(version) < MIN_SAFE_VERSION:
         minimum = ".".join(map(str, MIN_SAFE_VERSION))
         raise LiteLLMEnvError(
-            f"REFUSING litellm {version}: older than {minimum} (CVE-2026-49468, "
-            "Host-header auth bypass)."
+            f"REFUSING litellm {version}: older than {minimum} (CVE-2026-49468, Host-header auth bypass)."
         )
     if version != LITELLM_VERSION:
         raise LiteLLMEnvError(
@@ -254,8 +253,7 @@ def verify_venv(venv: Path | None = None) -> None:
     check_version(versions[0] if versions else None)
     if not litellm_executable(venv).exists():
         raise LiteLLMEnvError(
-            f"{litellm_executable(venv)} is missing. Delete the venv ({venv}) and start "
-            "ccbridge again."
+            f"{litellm_executable(venv)} is missing. Delete the venv ({venv}) and start ccbridge again."
         )
 
 
@@ -348,9 +346,7 @@ def _install_lock(venv: Path, progress: Callable[[str], None]) -> Iterator[None]
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _run_streaming(
-    cmd: list[str], progress: Callable[[str], None], env: dict[str, str]
-) -> tuple[int, list[str]]:
+def _run_streaming(cmd: list[str], progress: Callable[[str], None], env: dict[str, str]) -> tuple[int, list[str]]:
     """Run cmd, pass each output line to progress; return (rc, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=_PIP_TAIL_LINES)
     proc = subprocess.Popen(
@@ -420,8 +416,7 @@ def ensure_env(
             _remove_venv(venv)
             raise LiteLLMEnvError(
                 f"could not create a virtual environment with {sys.executable} -m venv "
-                f"(exit {rc}). On Debian/Ubuntu install the python3-venv package.\n"
-                + "\n".join(tail)
+                f"(exit {rc}). On Debian/Ubuntu install the python3-venv package.\n" + "\n".join(tail)
             )
 
         progress(f"Installing litellm[proxy]=={LITELLM_VERSION} from the hashed lock")
@@ -465,8 +460,5 @@ def ensure_env(
             _remove_venv(venv)
             raise
         write_marker(venv, lock_file)
-        progress(
-            f"LiteLLM {LITELLM_VERSION} ready in {time.monotonic() - started:.0f} s "
-            f"({litellm_executable(venv)})"
-        )
+        progress(f"LiteLLM {LITELLM_VERSION} ready in {time.monotonic() - started:.0f} s ({litellm_executable(venv)})")
     return litellm_executable(venv)

@@ -299,3 +299,41 @@ def test_alias_edit_through_api_applies_to_next_request_and_keeps_comments(tmp_p
         assert "sonnet-local" in bridge.config.source.read_text()
 
     run_with_bridge(tmp_path, body)
+
+
+def test_litellm_bare_error_line_becomes_an_anthropic_error_event():
+    from backend.proxy.front import rewrite_bare_errors
+
+    chunk = (b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n'
+             b'data: {"error": {"message": "Connection reset by peer", "type": "internal_server_error"}}\n\n')
+    out = rewrite_bare_errors(chunk)
+    assert out.startswith(b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n')
+    event = out.split(b"\n\n")[1]
+    assert event.startswith(b"event: error\ndata: ")
+    payload = json.loads(event.split(b"data: ", 1)[1])
+    assert payload["type"] == "error" and "Connection reset by peer" in payload["error"]["message"]
+
+
+def test_client_vanishing_mid_stream_closes_the_upstream_every_time(tmp_path):
+    """Whichever way the hang-up surfaces (cancel or failed write), the upstream is closed."""
+    up = AnthropicUpstream(delay=0.001, parts=100_000)
+
+    async def body(bridge, up, client):
+        finished: list = []
+        bridge.subscribe(lambda e: finished.append(e.record) if isinstance(e, RequestFinished) else None)
+        for i in range(1, 6):
+            async with client.stream("POST", "/v1/messages", json=messages_body(stream=True)) as resp:
+                got = 0
+                async for chunk in resp.aiter_raw():
+                    got += chunk.count(b"content_block_delta")
+                    if got >= 20 * i:
+                        break
+            t0 = time.monotonic()
+            while up.disconnects < i and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.005)
+            assert up.disconnects == i, f"round {i}: upstream kept streaming after the client left"
+            while len(finished) < i and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.005)
+            assert finished[-1].client_hung_up is True and finished[-1].error is None
+
+    run_with_bridge(tmp_path, body, upstream=up)

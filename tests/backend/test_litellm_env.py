@@ -93,11 +93,7 @@ def test_lock_file_pins_and_hashes_everything():
     assert "1.82.7" in text and "1.82.8" in text  # the header warns about them
     # Join continuation lines into one logical requirement each.
     logical = re.sub(r"\\\n\s*", " ", text)
-    reqs = [
-        line.strip()
-        for line in logical.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    reqs = [line.strip() for line in logical.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert len(reqs) > 50
     names = set()
     for req in reqs:

@@ -19,9 +19,7 @@ def claude_binary(version: str) -> Path:
     """Path of the cached ``claude`` for ``version``; RuntimeError if missing."""
     path = cache_dir() / "tools" / f"claude-code-{version}" / "node_modules" / ".bin" / "claude"
     if not (path.exists() and os.access(path, os.X_OK)):
-        raise RuntimeError(
-            f"Claude Code {version} not found at {path}: run `{INSTALL_SCRIPT}` first"
-        )
+        raise RuntimeError(f"Claude Code {version} not found at {path}: run `{INSTALL_SCRIPT}` first")
     return path
 
 

@@ -174,8 +174,7 @@ class LlamaServer:
                 code = self._proc.poll()
                 if code is not None:
                     raise LlamaServerError(
-                        f"llama-server exited with {code} while starting; log tail:\n"
-                        + self.log_tail()
+                        f"llama-server exited with {code} while starting; log tail:\n" + self.log_tail()
                     )
                 try:
                     resp = client.get(self.base_url + "/health")

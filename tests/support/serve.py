@@ -61,7 +61,7 @@ class ServeProcess:
                 raise RuntimeError(f"ccbridge serve exited {self.proc.returncode}:\n{self.log()}")
             try:
                 status = httpx.get(f"{self.url}/ccbridge/api/status", timeout=2, trust_env=False).json()
-                if status["services"][1]["state"] == "ready":
+                if status["services"][1]["state"] in ("ready", "external"):
                     return self
             except (httpx.HTTPError, ValueError, KeyError, IndexError):
                 pass

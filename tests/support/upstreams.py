@@ -61,6 +61,7 @@ class AnthropicUpstream:
     status: int = 200
     error_body: bytes = b""
     disconnects: int = 0
+    parts: int = 4  # text deltas per stream
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -78,7 +79,8 @@ class AnthropicUpstream:
                 if payload.get("stream"):
                     resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
                     await resp.prepare(request)
-                    for event in anthropic_events(["Hel", "lo", " wor", "ld"]):
+                    words = ["Hel", "lo", " wor", "ld"] if self.parts == 4 else ["tok "] * self.parts
+                    for event in anthropic_events(words):
                         await resp.write(event)
                         if self.delay:
                             await asyncio.sleep(self.delay)

@@ -1,0 +1,96 @@
+"""`ccbridge env`, `doctor` and `import` as a user runs them, against a real llama-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.config import load_config
+from tests.support.serve import REPO, write_chain_config
+
+pytestmark = pytest.mark.e2e
+
+
+def ccbridge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_env_sizes_output_cap_from_the_backend_context(llama_server, tmp_path):
+    config = write_chain_config(tmp_path / "ccbridge.yaml", llama_server.api_base)
+    result = ccbridge("env", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    port = load_config(config).proxy.port
+    assert lines["export ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{port}"
+    assert lines["export ANTHROPIC_API_KEY"].startswith("ccbridge-local")
+    # the session llama-server has 65536 tokens per slot: a quarter of it for output
+    assert lines["export CLAUDE_CODE_MAX_OUTPUT_TOKENS"].split()[0] == "16384"
+    assert lines["export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"].split()[0] == "1"
+    assert int(lines["export API_TIMEOUT_MS"].split()[0]) >= 600000
+
+
+def test_doctor_names_a_too_small_context_and_the_fix(start_llama_server, tmp_path):
+    small = start_llama_server(ctx=8192, parallel=2)
+    config = write_chain_config(tmp_path / "ccbridge.yaml", small.api_base)
+    result = ccbridge("doctor", "--config", str(config))
+    assert result.returncode == 1, result.stdout
+    out = result.stdout
+    assert "ok    config is valid" in out
+    assert "context 4096/slot" in out and "2 slot(s)" in out
+    assert "FAIL  backend 'local'" in out and "-c 65536" in out and "-np" in out
+    assert "no litellm_init.pth" in out
+
+
+def test_doctor_reports_an_unreachable_backend(tmp_path):
+    from tests.support.llama import free_port
+
+    config = write_chain_config(tmp_path / "ccbridge.yaml", f"http://127.0.0.1:{free_port()}/v1")
+    result = ccbridge("doctor", "--config", str(config))
+    assert result.returncode == 1
+    assert "is not reachable" in result.stdout and "start llama-server" in result.stdout
+
+
+def test_import_turns_a_guide_config_into_ccbridge_yaml(tmp_path):
+    guide = tmp_path / "litellm_config.yaml"
+    guide.write_text(
+        "model_list:\n"
+        "  - model_name: claude-3-5-sonnet-20241022\n"
+        "    litellm_params:\n"
+        "      model: openai/qwen2.5-coder\n"
+        "      api_base: http://localhost:8080/v1\n"
+        "      api_key: sk-no-key\n"
+        "  - model_name: claude-3-5-haiku-20241022\n"
+        "    litellm_params:\n"
+        "      model: openai/qwen2.5-coder\n"
+        "      api_base: http://localhost:8080/v1\n"
+        "general_settings:\n"
+        "  master_key: sk-1234\n"
+    )
+    dest = tmp_path / "out" / "ccbridge.yaml"
+    result = ccbridge("import", str(guide), "--config", str(dest))
+    assert result.returncode == 0, result.stderr
+    config = load_config(dest)
+    assert list(config.backends) == ["local"]
+    assert config.backends["local"].api_base == "http://localhost:8080/v1"
+    targets = {r.pattern: r.target for r in config.aliases}
+    assert targets["claude-3-5-sonnet-20241022"] == "local/qwen2.5-coder"
+    assert targets["*"] == "local"
+    # LiteLLM's master key is offered as a commented line, never made active silently
+    assert config.proxy.api_key is None and "# api_key: sk-1234" in dest.read_text()
+    again = ccbridge("import", str(guide), "--config", str(dest))
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_invalid_config_is_refused_with_key_and_line(tmp_path):
+    config = tmp_path / "ccbridge.yaml"
+    config.write_text("proxy:\n  port: eighty\nbackends:\n  local:\n    api_base: http://127.0.0.1:8080/v1\n"
+                      'aliases:\n  "*": local\n')
+    before = config.read_text()
+    result = ccbridge("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "proxy.port" in result.stderr and "line 2" in result.stderr
+    assert config.read_text() == before
