@@ -38,6 +38,7 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.upstream import ExternalUpstream, Upstream
 from backend.services.litellm_service import LiteLLMService
+from backend.services.process import LogBuffer
 from backend.store import HistoryStore
 
 _WATCH_INTERVAL = 1.0
@@ -74,6 +75,7 @@ class Bridge:
             max_rows=config.history.max_rows,
         )
         self.unknown_models: dict[str, dict[str, Any]] = {}
+        self.proxy_log = LogBuffer()
         self.started_at: float | None = None
         self._leg_secret = secrets.token_urlsafe(32)
         self._session: ClientSession | None = None
@@ -171,11 +173,26 @@ class Bridge:
         await asyncio.to_thread(self.history.close)
 
     async def restart_service(self, name: str) -> None:
+        await self._service(name).restart()
+
+    async def stop_service(self, name: str) -> None:
+        await self._service(name).stop()
+
+    async def start_service(self, name: str) -> None:
+        await self._service(name).start()
+
+    def _service(self, name: str) -> LiteLLMService:
         if name != "litellm":
             raise KeyError(f"no service named {name!r} (known: litellm)")
         if self.litellm is None:
             raise KeyError("LiteLLM is not managed by ccbridge here (litellm.url is set)")
-        await self.litellm.restart()
+        return self.litellm
+
+    def log_tail(self, service: str, n: int = 200) -> list[str]:
+        """The last lines of a service's log ("proxy" is ccbridge's own)."""
+        if service == "proxy":
+            return self.proxy_log.tail(n)
+        return self._service(service).log.tail(n)
 
     async def save_aliases(self, aliases: list[tuple[str, str]]) -> Config:
         """Validate, write ccbridge.yaml (comments kept), apply to the next request."""
@@ -280,6 +297,8 @@ class Bridge:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
+        elif isinstance(event, LogLine) and event.service == "proxy":
+            self.proxy_log.add(event.line)
         elif isinstance(event, UnknownModel):
             info = self.unknown_models.setdefault(event.model, {"count": 0, "first_seen": event.at})
             info["count"] += 1
