@@ -58,6 +58,8 @@ ROUTED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
+# How long a request waits for a (re)starting LiteLLM before it is answered 503.
+_HOLD_SECONDS = 120.0
 # LiteLLM ends a stream whose backend broke off with an OpenAI-shaped bare
 # `data: {"error": ...}` line; Claude Code needs an Anthropic `event: error`.
 _BARE_ERROR = b'\ndata: {"error"'
@@ -286,11 +288,6 @@ class FrontProxy:
         pair: Pair | None,
     ) -> web.StreamResponse:
         proxy = routing.proxy
-        try:
-            await upstream.wait_ready(min(proxy.upstream_timeout, 120.0))
-        except UpstreamUnavailable as exc:
-            draft.fields["error"] = str(exc)
-            return _error(503, str(exc))
         headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
         client_auth = {} if proxy.api_key else {
             k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-api-key")
@@ -298,32 +295,60 @@ class FrontProxy:
         headers.update(upstream.auth_headers({k.lower(): v for k, v in client_auth.items()}))
         headers["accept-encoding"] = "identity"
         headers[PAIR_HEADER] = draft.id
-        url = upstream.base_url + request.raw_path
+        hold_until = time.monotonic() + min(proxy.upstream_timeout, _HOLD_SECONDS)
+        while True:
+            try:
+                await upstream.wait_ready(max(0.0, hold_until - time.monotonic()))
+            except UpstreamUnavailable as exc:
+                draft.fields["error"] = str(exc)
+                return _error(503, str(exc))
+            base_url, release = upstream.acquire()
+            try:
+                up = await self._session.request(
+                    request.method,
+                    base_url + request.raw_path,
+                    headers=headers,
+                    data=body or None,
+                    timeout=ClientTimeout(total=None, sock_connect=5, sock_read=proxy.upstream_timeout),
+                    allow_redirects=False,
+                )
+                break
+            except ClientConnectorError as exc:
+                release()
+                # Nothing was sent: when ccbridge runs LiteLLM it is (re)starting it, so
+                # hold the request until it is back rather than failing it.
+                if upstream.paired and time.monotonic() < hold_until:
+                    await asyncio.sleep(0.1)
+                    continue
+                message = upstream.describe_unreachable(exc)
+                draft.fields["error"] = message
+                return _error(503, message)
+            except (TimeoutError, ServerTimeoutError):
+                release()
+                message = (
+                    f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
+                    "(proxy.upstream_timeout). A long prompt on a slow model can take that long; "
+                    "raise the timeout or check the backend."
+                )
+                draft.fields["error"] = message
+                return _error(504, message)
+            except ClientConnectionError as exc:
+                release()
+                message = f"ccbridge: upstream closed the connection before answering: {exc}"
+                draft.fields["error"] = message
+                return _error(502, message)
+            except BaseException:
+                release()
+                raise
         try:
-            up = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body or None,
-                timeout=ClientTimeout(total=None, sock_connect=5, sock_read=proxy.upstream_timeout),
-                allow_redirects=False,
-            )
-        except ClientConnectorError as exc:
-            message = upstream.describe_unreachable(exc)
-            draft.fields["error"] = message
-            return _error(503, message)
-        except (TimeoutError, ServerTimeoutError):
-            message = (
-                f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
-                "(proxy.upstream_timeout). A long prompt on a slow model can take that long; "
-                "raise the timeout or check the backend."
-            )
-            draft.fields["error"] = message
-            return _error(504, message)
-        except ClientConnectionError as exc:
-            message = f"ccbridge: upstream closed the connection before answering: {exc}"
-            draft.fields["error"] = message
-            return _error(502, message)
+            return await self._relay(request, up, draft, pair, routing)
+        finally:
+            release()
+
+    async def _relay(
+        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None, routing: Routing
+    ) -> web.StreamResponse:
+        """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
         try:
             if up.status < 400 and up.content_type == "text/event-stream":
                 return await self._stream(request, up, draft, pair)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from backend.config.model import AliasRule, BackendConfig
+
+
+def _noop() -> None:
+    return None
 
 
 class UpstreamUnavailable(Exception):
@@ -20,6 +25,10 @@ class Upstream(Protocol):
     @property
     def paired(self) -> bool:
         """True when calls go through the backend leg (hang-ups can be passed on)."""
+        ...
+
+    def acquire(self) -> tuple[str, Callable[[], None]]:
+        """The base URL for one request, and the call that ends its lease (for draining)."""
         ...
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]: ...
@@ -50,6 +59,9 @@ class ExternalUpstream:
     @property
     def base_url(self) -> str:
         return self._url
+
+    def acquire(self) -> tuple[str, Callable[[], None]]:
+        return self._url, _noop
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         if self._api_key:

@@ -36,7 +36,7 @@ from backend.services.process import ChildProcess, LogBuffer
 STOPPED, INSTALLING, STARTING, READY, CRASHED, STOPPING = (
     "stopped", "installing", "starting", "ready", "crashed", "stopping",
 )
-_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # the first crash restarts at once
 _START_TIMEOUT = 120.0
 
 
@@ -72,6 +72,10 @@ def render_config(
     }
 
 
+def _noop() -> None:
+    return None
+
+
 def port_owner(port: int) -> psutil.Process | None:
     """The local process listening on 127.0.0.1:port, if one can be seen."""
     with contextlib.suppress(psutil.Error, OSError):
@@ -105,8 +109,28 @@ class ServiceStatus:
     log_tail: tuple[str, ...]
 
 
+@dataclass(eq=False)
+class _Instance:
+    """One running LiteLLM process and the requests it is serving."""
+
+    port: int
+    child: ChildProcess
+    in_flight: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 class LiteLLMService:
-    """Starts, watches and restarts LiteLLM; the front proxy's upstream."""
+    """Starts, watches and restarts LiteLLM; the front proxy's upstream.
+
+    A restart is blue/green: a new LiteLLM comes up on a fresh port, new
+    requests switch to it once it is healthy, and the old one is stopped when
+    its streams have finished (bounded by `drain_timeout`). A crash is noticed
+    at once (the child's exit), restarted with backoff, and requests arriving
+    meanwhile wait for it instead of failing.
+    """
 
     name = "litellm"
     paired = True
@@ -122,6 +146,7 @@ class LiteLLMService:
         bus: EventBus,
         session: ClientSession,
         install: Callable[[Callable[[str], None]], Path] = litellm_env.ensure_env,
+        drain_timeout: float = 120.0,
     ) -> None:
         self.settings = settings
         self._backends = backends
@@ -131,13 +156,18 @@ class LiteLLMService:
         self._bus = bus
         self._session = session
         self._install = install
+        self.drain_timeout = drain_timeout
         self.log = LogBuffer()
         self.state = STOPPED
         self.state_since = time.time()
         self.last_error: str | None = None
         self.restarts = 0
-        self._child: ChildProcess | None = None
+        self._current: _Instance | None = None
+        self._draining: set[_Instance] = set()
+        self._drainers: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        self._swapped = asyncio.Event()
+        self._restart_lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._master_key = self._load_master_key()
@@ -146,11 +176,23 @@ class LiteLLMService:
     # -- upstream protocol -------------------------------------------------
     @property
     def port(self) -> int:
-        return self.settings.port
+        return self._current.port if self._current else self.settings.port
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.port}"
+        return f"http://127.0.0.1:{self.port}"
+
+    def acquire(self) -> tuple[str, Callable[[], None]]:
+        """The URL to send one request to, and the call that ends its lease."""
+        inst = self._current
+        if inst is None:
+            return self.base_url, _noop
+        inst.in_flight += 1
+
+        def release() -> None:
+            inst.in_flight -= 1
+
+        return inst.url, release
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         return {"authorization": f"Bearer {self._master_key}"}
@@ -163,7 +205,8 @@ class LiteLLMService:
             return
         if self.state in (STOPPED, STOPPING):
             raise UpstreamUnavailable(
-                "ccbridge: LiteLLM is stopped. Start it from the panel (s) or restart `ccbridge serve`."
+                "ccbridge: LiteLLM is stopped. Start it from the panel (s), with "
+                "POST /ccbridge/api/services/litellm/restart, or restart `ccbridge serve`."
             )
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
@@ -202,60 +245,118 @@ class LiteLLMService:
         if self._supervisor is not None and not self._supervisor.done():
             return
         self._stopping = False
+        if self.state == STOPPED:
+            self._set_state(STARTING)
         self._supervisor = asyncio.create_task(self._supervise(), name="litellm-supervisor")
 
     async def stop(self) -> None:
+        """Stop every LiteLLM process now (in-flight streams end with an error event)."""
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._supervisor
             self._supervisor = None
-        await self._stop_child()
+        for task in list(self._drainers):
+            task.cancel()
+        current, self._current = self._current, None
+        instances = [i for i in (current, *self._draining) if i is not None]
+        self._draining.clear()
+        if any(i.child.running for i in instances):
+            self._set_state(STOPPING)
+        await asyncio.gather(*(i.child.stop() for i in instances))
+        self._write_pids()
         self._set_state(STOPPED)
 
     async def restart(self) -> None:
-        """Stop and start again; requests arriving meanwhile wait for ready."""
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
-            self._supervisor = None
-        await self._stop_child()
-        self.restarts += 1
-        self._set_state(STARTING, "restarting")
-        await self.start()
+        """Zero-loss restart: the new LiteLLM takes new requests once healthy, the old one drains."""
+        async with self._restart_lock:
+            old = self._current
+            if old is None or not old.child.running or self.state != READY:
+                await self.stop()
+                self.restarts += 1
+                await self.start()
+                return
+            self._bus.publish(ServiceStateChanged(self.name, READY, "restarting: starting a new LiteLLM", time.time()))
+            try:
+                new = await self._launch(litellm_env.litellm_executable(), self._next_port())
+            except Exception as exc:
+                self.last_error = f"restart failed, the running LiteLLM keeps serving: {exc}"
+                self._bus.publish(ServiceStateChanged(self.name, READY, self.last_error, time.time()))
+                raise
+            self._current = new
+            self.restarts += 1
+            self._draining.add(old)
+            self._write_pids()
+            self._swapped.set()
+            self._set_state(READY, f"restarted: pid {new.child.pid} on {new.url}; "
+                                   f"draining {old.in_flight} request(s) on port {old.port}")
+            task = asyncio.create_task(self._drain(old), name="litellm-drain")
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
 
-    async def _stop_child(self) -> None:
-        child, self._child = self._child, None
-        if child is not None and child.running:
-            self._set_state(STOPPING)
-            await child.stop()
-        with contextlib.suppress(FileNotFoundError):
-            (self._run_dir / "litellm.pid").unlink()
+    async def _drain(self, old: _Instance) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while old.in_flight > 0 and time.monotonic() < deadline and old.child.running:
+            await asyncio.sleep(0.1)
+        await old.child.stop()
+        self._draining.discard(old)
+        self._write_pids()
+
+    def _next_port(self) -> int:
+        """The configured port when it is free, else any free loopback port."""
+        if not port_in_use(self.settings.port):
+            return self.settings.port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
     async def _supervise(self) -> None:
         failures = 0
+        first = True
         while not self._stopping:
             try:
-                executable = await self._ensure_installed()
-                await self._launch(executable)
+                if self._current is None or not self._current.child.running:
+                    executable = await self._ensure_installed()
+                    if first:
+                        self._clear_stale(self.settings.port)
+                    first = False
+                    self._set_state(STARTING)
+                    self._current = await self._launch(executable, self._next_port())
+                    self._write_pids()
+                    self._set_state(READY, f"pid {self._current.child.pid} on {self._current.url}")
                 failures = 0
-                code = await self._child.wait() if self._child else 0
+                if await self._watch(self._current):
+                    continue  # swapped by a restart: watch the new one
                 if self._stopping:
                     return
+                code = self._current.child.proc.returncode if self._current.child.proc else None
                 self.last_error = f"LiteLLM exited with code {code}: " + " | ".join(self.log.tail(3))
+                self._current = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported as the service's error, then retried
                 self.last_error = str(exc)
-                await self._stop_child()
+                if self._current is not None:
+                    await self._current.child.stop()
+                    self._current = None
             failures += 1
             self.restarts += 1
             delay = _BACKOFF[min(failures - 1, len(_BACKOFF) - 1)]
             self._set_state(CRASHED, f"{self.last_error} (restarting in {delay:.0f} s)")
             await asyncio.sleep(delay)
+
+    async def _watch(self, inst: _Instance) -> bool:
+        """Wait until `inst` exits (False) or a restart replaced it (True)."""
+        self._swapped.clear()
+        exited = asyncio.create_task(inst.child.wait())
+        swapped = asyncio.create_task(self._swapped.wait())
+        try:
+            await asyncio.wait({exited, swapped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (exited, swapped):
+                task.cancel()
+        return self._current is not inst
 
     async def _ensure_installed(self) -> Path:
         if litellm_env.is_ready():
@@ -268,27 +369,29 @@ class LiteLLMService:
 
         return await asyncio.to_thread(self._install, progress)
 
-    async def _launch(self, executable: Path) -> None:
-        self._set_state(STARTING)
-        self._free_port()
+    async def _launch(self, executable: Path, port: int) -> _Instance:
+        """Start one LiteLLM on `port` and wait until it is healthy."""
         config_path = self._write_config()
-        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "INFO",
-               "PYTHONUNBUFFERED": "1"}
+        env = litellm_env.clean_env({**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                                     "LITELLM_LOG": "INFO", "PYTHONUNBUFFERED": "1"})
         env.pop("LITELLM_MASTER_KEY", None)
         argv = [str(executable), "--config", str(config_path), "--host", "127.0.0.1",
-                "--port", str(self.port), "--num_workers", "1"]
+                "--port", str(port), "--num_workers", "1"]
         child = ChildProcess(argv, env=env, cwd=str(self._run_dir), on_line=self._line)
         await child.start()
-        self._child = child
-        (self._run_dir / "litellm.pid").write_text(json.dumps({"pid": child.pid, "port": self.port}))
-        await self._wait_healthy(child)
-        self._set_state(READY, f"pid {child.pid} on {self.base_url}")
+        inst = _Instance(port, child)
+        try:
+            await self._wait_healthy(inst)
+        except BaseException:
+            await child.stop()
+            raise
+        return inst
 
-    async def _wait_healthy(self, child: ChildProcess) -> None:
+    async def _wait_healthy(self, inst: _Instance) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
-        url = f"{self.base_url}/health/liveliness"
+        url = f"{inst.url}/health/liveliness"
         while time.monotonic() < deadline:
-            if not child.running:
+            if not inst.child.running:
                 raise RuntimeError("LiteLLM exited while starting: " + " | ".join(self.log.tail(5)))
             with contextlib.suppress(ClientError, OSError, asyncio.TimeoutError):
                 async with self._session.get(url, timeout=ClientTimeout(total=2)) as resp:
@@ -297,21 +400,35 @@ class LiteLLMService:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"LiteLLM did not answer {url} within {_START_TIMEOUT:.0f} s")
 
-    def _free_port(self) -> None:
-        """Clear a LiteLLM we left behind on our port; refuse to fight anyone else."""
-        if not port_in_use(self.port):
+    def _write_pids(self) -> None:
+        """Record our LiteLLM processes, so a later start can clear ones left behind."""
+        pids = [{"pid": i.child.pid, "port": i.port}
+                for i in (self._current, *self._draining) if i is not None and i.child.running]
+        path = self._run_dir / "litellm.pid"
+        if pids:
+            path.write_text(json.dumps(pids))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _clear_stale(self, port: int) -> None:
+        """Stop LiteLLMs an earlier ccbridge left behind; refuse to fight anyone else for our port."""
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
+            for entry in json.loads((self._run_dir / "litellm.pid").read_text()):
+                with contextlib.suppress(psutil.Error):
+                    proc = psutil.Process(int(entry["pid"]))
+                    parent = proc.parent()
+                    orphaned = parent is None or parent.pid == 1 or parent.pid == proc.pid
+                    # a LiteLLM whose ccbridge still runs belongs to that ccbridge: leave it
+                    if orphaned and "litellm" in " ".join(proc.cmdline()):
+                        proc.kill()
+                        proc.wait(5)
+        if not port_in_use(port):
             return
-        pid_file = self._run_dir / "litellm.pid"
-        owner = port_owner(self.port)
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            stale = json.loads(pid_file.read_text())
-            if owner is not None and owner.pid == stale["pid"]:
-                owner.kill()
-                owner.wait(5)
-                return
+        owner = port_owner(port)
         who = f"{owner.name()} (pid {owner.pid})" if owner is not None else "another program"
         raise RuntimeError(
-            f"port {self.port} is already in use by {who}. Stop it, or set litellm.port in "
+            f"port {port} is already in use by {who}. Stop it, or set litellm.port in "
             "ccbridge.yaml to a free port (or litellm.url to use that server instead)."
         )
 
@@ -344,7 +461,7 @@ class LiteLLMService:
 
     # -- status ------------------------------------------------------------
     def status(self) -> ServiceStatus:
-        child = self._child
+        child = self._current.child if self._current else None
         return ServiceStatus(
             name=self.name,
             state=self.state,
