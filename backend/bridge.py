@@ -33,6 +33,7 @@ from backend.events import (
 )
 from backend.proxy.admin import AdminAPI
 from backend.proxy.front import FrontProxy, Routing
+from backend.proxy.guard import GuardedServer
 from backend.proxy.leg import BackendLeg
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
@@ -42,6 +43,8 @@ from backend.services.process import LogBuffer
 from backend.store import HistoryStore
 
 _WATCH_INTERVAL = 1.0
+# Seconds a client may take to send its request headers before the connection is closed.
+HEADER_TIMEOUT = 30.0
 
 
 class StartupError(Exception):
@@ -79,7 +82,7 @@ class Bridge:
         self.started_at: float | None = None
         self._leg_secret = secrets.token_urlsafe(32)
         self._session: ClientSession | None = None
-        self._runners: list[web.BaseRunner] = []
+        self._servers: list[tuple[asyncio.Server, web.Server]] = []
         self._leg_port: int | None = None
         self.front: FrontProxy | None = None
         self.leg: BackendLeg | None = None
@@ -164,9 +167,10 @@ class Bridge:
                 await self._watcher
         if self.litellm is not None:
             await self.litellm.stop()
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
+        for listener, server in reversed(self._servers):
+            listener.close()
+            await server.shutdown(2.0)
+        self._servers.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -281,18 +285,13 @@ class Bridge:
         )
 
     async def _serve(self, handler: Any, host: str, port: int) -> int:
-        server = web.Server(handler, handler_cancellation=True)
-        runner = web.ServerRunner(server, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runners.append(runner)
-        address = runner.addresses[0]
-        return int(address[1])
+        """Listen with aiohttp's low-level server; each connection gets a header deadline."""
+        server = web.Server(handler, handler_cancellation=True, access_log=None)
+        listener = await asyncio.get_running_loop().create_server(
+            GuardedServer(server, HEADER_TIMEOUT), host, port, reuse_address=True
+        )
+        self._servers.append((listener, server))
+        return int(listener.sockets[0].getsockname()[1])
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestFinished):

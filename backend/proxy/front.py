@@ -58,6 +58,8 @@ ROUTED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
+# Seconds a client may take to send its whole request body (a stalled upload is cut off).
+BODY_TIMEOUT = 60.0
 # How long a request waits for a (re)starting LiteLLM before it is answered 503.
 _HOLD_SECONDS = 120.0
 # LiteLLM ends a stream whose backend broke off with an OpenAI-shaped bare
@@ -232,11 +234,15 @@ class FrontProxy:
             return b""
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                return _error(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        return _error(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
+                    chunks.append(chunk)
+        except TimeoutError:
+            return _error(408, f"the request body did not arrive within {BODY_TIMEOUT:.0f} s; closing.")
         return b"".join(chunks)
 
     def _route(
