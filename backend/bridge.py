@@ -31,6 +31,7 @@ from backend.events import (
     RequestRecord,
     UnknownModel,
 )
+from backend.monitor.sampler import BackendMonitor
 from backend.proxy.admin import AdminAPI
 from backend.proxy.front import FrontProxy, Routing
 from backend.proxy.guard import GuardedServer
@@ -39,6 +40,7 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.upstream import ExternalUpstream, Upstream
 from backend.services.litellm_service import LiteLLMService
+from backend.services.llama_service import LlamaServers, LlamaServerService
 from backend.services.process import LogBuffer
 from backend.store import HistoryStore
 
@@ -90,6 +92,8 @@ class Bridge:
         self._upstream: Upstream | None = None
         self._resolver: ModelResolver | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self.monitor = BackendMonitor(lambda: self.config.backends)
+        self.llamas = LlamaServers(bus=self.bus, session=lambda: self._session)
         self._config_mtime = self._mtime()
         self._unsubscribe = self.bus.subscribe(self._on_event)
 
@@ -110,7 +114,9 @@ class Bridge:
         """Accept connections at once; LiteLLM comes up in the background."""
         self.started_at = time.time()
         self._session = ClientSession(
-            connector=TCPConnector(limit=0, keepalive_timeout=60),
+            # under the 5 s idle timeout of llama-server and uvicorn (LiteLLM), so the pool
+            # never hands out a connection the other side has just closed
+            connector=TCPConnector(limit=0, keepalive_timeout=2.0),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
@@ -158,6 +164,8 @@ class Bridge:
         if self.litellm is not None:
             await self.litellm.start()
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
+        await self.llamas.sync(self.config.backends)
+        await self.monitor.start(session=self._session)
 
     async def stop(self) -> None:
         """Stop LiteLLM and every server; flush the history."""
@@ -165,8 +173,10 @@ class Bridge:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self.monitor.stop()
         if self.litellm is not None:
             await self.litellm.stop()
+        await self.llamas.stop()
         for listener, server in reversed(self._servers):
             listener.close()
             await server.shutdown(2.0)
@@ -185,9 +195,13 @@ class Bridge:
     async def start_service(self, name: str) -> None:
         await self._service(name).start()
 
-    def _service(self, name: str) -> LiteLLMService:
+    def _service(self, name: str) -> LiteLLMService | LlamaServerService:
+        llama = self.llamas.get(name)
+        if llama is not None:
+            return llama
         if name != "litellm":
-            raise KeyError(f"no service named {name!r} (known: litellm)")
+            known = ", ".join(["litellm", *self.llamas.names()])
+            raise KeyError(f"no service named {name!r} (known: {known})")
         if self.litellm is None:
             raise KeyError("LiteLLM is not managed by ccbridge here (litellm.url is set)")
         return self.litellm
@@ -231,6 +245,7 @@ class Bridge:
             self.litellm.settings = new.litellm
             await self.litellm.restart()
             restarted = ("litellm",)
+        restarted += await self.llamas.sync(new.backends)
         self.bus.publish(ConfigApplied(str(new.source), time.time(), restarted))
         return restarted
 
@@ -241,6 +256,7 @@ class Bridge:
             services.append(asdict(self.litellm.status()))
         else:
             services.append({"name": "litellm", "state": "external", "url": self.config.litellm.url})
+        services.extend(asdict(s) for s in self.llamas.statuses())
         assert self.front is not None
         services.insert(0, {
             "name": "proxy",
@@ -272,6 +288,7 @@ class Bridge:
                     self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
             ],
             "history_warning": self.history.warning,
+            "monitor": self.monitor.snapshot().to_dict(),
         }
 
     # -- internals -------------------------------------------------------------
@@ -296,6 +313,7 @@ class Bridge:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
+            self.monitor.add_record(event.record)
         elif isinstance(event, LogLine) and event.service == "proxy":
             self.proxy_log.add(event.line)
         elif isinstance(event, UnknownModel):

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import (
     ClientConnectionError,
     ClientConnectorError,
+    ClientOSError,
     ClientPayloadError,
     ClientResponse,
     ClientSession,
@@ -302,6 +303,7 @@ class FrontProxy:
         headers["accept-encoding"] = "identity"
         headers[PAIR_HEADER] = draft.id
         hold_until = time.monotonic() + min(proxy.upstream_timeout, _HOLD_SECONDS)
+        retried_write = False
         while True:
             try:
                 await upstream.wait_ready(max(0.0, hold_until - time.monotonic()))
@@ -329,6 +331,16 @@ class FrontProxy:
                 message = upstream.describe_unreachable(exc)
                 draft.fields["error"] = message
                 return _error(503, message)
+            except ClientOSError as exc:
+                release()
+                # The write failed on a pooled connection the upstream had just closed
+                # (idle keep-alive): nothing reached it, so try once more on a new one.
+                if not retried_write:
+                    retried_write = True
+                    continue
+                message = f"ccbridge: could not send the request upstream: {exc}"
+                draft.fields["error"] = message
+                return _error(502, message)
             except (TimeoutError, ServerTimeoutError):
                 release()
                 message = (

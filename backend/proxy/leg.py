@@ -21,9 +21,18 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import (
+    ClientConnectorError,
+    ClientError,
+    ClientOSError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    web,
+)
 
 from backend.config.model import BackendConfig
+from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
 from backend.proxy.headers import forward_headers
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
@@ -102,7 +111,7 @@ class BackendLeg:
         self, request: web.BaseRequest, backend: BackendConfig, rest: str, pair: Pair | None
     ) -> web.StreamResponse:
         body = await request.read()
-        body = await self._with_model(body, request.content_type, backend, pair)
+        body, assemble = await self._prepare(body, request.content_type, rest, backend, pair)
         headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
         headers["accept-encoding"] = "identity"
         if backend.api_key:
@@ -110,19 +119,24 @@ class BackendLeg:
         url = f"{backend.api_base.rstrip('/')}/{rest}"
         if request.query_string:
             url += "?" + request.query_string
-        try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body or None,
-                timeout=ClientTimeout(total=None, sock_connect=10),
-            )
-        except (ClientError, OSError) as exc:
-            reason = f"cannot reach backend '{backend.name}' at {backend.api_base}: {exc or type(exc).__name__}"
-            if pair is not None:
-                pair.unreachable = reason
-            return _json_error(502, reason, "backend_unreachable")
+        for attempt in (1, 2):
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body or None,
+                    timeout=ClientTimeout(total=None, sock_connect=10),
+                )
+                break
+            except ClientOSError as exc:
+                # Writing on a pooled connection the server had just closed: nothing
+                # reached the backend, so one more try on a fresh connection is safe.
+                if attempt == 1 and not isinstance(exc, ClientConnectorError) and not (pair and pair.cancelled):
+                    continue
+                return self._unreachable(backend, pair, exc)
+            except (ClientError, OSError) as exc:
+                return self._unreachable(backend, pair, exc)
         try:
             out_headers = forward_headers(upstream.headers, drop=_DROP_DOWNSTREAM)
             if upstream.status >= 400:
@@ -132,6 +146,8 @@ class BackendLeg:
                     pair.backend_error = data
                 return web.Response(status=upstream.status, body=data, headers=out_headers)
             if upstream.content_type == "text/event-stream":
+                if assemble:
+                    return await self._assemble(upstream, pair)
                 return await self._stream(request, upstream, out_headers, pair)
             data = await upstream.read()
             if pair is not None:
@@ -145,6 +161,13 @@ class BackendLeg:
         finally:
             upstream.release()
 
+    @staticmethod
+    def _unreachable(backend: BackendConfig, pair: Pair | None, exc: BaseException) -> web.Response:
+        reason = f"cannot reach backend '{backend.name}' at {backend.api_base}: {exc or type(exc).__name__}"
+        if pair is not None:
+            pair.unreachable = reason
+        return _json_error(502, reason, "backend_unreachable")
+
     async def _stream(self, request, upstream, headers, pair: Pair | None) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
@@ -157,24 +180,45 @@ class BackendLeg:
         await response.write_eof()
         return response
 
-    async def _with_model(
-        self, body: bytes, content_type: str, backend: BackendConfig, pair: Pair | None
-    ) -> bytes:
-        """Put the real model id in the body: LiteLLM only knows the backend's name."""
+    async def _assemble(self, upstream: ClientResponse, pair: Pair | None) -> web.Response:
+        """Read the stream we asked for in place of a plain answer; answer LiteLLM plainly."""
+        assembler = ChatCompletionAssembler()
+        async for chunk in upstream.content.iter_any():
+            assembler.feed(chunk)
+        if pair is not None and assembler.timings:
+            pair.timings = assembler.timings
+        if assembler.error is not None:
+            return web.Response(status=500, body=json.dumps({"error": assembler.error}).encode(),
+                                content_type="application/json")
+        return web.Response(body=json.dumps(assembler.result()).encode(), content_type="application/json")
+
+    async def _prepare(
+        self, body: bytes, content_type: str, rest: str, backend: BackendConfig, pair: Pair | None
+    ) -> tuple[bytes, bool]:
+        """Put the real model id in the body (LiteLLM only knows the backend's name), and
+        turn a non-streaming chat completion into a streaming one (see assemble.py).
+        Returns the body and whether the answer must be assembled from a stream."""
         if not body or content_type != "application/json":
-            return body
+            return body, False
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return body, False
+        if not isinstance(obj, dict):
+            return body, False
+        changed = False
         model = pair.model if pair is not None and pair.model else None
         if model is None:
             model = backend.model if backend.model != "auto" else await self._resolver.resolve(backend)
             if pair is not None:
                 pair.model = model
-        if not model:
-            return body
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            return body
-        if not isinstance(obj, dict) or obj.get("model") == model:
-            return body
-        obj["model"] = model
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        if model and obj.get("model") != model:
+            obj["model"] = model
+            changed = True
+        assemble = rest.endswith("chat/completions") and not obj.get("stream")
+        if assemble:
+            obj = as_stream_request(obj)
+            changed = True
+        if not changed:
+            return body, False
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(), assemble

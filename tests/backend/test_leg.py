@@ -159,3 +159,49 @@ def test_unreachable_backend_is_reported_on_the_pair():
         assert "cannot reach backend 'gone'" in pair.unreachable
 
     run_leg(body, server, dead)
+
+
+def test_plain_request_is_streamed_from_the_backend_and_assembled():
+    """So that a hang-up can stop llama-server, which ignores it for non-streaming calls."""
+    server = OpenAIBackend(chunks=3)
+
+    async def body(url, registry, leg, client):
+        pair = registry.open("req-4", "local", None)
+        resp = await client.post(f"{url}/chat/completions", json=CHAT, headers={**AUTH, PAIR_HEADER: "req-4"})
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/json")
+        sent = server.calls[-1]["body"]
+        assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+        out = resp.json()
+        assert out["object"] == "chat.completion"
+        assert out["choices"][0]["message"] == {"role": "assistant", "content": "t0t1t2"}
+        assert out["choices"][0]["finish_reason"] == "stop"
+        assert out["timings"]["cache_n"] == 17 and pair.timings["cache_n"] == 17
+
+    run_leg(body, server)
+
+
+def test_assembler_rebuilds_tool_calls_and_reasoning():
+    from backend.proxy.assemble import ChatCompletionAssembler
+
+    chunks = [
+        {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "think "}}]},
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "more"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "Read", "arguments": ""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"file"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\": \"a\"}"}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}},
+    ]
+    raw = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+    asm = ChatCompletionAssembler()
+    for i in range(0, len(raw), 7):  # split anywhere
+        asm.feed(raw[i:i + 7])
+    out = asm.result()
+    assert out["id"] == "c1" and out["usage"] == {"prompt_tokens": 5, "completion_tokens": 9}
+    msg = out["choices"][0]["message"]
+    assert msg["content"] is None and msg["reasoning_content"] == "think more"
+    assert msg["tool_calls"] == [{"id": "call_1", "type": "function",
+                                  "function": {"name": "Read", "arguments": "{\"file\": \"a\"}"}}]
+    assert out["choices"][0]["finish_reason"] == "tool_calls"

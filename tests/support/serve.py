@@ -39,8 +39,9 @@ def write_chain_config(path: Path, api_base: str, *, extra_backend: str = "", ex
 class ServeProcess:
     """`python -m backend serve --config FILE`, waited on until LiteLLM is ready."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None, api_key: str | None = None) -> None:
         self.config = config
+        self.headers = {"x-api-key": api_key} if api_key else {}
         self.env = {**os.environ, **(env or {})}
         self.log_path = Path(tempfile.mkstemp(prefix="ccbridge-serve-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -60,7 +61,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ccbridge serve exited {self.proc.returncode}:\n{self.log()}")
             try:
-                status = httpx.get(f"{self.url}/ccbridge/api/status", timeout=2, trust_env=False).json()
+                status = httpx.get(f"{self.url}/ccbridge/api/status", headers=self.headers, timeout=2, trust_env=False).json()
                 if status["services"][1]["state"] in ("ready", "external"):
                     return self
             except (httpx.HTTPError, ValueError, KeyError, IndexError):
@@ -69,10 +70,11 @@ class ServeProcess:
         raise RuntimeError(f"ccbridge serve not ready in {timeout} s:\n{self.log()}")
 
     def status(self) -> dict:
-        return httpx.get(f"{self.url}/ccbridge/api/status", timeout=5, trust_env=False).json()
+        return httpx.get(f"{self.url}/ccbridge/api/status", headers=self.headers, timeout=5, trust_env=False).json()
 
     def requests(self, limit: int = 20) -> list[dict]:
-        resp = httpx.get(f"{self.url}/ccbridge/api/requests?limit={limit}", timeout=5, trust_env=False)
+        resp = httpx.get(f"{self.url}/ccbridge/api/requests?limit={limit}", headers=self.headers, timeout=5,
+                         trust_env=False)
         return resp.json()["requests"]
 
     def litellm_pid(self) -> int | None:
