@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from backend.config import load_config
@@ -94,3 +96,44 @@ def test_invalid_config_is_refused_with_key_and_line(tmp_path):
     assert result.returncode == 2
     assert "proxy.port" in result.stderr and "line 2" in result.stderr
     assert config.read_text() == before
+
+
+def test_doctor_flags_a_litellm_init_pth_on_the_path(tmp_path):
+    from tests.support.llama import free_port
+
+    planted = tmp_path / "site"
+    planted.mkdir()
+    (planted / "litellm_init.pth").write_text("import os\n")
+    config = write_chain_config(tmp_path / "ccbridge.yaml", f"http://127.0.0.1:{free_port()}/v1")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{planted}"}
+    result = ccbridge("doctor", "--config", str(config), env=env)
+    assert result.returncode == 1
+    assert f"FAIL  {planted / 'litellm_init.pth'} exists" in result.stdout
+
+
+def test_corrupt_history_degrades_with_a_warning_and_serving_goes_on(tmp_path):
+    from tests.support.llama import free_port
+
+    db = tmp_path / "history.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    port = free_port()
+    config = tmp_path / "ccbridge.yaml"
+    config.write_text(f"proxy:\n  port: {port}\nlitellm:\n  url: http://127.0.0.1:{free_port()}\n"
+                      "backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\n"
+                      f'aliases:\n  "*": local\nhistory:\n  path: {db}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        head = "".join(proc.stdout.readline() for _ in range(2))
+        assert "listening" in head
+        assert "WARNING: history database" in head and "memory only" in head
+        resp = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json={"model": "claude-x", "messages": []},
+                          timeout=10, trust_env=False)
+        assert resp.status_code == 503  # nothing at litellm.url, but the proxy answers
+        status = httpx.get(f"http://127.0.0.1:{port}/ccbridge/api/status", trust_env=False).json()
+        assert "memory only" in status["history_warning"]
+        assert len(httpx.get(f"http://127.0.0.1:{port}/ccbridge/api/requests", trust_env=False).json()["requests"]) == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert db.read_bytes().startswith(b"this is not a database")  # left for the user to inspect
