@@ -38,7 +38,8 @@ from backend.proxy.guard import GuardedServer
 from backend.proxy.leg import BackendLeg
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
-from backend.proxy.upstream import ExternalUpstream, Upstream
+from backend.proxy.slots import SlotPinner
+from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
 from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService
 from backend.services.process import LogBuffer
@@ -121,12 +122,14 @@ class Bridge:
             skip_auto_headers=("User-Agent",),
         )
         self._resolver = ModelResolver(self._session)
+        self._pinner = SlotPinner(self._session)
         self.leg = BackendLeg(
             backends=lambda: self._routing.backends,
             secret=self._leg_secret,
             registry=self.registry,
             session=self._session,
             resolver=self._resolver,
+            pinner=self._pinner,
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
         if self.config.litellm.url:
@@ -143,6 +146,7 @@ class Bridge:
             )
             self._upstream = self.litellm
         admin = AdminAPI(self)
+        resolver = self._resolver
         self.front = FrontProxy(
             routing=lambda: self._routing,
             upstream=lambda: self._upstream,  # type: ignore[arg-type,return-value]
@@ -151,6 +155,8 @@ class Bridge:
             bus=self.bus,
             admin=admin.handle,
             resolved_model=self._resolver.cached,
+            native=lambda backend: NativeUpstream(backend, resolver.cached),
+            pinner=self._pinner,
         )
         try:
             await self._serve(self.front.handle, self.config.proxy.host, self.config.proxy.port)
@@ -165,6 +171,7 @@ class Bridge:
             await self.litellm.start()
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
         await self.llamas.sync(self.config.backends)
+        self.monitor.seed(await asyncio.to_thread(self.history.recent, 500))
         await self.monitor.start(session=self._session)
 
     async def stop(self) -> None:

@@ -6,16 +6,22 @@ Secrets are never printed.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from pathlib import Path
 
 import httpx
 
 from backend import paths
-from backend.backend_probe import context_advice, probe_backend
 from backend.config import ConfigError, load_config
 from backend.config.model import LOOPBACK_HOSTS, Config
+from backend.monitor.process import parse_flags
+from backend.monitor.sampler import sample_once
+from backend.monitor.snapshot import Advice
+from backend.monitor.text import describe_gpu, describe_process, describe_server
 from backend.services import litellm_env
 from backend.services.litellm_service import port_in_use, port_owner
+from backend.services.llama_service import command_argv
 
 
 class Report:
@@ -35,6 +41,9 @@ class Report:
     def fail(self, text: str) -> None:
         self.failures += 1
         print(f"  FAIL  {text}")
+
+    def info(self, text: str) -> None:
+        print(f"  info  {text}")
 
 
 def _check_proxy(config: Config, r: Report) -> None:
@@ -96,19 +105,67 @@ def _check_litellm(config: Config, r: Report) -> None:
 
 
 def _check_backends(config: Config, r: Report) -> None:
+    """Each backend's llama-server, its process, the GPU and the advice (backend/monitor)."""
     for backend in config.backends.values():
-        info = probe_backend(backend)
-        if not info.reachable:
-            r.fail(f"backend '{backend.name}' at {backend.api_base} is not reachable ({info.error}): "
-                   "start llama-server there or fix its api_base")
+        if backend.command:
+            _check_command(backend.name, command_argv(backend.command, backend.api_base), r)
+    snap = asyncio.run(sample_once(config.backends))
+    for b in snap.backends:
+        if b.health == "unreachable":
+            continue  # the advice below says so, with the fix
+        ctx = f", context {b.n_ctx_slot}/slot" if b.n_ctx_slot else ""
+        slots = f", {b.total_slots} slot(s)" if b.total_slots else ""
+        state = "" if b.health == "ok" else f" (health: {b.health}, {b.health_detail})"
+        r.ok(f"backend '{b.name}' serves {b.model or '?'}{ctx}{slots}{state}")
+        server = describe_server(b)
+        if server:
+            r.ok(f"backend '{b.name}': {server}")
+        if b.process is not None:
+            r.ok(f"backend '{b.name}' process: {describe_process(b.process)}")
+        elif b.process_note:
+            r.info(f"backend '{b.name}' process: {b.process_note}")
+    for line in describe_gpu(snap.gpu, snap.host):
+        (r.ok if snap.gpu.available else r.info)(line)
+    seen = {(a.code, a.backend) for a in snap.advice}
+    live = [a for a in _running_advice(config) if (a.code, a.backend) not in seen]
+    serving = port_in_use(config.proxy.port, "127.0.0.1")
+    for a in (*snap.advice, *live):
+        managed = config.backends.get(a.backend or "")
+        if a.code == "unreachable" and managed is not None and managed.command and not serving:
+            r.info(f"backend '{a.backend}' is not running: `ccbridge serve` starts it from "
+                   f"backends.{a.backend}.command")
             continue
-        ctx = f", context {info.n_ctx_slot}/slot" if info.n_ctx_slot else ""
-        slots = f", {info.total_slots} slot(s)" if info.total_slots else ""
-        r.ok(f"backend '{backend.name}' serves {info.model}{ctx}{slots}")
-        advice = context_advice(info)
-        if advice:
-            (r.fail if info.n_ctx_slot and info.n_ctx_slot < 32_768 else r.warn)(
-                f"backend '{backend.name}': {advice}")
+        prefix = f"backend '{a.backend}': " if a.backend and not a.text.startswith("backend ") else ""
+        line = f"{prefix}{a.text}. Fix: {a.fix}"
+        {"error": r.fail, "warn": r.warn, "info": r.info}[a.level](line)
+
+
+def _check_command(name: str, argv: list[str], r: Report) -> None:
+    """A backend's `command`: the program and its model file exist (ccbridge serve runs it)."""
+    exe = shutil.which(argv[0])
+    if exe is None:
+        r.fail(f"backend '{name}' command: {argv[0]} not found: give its full path in backends.{name}.command")
+        return
+    model = parse_flags(argv).model
+    if model and not model.startswith(("http://", "https://")) and "/" in model and not Path(model).exists():
+        r.fail(f"backend '{name}' command: the model file {model} does not exist")
+        return
+    r.ok(f"backend '{name}' is started by ccbridge (service llama:{name}): {exe}")
+
+
+def _running_advice(config: Config) -> list[Advice]:
+    """Advice only a running ccbridge knows (failed requests, cache misses), from its status API."""
+    if not port_in_use(config.proxy.port, "127.0.0.1"):
+        return []
+    headers = {"x-api-key": config.proxy.api_key} if config.proxy.api_key else {}
+    try:
+        resp = httpx.get(f"http://127.0.0.1:{config.proxy.port}/ccbridge/api/status", headers=headers,
+                         timeout=3, trust_env=False)
+        items = resp.json()["monitor"]["advice"]
+        return [Advice(a["level"], a["code"], a["text"], a["fix"], a.get("backend")) for a in items
+                if a.get("code") in ("request_context_exceeded", "cache_low")]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
 
 
 def run_doctor(config_path: str | None) -> int:

@@ -221,7 +221,8 @@ def main() -> None:
         "claude_p_s": claude,
     }
     rows = [("figure", "ccbridge", "direct / note")]
-    rows.append(("non-streaming latency p50 / p99 added", f"{data['added_p50_ms']:+.2f} / {data['added_p99_ms']:+.2f} ms",
+    rows.append(("non-streaming latency p50 / p99 added",
+                 f"{data['added_p50_ms']:+.2f} / {data['added_p99_ms']:+.2f} ms",
                  f"direct {over['p50']['direct']:.2f} / {over['p99']['direct']:.2f} ms"))
     rows.append(("streaming first byte p50 / p99 added",
                  f"{data['added_ttfb_p50_ms']:+.2f} / {data['added_ttfb_p99_ms']:+.2f} ms",

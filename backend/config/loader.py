@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ backends:
     api_base: http://127.0.0.1:8080/v1
     model: auto        # auto = first id from GET {api_base}/models
     # max_tokens: 32000  # optional cap: Claude Code asks for 64000-128000
+    # command: llama-server -m /path/to/model.gguf -c 131072 --metrics   # optional: ccbridge runs it
 aliases:               # Claude model name pattern -> backend name (or backend/model)
   "claude-haiku-*": local
   "*": local           # catch-all: any model Claude Code asks for
@@ -73,7 +75,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 }
 """Top-level sections and the keys each accepts."""
 
-BACKEND_KEYS = ("api_base", "model", "max_tokens", "api_key")
+BACKEND_KEYS = ("api_base", "model", "max_tokens", "api_key", "command", "route", "pin_slots")
+ROUTES = ("litellm", "native")
 """Keys one `backends.<name>` entry accepts."""
 
 _SECRET_KEYS = frozenset({"api_key"})
@@ -473,6 +476,28 @@ class _Checker:
                 f"the backend's key as text, or {ENV_PREFIX}VARIABLE",
                 secret=True,
             )
+            kw["command"] = self.optional_text(
+                entry,
+                "command",
+                key_path("backends", name, "command"),
+                "a llama-server command line, e.g. llama-server -m model.gguf -c 131072 --metrics",
+            )
+            problem = command_problem(kw["command"], kw["api_base"]) if kw["command"] else None
+            if problem:
+                raise self.fail(key_path("backends", name, "command"), self.value_line(entry, "command"),
+                                describe(kw["command"]), f"a command line llama-server can run: {problem}")
+            if "route" in entry:
+                route = entry["route"]
+                if route not in ROUTES:
+                    raise self.fail(key_path("backends", name, "route"), self.value_line(entry, "route"),
+                                    describe(route), "litellm (through LiteLLM) or native (straight to "
+                                    "llama-server's own /v1/messages)")
+                kw["route"] = route
+            if "pin_slots" in entry:
+                if not isinstance(entry["pin_slots"], bool):
+                    raise self.fail(key_path("backends", name, "pin_slots"), self.value_line(entry, "pin_slots"),
+                                    describe(entry["pin_slots"]), "true or false")
+                kw["pin_slots"] = entry["pin_slots"]
             result[str(name)] = BackendConfig(**kw)
         return result
 
@@ -651,3 +676,24 @@ def ensure_config(path: Path | None = None) -> tuple[Config, bool]:
         return load_config(path), False
     created = _files.write_new(path, DEFAULT_CONFIG_TEXT, _files.default_mode())
     return load_config(path), created
+
+
+def command_problem(command: str, api_base: str) -> str | None:
+    """Why a backend's `command` cannot serve its `api_base` (unparsable, empty, another --port)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return f"the command line cannot be split ({exc})"
+    if not argv:
+        return "the command line is empty"
+    try:
+        parts = urlsplit(api_base)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--port" and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--port=") else None)
+        if value is not None and value != str(port):
+            return f"it says --port {value} but api_base uses port {port}: make them the same, or drop --port"
+    return None

@@ -53,6 +53,15 @@ class BackendConfig:
     """Cap on max_tokens (Claude Code asks for 64000-128000)."""
     api_key: str | None = None
     """Key the backend itself wants (llama-server --api-key); never logged."""
+    command: str | None = None
+    """Optional llama-server command line: ccbridge starts and supervises it (service
+    `llama:<name>`; --host/--port are added from api_base when missing)."""
+    route: str = "litellm"
+    """`litellm` (default): through LiteLLM. `native`: straight to llama-server's own
+    Anthropic endpoint (/v1/messages), skipping LiteLLM."""
+    pin_slots: bool = True
+    """Keep each Claude session on one llama-server slot (`id_slot`), so interleaved
+    sessions do not evict each other's prompt cache."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,9 @@ from backend.proxy.errors import (
 )
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
+from backend.proxy.slots import SlotPinner
 from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body
-from backend.proxy.upstream import Upstream, UpstreamUnavailable
+from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 
 # Paths whose JSON body carries a Claude model name to route.
 ROUTED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
@@ -129,6 +130,8 @@ class FrontProxy:
         bus: EventBus,
         admin: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
         resolved_model: Callable[[BackendConfig], str | None] = lambda b: None,
+        native: Callable[[BackendConfig], Upstream] | None = None,
+        pinner: SlotPinner | None = None,
     ) -> None:
         self._routing = routing
         self._upstream = upstream
@@ -137,6 +140,8 @@ class FrontProxy:
         self._bus = bus
         self._admin = admin
         self._resolved_model = resolved_model
+        self._native = native or (lambda backend: NativeUpstream(backend))
+        self._pinner = pinner or SlotPinner(session)
         self.in_flight = 0
         self.probes_answered = 0
 
@@ -196,13 +201,13 @@ class FrontProxy:
             body = body_or_error
             upstream = self._upstream()
             if request.method == "POST" and request.path in ROUTED_PATHS:
-                routed = self._route(body, routing, upstream, draft)
+                routed = await self._route(body, routing, draft)
                 if isinstance(routed, web.Response):
                     response = routed
                     return response
-                body, backend_name, model = routed
+                body, backend_name, model, upstream = routed
                 if upstream.paired:
-                    pair = self._registry.open(draft.id, backend_name, model)
+                    pair = self._registry.open(draft.id, backend_name, model, draft.session_id)
             self._bus.publish(
                 RequestStarted(
                     draft.id,
@@ -246,10 +251,11 @@ class FrontProxy:
             return _error(408, f"the request body did not arrive within {BODY_TIMEOUT:.0f} s; closing.")
         return b"".join(chunks)
 
-    def _route(
-        self, body: bytes, routing: Routing, upstream: Upstream, draft: _Draft
-    ) -> tuple[bytes, str, str | None] | web.Response:
-        """Rewrite `model` by the alias table and cap `max_tokens`."""
+    async def _route(
+        self, body: bytes, routing: Routing, draft: _Draft
+    ) -> tuple[bytes, str, str | None, Upstream] | web.Response:
+        """Pick the backend by the alias table, rewrite `model`, cap `max_tokens`;
+        a `route: native` backend is sent straight to llama-server's /v1/messages."""
         try:
             obj = json.loads(body)
         except ValueError as exc:
@@ -276,6 +282,13 @@ class FrontProxy:
         draft.fields["routed_backend"] = backend.name
         routed_model = rule.model or (backend.model if backend.model != "auto" else None)
         draft.fields["routed_model"] = routed_model or self._resolved_model(backend)
+        if backend.route == "native":
+            upstream = self._native(backend)
+            slot = await self._pinner.slot_for(backend, draft.session_id)
+            if slot is not None:
+                obj["id_slot"] = slot
+        else:
+            upstream = self._upstream()
         obj["model"] = upstream.model_for(rule, backend)
         cap = backend.max_tokens
         if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
@@ -283,7 +296,7 @@ class FrontProxy:
         # Key order and values are kept, so the prompt LiteLLM renders (and
         # llama-server's prompt cache) is the same as for the original bytes.
         new_body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-        return new_body, backend.name, routed_model
+        return new_body, backend.name, routed_model, upstream
 
     async def _forward(
         self,

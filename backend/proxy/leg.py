@@ -36,6 +36,7 @@ from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
 from backend.proxy.headers import forward_headers
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
+from backend.proxy.slots import SlotPinner
 from backend.proxy.sse import OpenAIStreamTimings, parse_openai_body
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,14 @@ class BackendLeg:
         registry: PairRegistry,
         session: ClientSession,
         resolver: ModelResolver,
+        pinner: SlotPinner,
     ) -> None:
         self._backends = backends
         self._auth = f"Bearer {secret}".encode()
         self._registry = registry
         self._session = session
         self._resolver = resolver
+        self._pinner = pinner
         self.refused_total = 0
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -106,12 +109,17 @@ class BackendLeg:
         finally:
             if pair is not None and task is not None:
                 pair.tasks.discard(task)
+            if pair is not None and pair.slot is not None:
+                self._pinner.finished(backend.name, pair.slot)
+                pair.slot = None
 
     async def _forward(
         self, request: web.BaseRequest, backend: BackendConfig, rest: str, pair: Pair | None
     ) -> web.StreamResponse:
         body = await request.read()
         body, assemble = await self._prepare(body, request.content_type, rest, backend, pair)
+        if pair is not None and pair.slot is not None:
+            self._pinner.started(backend.name, pair.slot)
         headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
         headers["accept-encoding"] = "identity"
         if backend.api_key:
@@ -216,6 +224,12 @@ class BackendLeg:
             obj["model"] = model
             changed = True
         assemble = rest.endswith("chat/completions") and not obj.get("stream")
+        if rest.endswith("chat/completions") and pair is not None and "id_slot" not in obj:
+            slot = await self._pinner.slot_for(backend, pair.session)
+            if slot is not None:
+                obj["id_slot"] = slot
+                pair.slot = slot
+                changed = True
         if assemble:
             obj = as_stream_request(obj)
             changed = True

@@ -25,6 +25,8 @@ class Pair:
     id: str
     backend: str | None = None
     model: str | None = None  # model the leg should ask the backend for
+    session: str | None = None  # Claude session id (for slot pinning)
+    slot: int | None = None  # llama-server slot the running backend call is pinned to
     calls: int = 0  # backend calls seen (LiteLLM retries show as more than one)
     refused: int = 0  # calls refused because the client had already hung up
     timings: dict[str, Any] | None = None  # llama-server's timings object
@@ -42,8 +44,8 @@ class PairRegistry:
         self._pairs: dict[str, Pair] = {}
         self._cancelled: dict[str, None] = {}  # insertion-ordered set
 
-    def open(self, request_id: str, backend: str | None, model: str | None) -> Pair:
-        pair = Pair(request_id, backend, model)
+    def open(self, request_id: str, backend: str | None, model: str | None, session: str | None = None) -> Pair:
+        pair = Pair(request_id, backend, model, session)
         self._pairs[request_id] = pair
         return pair
 

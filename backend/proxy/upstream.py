@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from backend.backend_probe import server_root
 from backend.config.model import AliasRule, BackendConfig
 
 
@@ -81,4 +82,48 @@ class ExternalUpstream:
             f"ccbridge cannot reach the upstream at {self._url} (litellm.url in ccbridge.yaml): "
             f"{exc or type(exc).__name__}. Start that server, or remove litellm.url so ccbridge "
             f"starts its own LiteLLM."
+        )
+
+
+class NativeUpstream:
+    """`route: native`: llama-server's own Anthropic endpoint, no LiteLLM in between.
+
+    A hang-up closes our connection to llama-server, which stops a streaming
+    generation at once. The client's key is never passed on; the backend's own
+    `api_key` is sent when set.
+    """
+
+    paired = False
+
+    def __init__(self, backend: BackendConfig, resolved: Callable[[BackendConfig], str | None] | None = None) -> None:
+        self._backend = backend
+        self._root = server_root(backend.api_base)
+        self._resolved = resolved
+
+    @property
+    def base_url(self) -> str:
+        return self._root
+
+    def acquire(self) -> tuple[str, Callable[[], None]]:
+        return self._root, _noop
+
+    def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
+        key = self._backend.api_key
+        return {"authorization": f"Bearer {key}", "x-api-key": key} if key else {}
+
+    async def wait_ready(self, timeout: float) -> None:
+        return None
+
+    def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
+        if rule.model:
+            return rule.model
+        if backend.model != "auto":
+            return backend.model
+        return (self._resolved(backend) if self._resolved else None) or backend.name
+
+    def describe_unreachable(self, exc: BaseException) -> str:
+        return (
+            f"ccbridge: cannot reach backend '{self._backend.name}' at {self._root} "
+            f"({exc or type(exc).__name__}). Is llama-server running? Start it, or fix "
+            f"backends.{self._backend.name}.api_base."
         )

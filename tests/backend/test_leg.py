@@ -13,6 +13,7 @@ from backend.config.model import BackendConfig
 from backend.proxy.leg import BackendLeg
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PAIR_HEADER, PairRegistry
+from backend.proxy.slots import SlotPinner
 
 SECRET = "leg-secret-for-tests"
 
@@ -64,7 +65,7 @@ def run_leg(body, backend_server: OpenAIBackend, extra: dict[str, BackendConfig]
         registry = PairRegistry()
         async with ClientSession() as session:
             leg = BackendLeg(backends=lambda: backends, secret=SECRET, registry=registry,
-                             session=session, resolver=ModelResolver(session))
+                             session=session, resolver=ModelResolver(session), pinner=SlotPinner(session))
             runner = web.ServerRunner(web.Server(leg.handle, handler_cancellation=True))
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()

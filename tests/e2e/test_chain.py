@@ -160,7 +160,7 @@ def test_hang_up_mid_stream_frees_the_slot(tiny_model, tmp_path):
             for attempt in range(4):  # the hang-up can surface as a cancel or as a failed write
                 reader = StreamReader(f"{serve.url}/v1/messages", body)
                 reader.start()
-                assert wait_for(lambda: reader.deltas >= 50, 30), "the stream never got going"
+                assert wait_for(lambda r=reader: r.deltas >= 50, 30), "the stream never got going"
                 assert reader.status == 200
                 assert _slot_busy(llama), "llama-server should be generating (--ignore-eos, 60000 tokens)"
                 reader.hang_up.set()

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.e2e.test_chain import StreamReader, _slot_busy, records_for, wait_for
-from tests.support.llama import LlamaServer, free_port
+from tests.support.llama import LlamaServer
 from tests.support.serve import ServeProcess, write_chain_config
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +91,7 @@ def test_litellm_restarts_under_load_drop_no_request(eos_llama, tmp_path):
             took.append(time.monotonic() - t0)
             pids.append(serve.litellm_pid())
             before = load.ok
-            assert wait_for(lambda: load.ok >= before + 3, 60)
+            assert wait_for(lambda b=before: load.ok >= b + 3, 60)
         load.stop.set()
         load.join(120)
         print(f"\nrestarts under load: {len(took)} restarts ({', '.join(f'{t:.1f} s' for t in took)}), "

@@ -61,7 +61,8 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ccbridge serve exited {self.proc.returncode}:\n{self.log()}")
             try:
-                status = httpx.get(f"{self.url}/ccbridge/api/status", headers=self.headers, timeout=2, trust_env=False).json()
+                status = httpx.get(f"{self.url}/ccbridge/api/status", headers=self.headers, timeout=2,
+                                   trust_env=False).json()
                 if status["services"][1]["state"] in ("ready", "external"):
                     return self
             except (httpx.HTTPError, ValueError, KeyError, IndexError):

@@ -1,0 +1,225 @@
+"""Prompt-cache share per backend and per Claude Code session, folded from request records.
+
+Claude Code resends its whole prompt every turn; llama-server is fast only
+when it serves most of it from the slot's KV cache. The backend leg records
+llama-server's `timings.cache_n` (served from cache) and `timings.prompt_n`
+(processed) on each `RequestRecord`; this module sums them and, when a later
+turn of one session got little from the cache, says why when the records can
+tell: another session (or a side request) used the slot in between and `-np`
+is too small for that, or the previous turn filled the slot's context so it
+shifted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from backend.events import RequestRecord
+from backend.monitor.snapshot import CacheReport, CacheStats
+
+LOW_SHARE = 0.5
+"""A later turn serving less than this share of its prompt from cache counts as a miss."""
+SIDE_REQUEST_RATIO = 0.5
+"""A request whose prompt is under this share of its session's largest is a side request
+(title, quick haiku call), not a turn of the conversation."""
+CONTEXT_FULL = 0.9
+"""A previous turn that used this share of the slot's context probably made it shift."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFacts:
+    """What the monitor knows of a backend's slots, for explaining misses."""
+
+    total_slots: int | None = None
+    n_ctx_slot: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One request with llama-server timings, as folded here."""
+
+    id: str
+    at: float
+    backend: str
+    session_id: str | None
+    prompt_tokens: int  # cache_n + prompt_n
+    cached_tokens: int
+    output_tokens: int | None
+    prompt_tps: float | None
+    ttft_ms: float | None
+    conversation: bool  # part of the session's main conversation (not a side request)
+    later: bool  # a conversation turn after the session's first
+    other_sessions: tuple[str, ...] = ()  # other sessions that used the backend since this session's last turn
+    side_between: int = 0  # side requests of this session in between
+    prev_context: int | None = None  # prompt + output of this session's previous conversation turn
+
+    @property
+    def share(self) -> float | None:
+        """Cached / prompt tokens of this turn."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
+def explain_miss(turn: Turn, facts: SlotFacts) -> tuple[str, str]:
+    """(reason, fix) for a later turn that got little from the cache."""
+    slots = facts.total_slots
+    n_ctx = facts.n_ctx_slot
+    share = turn.share or 0.0
+    head = f"later turn served {round(share * 100)}% of its prompt from cache" if share else \
+        "later turn served nothing from cache"
+    if turn.prev_context and n_ctx and turn.prev_context >= CONTEXT_FULL * n_ctx:
+        return (f"{head}: the previous turn used {turn.prev_context} of the slot's {n_ctx} tokens, so "
+                "llama-server shifted the context and the cached prefix no longer matched",
+                f"give each slot more context: restart llama-server with a larger -c (now {n_ctx} per slot"
+                f"{f' x {slots} slots' if slots else ''}) or fewer -np; or /compact the session earlier")
+    if turn.other_sessions:
+        n_sessions = len(set(turn.other_sessions)) + 1
+        others = ", ".join(s[:8] for s in sorted(set(turn.other_sessions)))
+        if slots is not None and n_sessions > slots:
+            want = n_sessions
+            per = f" and -c {want * n_ctx} to keep {n_ctx} tokens per slot" if n_ctx else ""
+            return (f"{head}: {n_sessions - 1} other session(s) ({others}) used backend '{turn.backend}' between "
+                    f"this session's turns and it has only {slots} slot(s) (-np {slots}), so their prompts "
+                    "replaced this session's cached one",
+                    f"restart llama-server with -np {want}{per}, or run one Claude Code session per backend")
+        return (f"{head}: other session(s) ({others}) used backend '{turn.backend}' in between; llama-server may "
+                "have given this turn a slot that held another session's prompt",
+                "keep one Claude Code session per backend, or give it more slots (-np) with -c scaled to match")
+    if turn.side_between and (slots is None or slots <= 1):
+        return (f"{head}: {turn.side_between} side request(s) of this session (title, sub-agent or quick "
+                "model call with a different prompt) used the only slot in between",
+                "restart llama-server with -np 2 (and -c doubled) so side requests get their own slot")
+    return (f"{head}: not clear from here: no other request ran in between and the context was not full; "
+            "the start of the prompt probably changed (compaction, a changed system prompt or tool list)",
+            "nothing if it happens once; if every turn misses, check that nothing in front rewrites the prompt")
+
+
+@dataclass
+class _Session:
+    turns: deque[Turn]
+    max_prompt: int = 0
+    last_conversation: dict[str, Turn] = field(default_factory=dict)  # per backend
+
+
+class CacheFolder:
+    """Folds request records into cache shares; thread-safe (records arrive from the event bus)."""
+
+    def __init__(self, max_sessions: int = 200, max_turns: int = 100, backend_log: int = 2000) -> None:
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._by_backend: dict[str, deque[Turn]] = {}
+        self._max_sessions = max_sessions
+        self._max_turns = max_turns
+        self._backend_log = backend_log
+        self.version = 0
+        """Grows with every folded record: readers rebuild their report when it changed."""
+
+    def add(self, record: RequestRecord) -> None:
+        """Fold one finished request; records without llama-server timings are ignored."""
+        if record.backend_prompt_n is None or not record.routed_backend:
+            return
+        cached = record.backend_cache_n or 0
+        prompt = record.backend_prompt_n + cached
+        if prompt <= 0:
+            return
+        with self._lock:
+            log = self._by_backend.setdefault(record.routed_backend, deque(maxlen=self._backend_log))
+            sid = record.session_id
+            session = self._session(sid) if sid else None
+            conversation = True
+            later = False
+            others: tuple[str, ...] = ()
+            side = 0
+            prev_ctx = None
+            if session is not None:
+                conversation = prompt >= SIDE_REQUEST_RATIO * session.max_prompt
+                prev = session.last_conversation.get(record.routed_backend)
+                later = conversation and prev is not None
+                if later and prev is not None:
+                    since = prev.at
+                    others = tuple(t.session_id or "(no session)" for t in log
+                                   if t.at > since and t.at < record.started_at and t.session_id != sid)
+                    side = sum(1 for t in session.turns
+                               if not t.conversation and since < t.at < record.started_at
+                               and t.backend == record.routed_backend)
+                    prev_ctx = prev.prompt_tokens + (prev.output_tokens or 0)
+            turn = Turn(
+                id=record.id, at=record.started_at, backend=record.routed_backend, session_id=sid,
+                prompt_tokens=prompt, cached_tokens=cached, output_tokens=record.output_tokens,
+                prompt_tps=record.backend_prompt_tps, ttft_ms=record.ttft_ms, conversation=conversation,
+                later=later, other_sessions=others, side_between=side, prev_context=prev_ctx,
+            )
+            log.append(turn)
+            if session is not None:
+                session.turns.append(turn)
+                session.max_prompt = max(session.max_prompt, prompt)
+                if conversation:
+                    session.last_conversation[record.routed_backend] = turn
+            self.version += 1
+
+    def add_many(self, records: Iterable[RequestRecord]) -> None:
+        """Fold records oldest first (e.g. from the history store at start)."""
+        for record in sorted(records, key=lambda r: r.started_at):
+            self.add(record)
+
+    def _session(self, sid: str) -> _Session:
+        session = self._sessions.get(sid)
+        if session is None:
+            session = _Session(deque(maxlen=self._max_turns))
+            self._sessions[sid] = session
+            while len(self._sessions) > self._max_sessions:
+                self._sessions.popitem(last=False)
+        else:
+            self._sessions.move_to_end(sid)
+        return session
+
+    def report(self, facts: Mapping[str, SlotFacts] | None = None, max_sessions: int = 50) -> CacheReport:
+        """Per-backend and per-session rows (newest sessions first)."""
+        facts = facts or {}
+        with self._lock:
+            backends = {name: list(log) for name, log in self._by_backend.items()}
+            sessions = [(sid, list(s.turns)) for sid, s in reversed(self._sessions.items())][:max_sessions]
+        by_backend = tuple(_stats(name, name, None, turns, facts) for name, turns in sorted(backends.items()))
+        by_session = tuple(_stats(sid, turns[-1].backend, sid, turns, facts) for sid, turns in sessions if turns)
+        by_session = tuple(sorted(by_session, key=lambda s: -(s.last_at or 0)))
+        return CacheReport(by_backend=by_backend, by_session=by_session)
+
+
+def _share(cached: int, prompt: int) -> float | None:
+    return cached / prompt if prompt else None
+
+
+def _stats(key: str, backend: str | None, session_id: str | None, turns: list[Turn],
+           facts: Mapping[str, SlotFacts]) -> CacheStats:
+    prompt = sum(t.prompt_tokens for t in turns)
+    cached = sum(t.cached_tokens for t in turns)
+    later = [t for t in turns if t.later]
+    tps = [t.prompt_tps for t in turns if t.prompt_tps]
+    ttfts = [t.ttft_ms for t in turns if t.ttft_ms is not None]
+    low = [t for t in later if (t.share or 0.0) < LOW_SHARE]
+    reason = fix = None
+    if low:
+        last_low = low[-1]
+        reason, fix = explain_miss(last_low, facts.get(last_low.backend, SlotFacts()))
+    last = turns[-1]
+    return CacheStats(
+        key=key,
+        backend=backend,
+        session_id=session_id,
+        requests=len(turns),
+        prompt_tokens=prompt,
+        cached_tokens=cached,
+        share=_share(cached, prompt),
+        last_share=last.share,
+        later_share=_share(sum(t.cached_tokens for t in later), sum(t.prompt_tokens for t in later)),
+        prompt_tps=statistics.fmean(tps) if tps else None,
+        ttft_ms=statistics.median(ttfts) if ttfts else None,
+        last_ttft_ms=last.ttft_ms,
+        low_turns=len(low),
+        reason=reason,
+        fix=fix,
+        last_at=last.at,
+    )

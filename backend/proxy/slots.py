@@ -1,0 +1,79 @@
+"""Keep each Claude session on one llama-server slot.
+
+Claude Code resends its whole prompt every turn; llama-server answers fast only
+when the slot that served the last turn still holds that prompt in its KV
+cache. With several slots and several sessions interleaved, a turn can land on
+a slot another session used and lose its cache. `SlotPinner` gives each
+session a slot (least recently used sessions give theirs up first) and the
+leg sends it as `id_slot`. When our own request is already running on that
+slot (e.g. a subagent of the same session), no slot is pinned, so parallel
+work is never serialised behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from aiohttp import ClientError, ClientSession, ClientTimeout
+
+from backend.backend_probe import server_root
+from backend.config.model import BackendConfig
+
+_TTL = 60.0
+
+
+class SlotPinner:
+    """Session id -> slot id, per backend; slot count read from GET /props."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self._session = session
+        self._slots: dict[str, tuple[float, int | None]] = {}
+        self._tables: dict[str, OrderedDict[str, int]] = {}
+        self._busy: dict[tuple[str, int], int] = {}
+
+    async def total_slots(self, backend: BackendConfig) -> int | None:
+        hit = self._slots.get(backend.api_base)
+        if hit and time.monotonic() - hit[0] < _TTL:
+            return hit[1]
+        total: int | None = None
+        headers = {"authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
+        try:
+            async with self._session.get(f"{server_root(backend.api_base)}/props", headers=headers,
+                                         timeout=ClientTimeout(total=3)) as resp:
+                if resp.status == 200:
+                    value = (await resp.json(content_type=None)).get("total_slots")
+                    total = value if isinstance(value, int) else None
+        except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
+            total = None
+        self._slots[backend.api_base] = (time.monotonic(), total)
+        return total
+
+    async def slot_for(self, backend: BackendConfig, session_id: str | None) -> int | None:
+        """The slot to pin this request to, or None to let llama-server choose."""
+        if not backend.pin_slots or not session_id:
+            return None
+        total = await self.total_slots(backend)
+        if not total or total < 2:
+            return None
+        table = self._tables.setdefault(backend.name, OrderedDict())
+        slot = table.get(session_id)
+        if slot is None:
+            used = set(table.values())
+            free = [s for s in range(total) if s not in used]
+            slot = free[0] if free else table.popitem(last=False)[1]
+            table[session_id] = slot
+        table.move_to_end(session_id)
+        if self._busy.get((backend.name, slot), 0):
+            return None  # our own request holds it: do not queue behind it
+        return slot
+
+    def started(self, backend: str, slot: int) -> None:
+        self._busy[(backend, slot)] = self._busy.get((backend, slot), 0) + 1
+
+    def finished(self, backend: str, slot: int) -> None:
+        left = self._busy.get((backend, slot), 1) - 1
+        if left:
+            self._busy[(backend, slot)] = left
+        else:
+            self._busy.pop((backend, slot), None)

@@ -1,0 +1,46 @@
+"""A backend's optional `command:`: config validation and the command line ccbridge runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.config import ConfigError
+from backend.config.loader import command_problem, parse_config
+from backend.services.llama_service import command_argv, service_name
+
+
+def config_text(command: str) -> str:
+    return (
+        "proxy:\n  port: 8082\nlitellm:\n  port: 4000\n"
+        "backends:\n  local:\n    api_base: http://127.0.0.1:8081/v1\n"
+        f"    command: {command}\n"
+        'aliases:\n  "*": local\n'
+    )
+
+
+def test_command_is_read_from_the_config():
+    config = parse_config(config_text("llama-server -m /models/q.gguf -c 131072 --metrics"))
+    assert config.backends["local"].command == "llama-server -m /models/q.gguf -c 131072 --metrics"
+    assert parse_config(config_text("llama-server --port 8081")).backends["local"].command
+
+
+def test_a_command_on_another_port_is_refused_with_the_line():
+    with pytest.raises(ConfigError) as err:
+        parse_config(config_text("llama-server -m q.gguf --port 9000"))
+    text = str(err.value)
+    assert "backends.local.command" in text and "--port 9000" in text and "8081" in text
+
+
+def test_command_problems():
+    assert command_problem("llama-server 'unclosed", "http://127.0.0.1:8080/v1")
+    assert command_problem("   ", "http://127.0.0.1:8080/v1")
+    assert command_problem("llama-server --port=8080", "http://127.0.0.1:8080/v1") is None
+
+
+def test_host_and_port_come_from_api_base_when_missing():
+    argv = command_argv("llama-server -m '/my models/q.gguf' -c 8192", "http://127.0.0.1:8081/v1")
+    assert argv == ["llama-server", "-m", "/my models/q.gguf", "-c", "8192", "--port", "8081",
+                    "--host", "127.0.0.1"]
+    given = command_argv("llama-server --host 0.0.0.0 --port 8081", "http://127.0.0.1:8081/v1")
+    assert given == ["llama-server", "--host", "0.0.0.0", "--port", "8081"]
+    assert service_name("local") == "llama:local"
