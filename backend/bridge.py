@@ -132,19 +132,7 @@ class Bridge:
             pinner=self._pinner,
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
-        if self.config.litellm.url:
-            self._upstream = ExternalUpstream(self.config.litellm.url, self.config.litellm.api_key)
-        else:
-            self.litellm = LiteLLMService(
-                settings=self.config.litellm,
-                backends=lambda: self._routing.backends,
-                leg_url=lambda: f"http://127.0.0.1:{self._leg_port}",
-                leg_secret=self._leg_secret,
-                run_dir=self._run_dir,
-                bus=self.bus,
-                session=self._session,
-            )
-            self._upstream = self.litellm
+        self._choose_upstream()
         admin = AdminAPI(self)
         resolver = self._resolver
         self.front = FrontProxy(
@@ -196,6 +184,28 @@ class Bridge:
     async def restart_service(self, name: str) -> None:
         await self._service(name).restart()
 
+    def _choose_upstream(self) -> None:
+        """LiteLLM when a backend needs it (ccbridge's own, or the one at litellm.url);
+        with every backend on `route: native`, llama-server itself serves the other paths."""
+        config = self.config
+        if config.litellm.url:
+            self._upstream = ExternalUpstream(config.litellm.url, config.litellm.api_key)
+        elif any(b.route != "native" for b in config.backends.values()):
+            if self.litellm is None:
+                self.litellm = LiteLLMService(
+                    settings=config.litellm,
+                    backends=lambda: self._routing.backends,
+                    leg_url=lambda: f"http://127.0.0.1:{self._leg_port}",
+                    leg_secret=self._leg_secret,
+                    run_dir=self._run_dir,
+                    bus=self.bus,
+                    session=self._session,  # type: ignore[arg-type]
+                )
+            self._upstream = self.litellm
+        else:
+            first = next(iter(config.backends.values()))
+            self._upstream = NativeUpstream(first, self._resolver.cached if self._resolver else None)
+
     async def stop_service(self, name: str) -> None:
         await self._service(name).stop()
 
@@ -246,9 +256,17 @@ class Bridge:
         self.config = new
         self._routing = self._make_routing(new)
         restarted: tuple[str, ...] = ()
-        if self.litellm is not None and (
-            old.backends != new.backends or old.litellm != new.litellm
-        ):
+        had = self.litellm
+        self._choose_upstream()
+        if self._upstream is not self.litellm and self.litellm is not None:
+            await self.litellm.stop()  # every backend went native (or to litellm.url)
+            self.litellm = None
+        elif self.litellm is not None and had is None:
+            await self.litellm.start()
+            restarted = ("litellm",)
+        elif self.litellm is not None and (set(old.backends) != set(new.backends) or old.litellm != new.litellm):
+            # LiteLLM's config names the backends only (the leg reads api_base, model and
+            # keys live), so only a new or removed backend, or a new port, needs a restart.
             self.litellm.settings = new.litellm
             await self.litellm.restart()
             restarted = ("litellm",)
@@ -262,7 +280,10 @@ class Bridge:
         if self.litellm is not None:
             services.append(asdict(self.litellm.status()))
         else:
-            services.append({"name": "litellm", "state": "external", "url": self.config.litellm.url})
+            unused = not self.config.litellm.url
+            services.append({"name": "litellm", "state": "unused" if unused else "external",
+                             "url": self.config.litellm.url,
+                             "detail": "every backend has route: native" if unused else None})
         services.extend(asdict(s) for s in self.llamas.statuses())
         assert self.front is not None
         services.insert(0, {

@@ -63,7 +63,7 @@ class ServeProcess:
             try:
                 status = httpx.get(f"{self.url}/ccbridge/api/status", headers=self.headers, timeout=2,
                                    trust_env=False).json()
-                if status["services"][1]["state"] in ("ready", "external"):
+                if status["services"][1]["state"] in ("ready", "external", "unused"):
                     return self
             except (httpx.HTTPError, ValueError, KeyError, IndexError):
                 pass

@@ -1,0 +1,106 @@
+"""`route: native` (no LiteLLM) and per-session slot pinning, on the real tiny llama-server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.test_chain import StreamReader, _slot_busy, records_for, wait_for
+from tests.support.claude import CLAUDE_VERSIONS, run_claude
+from tests.support.llama import LlamaServer
+from tests.support.serve import ServeProcess, write_chain_config
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(tmp) -> dict[str, str]:
+    return {"CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory, tiny_model):
+    tmp = tmp_path_factory.mktemp("native")
+    with LlamaServer(tiny_model, ctx=65536) as llama:
+        config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base, extra_backend="    route: native\n")
+        with ServeProcess(config, _env(tmp)) as serve:
+            yield serve, llama
+
+
+def test_native_route_starts_no_litellm(native):
+    serve, _ = native
+    litellm = serve.status()["services"][1]
+    assert litellm["state"] == "unused" and "native" in litellm["detail"]
+
+
+@pytest.mark.parametrize("version", CLAUDE_VERSIONS)
+def test_claude_p_through_the_native_route(native, version):
+    serve, _ = native
+    before = {r["id"] for r in serve.requests(100)}
+    result = run_claude(version, serve.url, "Hello world", timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip()
+    new = wait_for(lambda: [r for r in serve.requests(100) if r["id"] not in before and r["status"] == 200
+                            and r["path"] == "/v1/messages" and (r["input_tokens"] or 0)
+                            + (r["cache_read_tokens"] or 0) > 1000], 5)
+    assert new, serve.requests(5)
+    assert new[0]["routed_backend"] == "local" and new[0]["client_version"] == f"claude-cli/{version}"
+
+
+def test_native_route_hang_up_frees_the_slot(tiny_model, tmp_path):
+    with LlamaServer(tiny_model, ctx=65536, extra_args=("--ignore-eos",)) as llama:
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, extra_backend="    route: native\n")
+        with ServeProcess(config, _env(tmp_path)) as serve:
+            reader = StreamReader(f"{serve.url}/v1/messages", {
+                "model": "claude-opus-4-8", "max_tokens": 60000, "stream": True,
+                "messages": [{"role": "user", "content": "go on"}]})
+            reader.start()
+            assert wait_for(lambda: reader.deltas >= 50, 30)
+            assert _slot_busy(llama)
+            reader.hang_up.set()
+            reader.join(10)
+            assert wait_for(lambda: not _slot_busy(llama), 10, interval=0.1)
+            assert records_for(serve)[0]["client_hung_up"] is True
+
+
+def test_native_route_counts_tokens_with_the_model_itself(native):
+    serve, _ = native
+    resp = httpx.post(f"{serve.url}/v1/messages/count_tokens", trust_env=False, timeout=30, json={
+        "model": "claude-opus-4-8", "messages": [{"role": "user", "content": "one two three four"}]})
+    assert resp.status_code == 200 and resp.json()["input_tokens"] > 4
+
+
+def _conversation_turn(url: str, session: str, history: list[dict], system: str) -> dict:
+    resp = httpx.post(f"{url}/v1/messages", timeout=120, trust_env=False,
+                      headers={"x-claude-code-session-id": session},
+                      json={"model": "claude-opus-4-8", "max_tokens": 4, "system": system, "messages": history})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+@pytest.mark.parametrize("route", ["litellm", "native"])
+def test_interleaved_sessions_keep_their_prompt_cache(tiny_model, tmp_path, route):
+    """Two Claude sessions, turns interleaved, two slots: turns 2+ come mostly from cache."""
+    with LlamaServer(tiny_model, ctx=2 * 16384, parallel=2) as llama:
+        extra = "    route: native\n" if route == "native" else ""
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, extra_backend=extra)
+        with ServeProcess(config, _env(tmp_path)) as serve:
+            sessions = {name: [] for name in ("session-a", "session-b")}
+            systems = {name: f"You help {name}. " + " ".join(f"{name}-fact-{i}" for i in range(600))
+                       for name in sessions}
+            shares = []
+            for turn in range(3):
+                for name, history in sessions.items():
+                    history.append({"role": "user", "content": f"question {turn} from {name}"})
+                    out = _conversation_turn(serve.url, name, history, systems[name])
+                    history.append({"role": "assistant", "content": "ok"})
+                    usage = out["usage"]
+                    cached = usage.get("cache_read_input_tokens") or 0
+                    total = cached + usage["input_tokens"]
+                    if turn:
+                        shares.append(cached / total)
+            print(f"\n{route}: cache share on turns 2+: {[round(s, 3) for s in shares]}")
+            assert min(shares) >= 0.9
+            if route == "litellm":
+                rec = records_for(serve)[0]
+                assert rec["backend_cache_n"] and rec["backend_cache_n"] > 0.9 * (rec["backend_cache_n"]
+                                                                                 + rec["backend_prompt_n"])
