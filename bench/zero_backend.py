@@ -33,8 +33,36 @@ _JSON = json.dumps({"id": "msg_b", "type": "message", "role": "assistant", "mode
                     "usage": {"input_tokens": 10, "output_tokens": 1}}).encode()
 
 
+_CHUNK = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+          b'"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n')
+_CHUNK_END = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+              b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+              b'"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}\n\ndata: [DONE]\n\n')
+_CHAT = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}).encode()
+
+
+async def chat(request: web.BaseRequest, payload: dict) -> web.StreamResponse:
+    """OpenAI chat completions (what LiteLLM sends through ccbridge's backend leg)."""
+    if not payload.get("stream"):
+        return web.Response(body=_CHAT, content_type="application/json")
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for _ in range(20):
+        await resp.write(_CHUNK)
+    await resp.write(_CHUNK_END)
+    await resp.write_eof()
+    return resp
+
+
 async def handle(request: web.BaseRequest) -> web.StreamResponse:
     body = await request.read()
+    if request.path.endswith("/chat/completions"):
+        return await chat(request, json.loads(body))
+    if request.path.endswith("/models"):
+        return web.Response(body=b'{"data":[{"id":"m"}]}', content_type="application/json")
     if request.path != "/v1/messages":
         return web.Response(status=200, body=b"{}", content_type="application/json")
     payload = json.loads(body)

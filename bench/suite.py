@@ -1,0 +1,379 @@
+"""The benchmark suite: ccbridge against a direct connection, side by side in one run.
+
+    .venv/bin/python -m bench.suite [--quick] [--no-real]
+
+Against a zero-latency Anthropic/OpenAI backend (bench/zero_backend.py, its own
+process), the same requests go
+  direct             -> backend
+  ccbridge           -> proxy only (`litellm.url` pointed at the backend)
+  ccbridge+LiteLLM   -> proxy -> managed LiteLLM -> backend leg -> backend
+  LiteLLM alone      -> a LiteLLM pointed straight at the backend (what ccbridge adds on top)
+and on the real tiny llama-server: the native route, LiteLLM routes, `claude -p`,
+the hang-up, and prompt-cache reuse of two interleaved sessions with and
+without slot pinning. Prints one table; writes bench/results/suite-<time>.json
+(and suite-latest.json). Figures are ratios or differences within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+import psutil
+
+from bench.harness import REPO, ZeroBackend, free_port, machine, median, pct, save, table, wait_port
+
+sys.path.insert(0, str(REPO))
+
+FAILURES: list[str] = []
+BODY = {"model": "claude-opus-4-8", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+
+
+# -- processes ------------------------------------------------------------------
+def serve_config(tmp: Path, name: str, *, url: str | None = None, api_base: str = "http://127.0.0.1:9/v1",
+                 extra_backend: str = "") -> Path:
+    litellm = f"  url: {url}\n" if url else f"  port: {free_port()}\n"
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"proxy:\n  port: {free_port()}\nlitellm:\n{litellm}backends:\n  local:\n"
+                    f"    api_base: {api_base}\n    model: m\n{extra_backend}aliases:\n  \"*\": local\n")
+    return path
+
+
+@contextlib.contextmanager
+def serve(config: Path, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    from tests.support.serve import ServeProcess
+
+    proc = ServeProcess(config, env).start()
+    try:
+        yield proc.url, proc.proc.pid
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def litellm_alone(api_base: str) -> Iterator[tuple[str, str]]:
+    """LiteLLM by itself, pointed straight at `api_base` (the baseline ccbridge+LiteLLM is compared to)."""
+    from backend.services import litellm_env
+
+    key = "sk-bench-" + secrets.token_hex(8)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "litellm.yaml"
+        cfg.write_text(json.dumps({
+            "model_list": [{"model_name": name, "litellm_params": {"model": "openai/m", "api_base": api_base,
+                                                                   "api_key": "none"}}
+                           for name in ("local", "claude-opus-4-8")],
+            "litellm_settings": {"use_chat_completions_url_for_anthropic_messages": True, "num_retries": 0},
+            "general_settings": {"master_key": key}}))
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        proc = subprocess.Popen([str(litellm_env.ensure_env(lambda _: None)), "--config", str(cfg), "--host",
+                                 "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}", key
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+# -- measurements ---------------------------------------------------------------
+async def sequential(session: aiohttp.ClientSession, url: str, n: int, stream: bool,
+                     headers: dict[str, str] | None = None, body: dict | None = None) -> dict[str, list[float]]:
+    body = {**(body or BODY), "stream": stream}
+    lat, gaps = [], []
+    for _ in range(n):
+        try:
+            await _one(session, url, body, headers, stream, lat, gaps)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, RuntimeError) as exc:
+            # a keep-alive connection the server had just closed, or a failed answer:
+            # counted, then measured once more (a second failure stops the run)
+            FAILURES.append(f"{url}: {exc}")
+            await _one(session, url, body, headers, stream, lat, gaps)
+    return {"lat": lat, "gaps": gaps}
+
+
+async def _one(session: aiohttp.ClientSession, url: str, body: dict, headers: dict[str, str] | None, stream: bool,
+               lat: list[float], gaps: list[float]) -> None:
+    t0 = time.perf_counter()
+    async with session.post(url + "/v1/messages", json=body, headers=headers or {}) as resp:
+        if stream:
+            await resp.content.readany()
+            first = time.perf_counter()
+            lat.append((first - t0) * 1000)
+            last = first
+            async for _chunk in resp.content.iter_any():
+                now = time.perf_counter()
+                gaps.append((now - last) * 1000)
+                last = now
+        else:
+            await resp.read()
+            lat.append((time.perf_counter() - t0) * 1000)
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: HTTP {resp.status}: {await resp.text()}")
+
+
+async def latency_rounds(targets: dict[str, tuple[str, dict[str, str]]], n: int, rounds: int) -> dict:
+    """Per target: medians over rounds of p50/p99 latency, time to first byte and event gaps."""
+    out: dict[str, dict[str, list[float]]] = {name: {} for name in targets}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        for url, headers in targets.values():
+            await sequential(session, url, 30, False, headers)
+            await sequential(session, url, 10, True, headers)
+        for _ in range(rounds):
+            for name, (url, headers) in targets.items():
+                plain = await sequential(session, url, n, False, headers)
+                streamed = await sequential(session, url, n, True, headers)
+                for key, values in (("p50", pct(plain["lat"], 50)), ("p99", pct(plain["lat"], 99)),
+                                    ("ttfb50", pct(streamed["lat"], 50)), ("ttfb99", pct(streamed["lat"], 99)),
+                                    ("gap50", pct(streamed["gaps"], 50) if streamed["gaps"] else 0.0),
+                                    ("gap99", pct(streamed["gaps"], 99) if streamed["gaps"] else 0.0)):
+                    out[name].setdefault(key, []).append(values)
+    return {name: {k: median(v) for k, v in d.items()} for name, d in out.items()}
+
+
+async def concurrent_streams(url: str, n: int) -> float:
+    body = {**BODY, "stream": True, "metadata": {"n_events": 20, "gap_ms": 50}}  # ~1 s each
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one() -> None:
+            async with session.post(url + "/v1/messages", json=body) as resp:
+                await resp.read()
+                assert resp.status == 200
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - t0
+
+
+async def throughput(url: str, total: int, concurrency: int) -> float:
+    """Requests per second, non-streaming, `concurrency` at a time."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        left = total
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with session.post(url + "/v1/messages", json=BODY) as resp:
+                    await resp.read()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - t0)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the ccbridge process (in `litellm.url` mode it has no children)."""
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+# -- the real chain ---------------------------------------------------------------
+def real_chain(tmp: Path, env: dict[str, str], n: int, quick: bool) -> dict:
+    from tests.support.claude import CLAUDE_VERSIONS, run_claude
+    from tests.support.llama import LlamaServer
+    from tests.support.tiny_model import write_tiny_model
+
+    model = write_tiny_model(tmp / "tiny.gguf")
+    results: dict = {}
+    with LlamaServer(model, ctx=65536) as llama:
+        native_cfg = serve_config(tmp, "native", api_base=llama.api_base, extra_backend="    route: native\n")
+        chain_cfg = serve_config(tmp, "chain", api_base=llama.api_base)
+        tiny = {**BODY, "max_tokens": 1}
+        with serve(native_cfg, env) as (native_url, _), serve(chain_cfg, env) as (chain_url, _), \
+                litellm_alone(llama.api_base) as (alone_url, key):
+            targets = {"llama-server direct": (llama.base_url, {}), "ccbridge native": (native_url, {}),
+                       "ccbridge+LiteLLM": (chain_url, {}), "LiteLLM alone": (alone_url, {"x-api-key": key})}
+
+            async def measure() -> dict:
+                out: dict[str, dict[str, float]] = {}
+                # llama-server drops reused connections after a stream: a new connection per
+                # request for every target keeps the comparison fair
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                    for url, headers in targets.values():
+                        await sequential(session, url, 5, False, headers, tiny)
+                    for name, (url, headers) in targets.items():
+                        plain = await sequential(session, url, n, False, headers, tiny)
+                        streamed = await sequential(session, url, n, True, headers, tiny)
+                        out[name] = {"p50": pct(plain["lat"], 50), "ttfb50": pct(streamed["lat"], 50)}
+                return out
+
+            results["routes"] = asyncio.run(measure())
+            claude: dict[str, dict[str, float]] = {}
+            repeats = 1 if quick else 3
+            for version in CLAUDE_VERSIONS:
+                env_model = {"ANTHROPIC_MODEL": "local"}  # the same traffic to both; LiteLLM knows "local"
+                times: dict[str, list[float]] = {"ccbridge": [], "litellm": []}
+                for _ in range(repeats + 1):  # the first round warms llama-server's prompt cache
+                    for name, url, api_key in (("ccbridge", chain_url, "k"), ("litellm", alone_url, key)):
+                        t0 = time.monotonic()
+                        result = run_claude(version, url, api_key=api_key, extra_env=env_model, timeout=300)
+                        if result.returncode != 0:
+                            raise RuntimeError(f"claude {version} via {name}: {result.stdout[-300:]}")
+                        times[name].append(time.monotonic() - t0)
+                claude[version] = {k: median(v[1:]) for k, v in times.items()}
+            results["claude"] = claude
+    results["cache"] = cache_reuse(tmp, env, model)
+    return results
+
+
+def cache_reuse(tmp: Path, env: dict[str, str], model: Path) -> dict:
+    """Two sessions, turns interleaved, two slots: cache share and TTFT on turns 2+."""
+    from tests.support.llama import LlamaServer
+
+    out = {}
+    for label, extra in (("direct to llama-server", None), ("ccbridge, pinned", "    route: native\n"),
+                         ("ccbridge, not pinned", "    route: native\n    pin_slots: false\n"),
+                         ("ccbridge+LiteLLM, pinned", "")):
+        with LlamaServer(model, ctx=2 * 16384, parallel=2) as llama:
+            if extra is None:
+                out[label] = _conversation(llama.base_url)
+                continue
+            with serve(serve_config(tmp, f"cache{len(out)}", api_base=llama.api_base, extra_backend=extra),
+                       env) as (url, _):
+                out[label] = _conversation(url)
+    return out
+
+
+def _conversation(url: str) -> dict[str, float]:
+    shares, ttfts = [], []
+    histories: dict[str, list[dict]] = {"a": [], "b": []}
+    with httpx.Client(timeout=120, trust_env=False) as client:
+        for turn in range(4):
+            for name, history in histories.items():
+                system = f"Session {name}. " + " ".join(f"{name}-fact-{i}" for i in range(1500))
+                history.append({"role": "user", "content": f"turn {turn} of {name}: " + "more " * 200})
+                t0 = time.perf_counter()
+                with client.stream("POST", f"{url}/v1/messages", headers={"x-claude-code-session-id": name},
+                                   json={"model": "claude-opus-4-8", "max_tokens": 4, "stream": True,
+                                         "system": system, "messages": history}) as resp:
+                    data = b""
+                    ttft = None
+                    for chunk in resp.iter_raw():
+                        if ttft is None and b"content_block_delta" in chunk:
+                            ttft = (time.perf_counter() - t0) * 1000
+                        data += chunk
+                history.append({"role": "assistant", "content": "ok"})
+                usage: dict = {}
+                for line in data.split(b"\n"):
+                    if line.startswith(b"data: ") and b'"usage"' in line:
+                        event = json.loads(line[6:])
+                        usage.update(event.get("usage") or event.get("message", {}).get("usage") or {})
+                cached = usage.get("cache_read_input_tokens") or 0
+                if turn:
+                    shares.append(cached / max(1, cached + (usage.get("input_tokens") or 0)))
+                    ttfts.append(ttft or 0.0)
+    return {"share_min": min(shares), "share_mean": sum(shares) / len(shares), "ttft_p50_ms": median(ttfts)}
+
+
+# -- main -------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--no-real", action="store_true", help="skip the real-chain parts (llama-server, Claude Code)")
+    args = parser.parse_args()
+    n, rounds = (100, 2) if args.quick else (300, 3)
+    data: dict = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env = {**os.environ, "CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}
+        with ZeroBackend() as zero:
+            starts = []
+            for i in range(5):
+                cfg = serve_config(tmp, f"start{i}", url=zero.url)
+                port = int(cfg.read_text().split("port: ")[1].split()[0])
+                proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--config", str(cfg)], cwd=REPO,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                starts.append(wait_port(port))
+                proc.terminate()
+                proc.wait(10)
+            data["serve_accepting_s"] = median(starts)
+            with serve(serve_config(tmp, "proxy", url=zero.url), env) as (proxy_url, proxy_pid), \
+                    serve(serve_config(tmp, "managed", api_base=zero.url + "/v1"), env) as (managed_url, _), \
+                    litellm_alone(zero.url + "/v1") as (alone_url, key):
+                targets = {"direct": (zero.url, {}), "ccbridge": (proxy_url, {}),
+                           "ccbridge+LiteLLM": (managed_url, {}), "LiteLLM alone": (alone_url, {"x-api-key": key})}
+                data["latency"] = asyncio.run(latency_rounds(targets, n, rounds))
+                walls = {name: [] for name in ("direct", "ccbridge")}
+                for _ in range(rounds):
+                    for name in walls:
+                        walls[name].append(asyncio.run(concurrent_streams(targets[name][0], 100)))
+                data["streams100_wall_s"] = {k: median(v) for k, v in walls.items()}
+                tput = {name: [] for name in ("direct", "ccbridge")}
+                for _ in range(rounds):
+                    for name in tput:
+                        tput[name].append(asyncio.run(throughput(targets[name][0], 1000 if args.quick else 3000, 32)))
+                data["throughput_c32_rps"] = {k: median(v) for k, v in tput.items()}
+                idle = rss_mb(proxy_pid)
+                total = 20_000 if args.quick else 100_000
+                asyncio.run(throughput(proxy_url, total, 32))
+                data["rss_mb"] = {"idle": idle, "after": rss_mb(proxy_pid), "requests": total}
+        if not args.no_real:
+            data["real"] = real_chain(tmp, env, 30 if args.quick else 100, args.quick)
+    data["retried_requests"] = FAILURES
+    print(render(data))
+    if FAILURES:
+        print(f"{len(FAILURES)} request(s) failed once and were retried: {FAILURES[:3]}")
+    print(f"saved {save('suite', data)}  machine: {json.dumps(machine())}")
+
+
+def render(d: dict) -> str:
+    lat = d["latency"]
+    add = {k: {m: lat[k][m] - lat[base][m] for m in lat[k]} for k, base in
+           (("ccbridge", "direct"), ("ccbridge+LiteLLM", "LiteLLM alone"))}
+    rows = [("figure", "measured", "target")]
+    rows.append(("added latency, non-streaming, p50 / p99",
+                 f"{add['ccbridge']['p50']:+.2f} / {add['ccbridge']['p99']:+.2f} ms", "<= 0.3 / <= 1 ms"))
+    rows.append(("added time to first byte, p50 / p99",
+                 f"{add['ccbridge']['ttfb50']:+.2f} / {add['ccbridge']['ttfb99']:+.2f} ms", "<= 0.3 ms (p50)"))
+    rows.append(("inter-event gap p99, ccbridge vs direct",
+                 f"{lat['ccbridge']['gap99']:.2f} vs {lat['direct']['gap99']:.2f} ms", "-"))
+    rows.append(("ccbridge+LiteLLM vs LiteLLM alone, p50 / ttfb p50",
+                 f"{add['ccbridge+LiteLLM']['p50']:+.2f} / {add['ccbridge+LiteLLM']['ttfb50']:+.2f} ms",
+                 "-"))
+    w = d["streams100_wall_s"]
+    rows.append(("100 concurrent 1 s streams, wall ratio", f"{w['ccbridge'] / w['direct']:.3f}", "<= 1.05"))
+    t = d["throughput_c32_rps"]
+    rows.append(("throughput at c=32, ratio to direct",
+                 f"{t['ccbridge'] / t['direct']:.2f} ({t['ccbridge']:.0f} vs {t['direct']:.0f} req/s)", ">= 0.5"))
+    r = d["rss_mb"]
+    rows.append((f"proxy RSS idle -> after {r['requests']:,} requests",
+                 f"{r['idle']:.1f} -> {r['after']:.1f} MB ({100 * (r['after'] / r['idle'] - 1):+.1f} %)",
+                 "<= +10 %"))
+    rows.append(("`ccbridge serve` to accepting", f"{d['serve_accepting_s'] * 1000:.0f} ms", "<= 1 s"))
+    real = d.get("real")
+    if real:
+        routes = real["routes"]
+        direct = routes["llama-server direct"]
+        for name in ("ccbridge native", "ccbridge+LiteLLM", "LiteLLM alone"):
+            rows.append((f"real llama-server: {name} p50 / ttfb p50",
+                         f"{routes[name]['p50']:.2f} / {routes[name]['ttfb50']:.2f} ms",
+                         f"direct {direct['p50']:.2f} / {direct['ttfb50']:.2f} ms"))
+        for version, times in real["claude"].items():
+            share = times["ccbridge"] / times["litellm"] - 1
+            rows.append((f"claude -p {version}: ccbridge+LiteLLM vs LiteLLM alone",
+                         f"{times['ccbridge']:.2f} vs {times['litellm']:.2f} s ({100 * share:+.1f} %)", "<= 2 %"))
+        for label, c in real["cache"].items():
+            rows.append((f"cache share turns 2+, 2 sessions: {label}",
+                         f"min {100 * c['share_min']:.1f} %, ttft p50 {c['ttft_p50_ms']:.0f} ms", ">= 90 %"))
+    return table(rows)
+
+
+if __name__ == "__main__":
+    main()
