@@ -3,7 +3,7 @@
 Claude Code resends its whole prompt every turn; llama-server is fast only
 when it serves most of it from the slot's KV cache. The backend leg records
 llama-server's `timings.cache_n` (served from cache) and `timings.prompt_n`
-(processed) on each `RequestRecord`; this module sums them and, when a later
+(processed) on each `RequestRecord` (the client's usage is the fallback); this module sums them and, when a later
 turn of one session got little from the cache, says why when the records can
 tell: another session (or a side request) used the slot in between and `-np`
 is too small for that, or the previous turn filled the slot's context so it
@@ -36,6 +36,8 @@ class SlotFacts:
 
     total_slots: int | None = None
     n_ctx_slot: int | None = None
+    cache_ram_mib: int | None = None
+    """llama-server's --cache-ram when known from its command line (0: off; None: default or unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,10 @@ class Turn:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
 
 
+def _short(session: str) -> str:
+    return session if len(session) <= 12 else session[:8]
+
+
 def explain_miss(turn: Turn, facts: SlotFacts) -> tuple[str, str]:
     """(reason, fix) for a later turn that got little from the cache."""
     slots = facts.total_slots
@@ -77,14 +83,19 @@ def explain_miss(turn: Turn, facts: SlotFacts) -> tuple[str, str]:
                 f"{f' x {slots} slots' if slots else ''}) or fewer -np; or /compact the session earlier")
     if turn.other_sessions:
         n_sessions = len(set(turn.other_sessions)) + 1
-        others = ", ".join(s[:8] for s in sorted(set(turn.other_sessions)))
+        others = ", ".join(_short(s) for s in sorted(set(turn.other_sessions)))
+        ram = ("its host-memory prompt cache is off (--cache-ram 0): turn it back on (drop --cache-ram 0; "
+               "the default keeps 8192 MiB) so a prompt pushed out of the slot comes back from memory"
+               if facts.cache_ram_mib == 0 else
+               "or raise --cache-ram (host memory that keeps prompts pushed out of a slot; default 8192 MiB)")
         if slots is not None and n_sessions > slots:
             want = n_sessions
             per = f" and -c {want * n_ctx} to keep {n_ctx} tokens per slot" if n_ctx else ""
             return (f"{head}: {n_sessions - 1} other session(s) ({others}) used backend '{turn.backend}' between "
                     f"this session's turns and it has only {slots} slot(s) (-np {slots}), so their prompts "
                     "replaced this session's cached one",
-                    f"restart llama-server with -np {want}{per}, or run one Claude Code session per backend")
+                    f"restart llama-server with -np {want}{per}; {ram}; or run one Claude Code session per "
+                    "backend")
         return (f"{head}: other session(s) ({others}) used backend '{turn.backend}' in between; llama-server may "
                 "have given this turn a slot that held another session's prompt",
                 "keep one Claude Code session per backend, or give it more slots (-np) with -c scaled to match")
@@ -118,11 +129,23 @@ class CacheFolder:
         """Grows with every folded record: readers rebuild their report when it changed."""
 
     def add(self, record: RequestRecord) -> None:
-        """Fold one finished request; records without llama-server timings are ignored."""
-        if record.backend_prompt_n is None or not record.routed_backend:
+        """Fold one finished request.
+
+        llama-server's own timings (`backend_prompt_n`, `backend_cache_n`) are
+        used when the leg saw them; otherwise the Anthropic usage the client got
+        (`input_tokens` new, `cache_read_tokens` cached), as with an external
+        LiteLLM that calls the backend directly. Records with neither are ignored.
+        """
+        if not record.routed_backend:
             return
-        cached = record.backend_cache_n or 0
-        prompt = record.backend_prompt_n + cached
+        if record.backend_prompt_n is not None:
+            cached = record.backend_cache_n or 0
+            prompt = record.backend_prompt_n + cached
+        elif record.input_tokens is not None and record.cache_read_tokens is not None:
+            cached = record.cache_read_tokens
+            prompt = record.input_tokens + cached
+        else:
+            return
         if prompt <= 0:
             return
         with self._lock:

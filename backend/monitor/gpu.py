@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,6 +28,8 @@ from backend.monitor.snapshot import GpuDevice, GpuProcess, GpuStatus
 _MIB = 1024 * 1024
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _SMI_TIMEOUT = 5.0
+RESOLVE_AGAIN_S = 300.0
+"""In the no-GPU state, how often to look for NVML and the vendor tools again."""
 
 NVIDIA_SMI_QUERY = ("index,name,uuid,utilization.gpu,utilization.memory,memory.used,memory.total,"
                     "temperature.gpu,power.draw,power.limit,clocks.gr,clocks.mem,clocks.sm,fan.speed,"
@@ -363,7 +366,7 @@ class GpuProbe:
         self._names = names or _process_name
         self._source: str | None = None
         self._tried: list[str] = []
-        self._resolved = False
+        self._resolved_at: float | None = None
         self._amd_static: str | None = None
 
     def close(self) -> None:
@@ -378,14 +381,17 @@ class GpuProbe:
     def read(self, backend_pids: Mapping[int, str]) -> GpuStatus:
         """One reading; never raises."""
         try:
-            if not self._resolved:
+            # Nothing found: look again now and then (a driver or tool may appear after boot).
+            if self._resolved_at is None or (
+                    self._source is None and time.monotonic() - self._resolved_at > RESOLVE_AGAIN_S):
                 self._resolve()
             return self._read(backend_pids)
         except Exception as exc:  # noqa: BLE001 - a probe must never raise into the UI
             return GpuStatus(note=f"GPU probe failed: {type(exc).__name__}: {exc}")
 
     def _resolve(self) -> None:
-        self._resolved = True
+        self._resolved_at = time.monotonic()
+        self._tried = []
         module = _nvml_module() if self._nvml_arg is True else (self._nvml_arg or None)
         if module is None:
             self._tried.append("NVML: nvidia-ml-py not installed")

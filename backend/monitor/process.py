@@ -82,6 +82,7 @@ def parse_flags(cmdline: Sequence[str], environ: Mapping[str, str] | None = None
         "-ngl": "ngl", "--gpu-layers": "ngl", "--n-gpu-layers": "ngl",
         "-np": "parallel", "--parallel": "parallel",
         "-t": "threads", "--threads": "threads",
+        "-cram": "cache_ram", "--cache-ram": "cache_ram",
         "--host": "host", "--port": "port",
         "-a": "alias", "--alias": "alias",
     }
@@ -141,6 +142,7 @@ def parse_flags(cmdline: Sequence[str], environ: Mapping[str, str] | None = None
         slots=slots if slots is not None else (env_bool("LLAMA_ARG_ENDPOINT_SLOTS") is not False),
         jinja=jinja if jinja is not None else env_bool("LLAMA_ARG_JINJA"),
         flash_attn=fa.lower() if fa else None,
+        cache_ram_mib=as_int(pick("cache_ram", "LLAMA_ARG_CACHE_RAM")),
         threads=as_int(pick("threads", "LLAMA_ARG_THREADS")),
         host=pick("host", "LLAMA_ARG_HOST"),
         port=as_int(pick("port", "LLAMA_ARG_PORT")),
@@ -180,10 +182,21 @@ def _listening_pid(port: int) -> int | None:
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):
-        return None
+        # macOS lets only root list every socket; our own processes' sockets stay readable.
+        return _listening_pid_by_process(port)
     for conn in conns:
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
             return int(conn.pid)
+    return None
+
+
+def _listening_pid_by_process(port: int) -> int | None:
+    for proc in psutil.process_iter(["name"]):
+        name = (proc.info.get("name") or "").lower()
+        if "llama" not in name and "server" not in name:
+            continue
+        if _still_listening(proc, port):
+            return proc.pid
     return None
 
 

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import aiohttp
@@ -214,9 +214,13 @@ class BackendMonitor:
         model_paths = {}
         for (name, _cfg), reading in zip(backends.items(), readings, strict=True):
             state = self._states[name]
-            if reading.body("props") is not None or reading.body("models") is not None:
-                state.info = parse_model_info(reading.body("props"), reading.body("models"))
-                state.info_at = now
+            props, models = reading.body("props"), reading.body("models")
+            if props is not None or models is not None:
+                fresh = parse_model_info(props, models)
+                if props is None or models is None:  # one failed this time: keep what it said before
+                    fresh = _merge(fresh, state.info)
+                state.info = fresh
+                state.info_at = now if props is not None and models is not None else state.info_at
             model_paths[name] = state.info.model_path
         came_up = {name for (name, _c), reading in zip(backends.items(), readings, strict=True)
                    if reading.health != "unreachable" and reading.health != self._states[name].health}
@@ -331,7 +335,8 @@ class BackendMonitor:
     def _derive(self, snap: MonitorSnapshot) -> MonitorSnapshot:
         """Cache report and advice from the folded records and the snapshot's readings."""
         version = self._cache.version
-        facts = {b.name: SlotFacts(b.total_slots, b.n_ctx_slot) for b in snap.backends}
+        facts = {b.name: SlotFacts(b.total_slots, b.n_ctx_slot,
+                                   b.process.flags.cache_ram_mib if b.process else None) for b in snap.backends}
         cache = self._cache.report(facts)
         advice = advise(snap.backends, snap.gpu, cache, tuple(self._failures), self._max_tokens,
                         managed=self._managed)
@@ -365,6 +370,12 @@ class BackendMonitor:
     def _series(self) -> tuple[Series, ...]:
         return tuple(Series(key, unit, tuple(p[0] for p in points), tuple(p[1] for p in points))
                      for key, (unit, points) in self._history.items())
+
+
+def _merge(new: ModelInfo, old: ModelInfo) -> ModelInfo:
+    """`new`, with its missing values taken from `old`."""
+    return ModelInfo(**{f.name: getattr(new, f.name) if getattr(new, f.name) is not None else getattr(old, f.name)
+                        for f in fields(ModelInfo)})
 
 
 def read_host() -> HostStatus:

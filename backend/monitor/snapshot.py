@@ -14,7 +14,7 @@ percentages are 0..100 (`*_percent`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 HealthState = Literal["ok", "loading", "error", "unreachable", "unknown"]
@@ -139,6 +139,9 @@ class ProcessFlags:
     """`--jinja` given (True), `--no-jinja` given (False), neither (None)."""
     flash_attn: str | None = None
     """`-fa/--flash-attn` value ("on", "off", "auto"; a bare `-fa` reads as "on")."""
+    cache_ram_mib: int | None = None
+    """`-cram/--cache-ram` MiB of host memory for prompts pushed out of a slot (None: the build's
+    default, 8192 in 0.3.36's; 0: off, so a session that loses its slot recomputes its prompt)."""
     threads: int | None = None
     """`-t/--threads`."""
     host: str | None = None
@@ -459,17 +462,38 @@ class MonitorSnapshot:
         return next((s for s in self.history if s.key == key), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists; derived properties added)."""
-        data = _jsonable(asdict(self))
+        """Plain JSON-ready dict (tuples become lists; derived properties added).
+
+        Computed once per snapshot (the status API asks often, on the proxy's
+        loop); each call returns a fresh top-level dict over shared inner values,
+        which readers must not mutate.
+        """
+        global _LAST_DICT
+        cached = _LAST_DICT
+        if cached is not None and cached[0] is self:
+            return dict(cached[1])
+        data: dict[str, Any] = _plain(self)
         for dev, dev_dict in zip(self.gpu.devices, data["gpu"]["devices"], strict=True):
             dev_dict["mem_fraction"] = dev.mem_fraction
         data["gpu"]["no_telemetry"] = self.gpu.no_telemetry
-        return data
+        _LAST_DICT = (self, data)
+        return dict(data)
 
 
-def _jsonable(value: Any) -> Any:
+_LAST_DICT: tuple[MonitorSnapshot, dict[str, Any]] | None = None
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tuples and dicts to JSON types (faster than dataclasses.asdict, which deep-copies)."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, tuple | list):
+        if all(isinstance(v, _SCALARS) for v in value):
+            return list(value)
+        return [_plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return {str(k): _plain(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
     return value

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,6 +40,7 @@ from backend.events import (
     RequestStarted,
     UnknownModel,
 )
+from backend.proxy import fastjson
 from backend.proxy.errors import (
     anthropic_error,
     anthropic_error_event,
@@ -257,7 +257,7 @@ class FrontProxy:
         """Pick the backend by the alias table, rewrite `model`, cap `max_tokens`;
         a `route: native` backend is sent straight to llama-server's /v1/messages."""
         try:
-            obj = json.loads(body)
+            obj, fast = fastjson.loads(body)
         except ValueError as exc:
             return _error(400, f"request body is not valid JSON: {exc}")
         if not isinstance(obj, dict):
@@ -295,7 +295,7 @@ class FrontProxy:
             obj["max_tokens"] = cap
         # Key order and values are kept, so the prompt LiteLLM renders (and
         # llama-server's prompt cache) is the same as for the original bytes.
-        new_body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        new_body = fastjson.dumps(obj, fast)
         return new_body, backend.name, routed_model, upstream
 
     async def _forward(

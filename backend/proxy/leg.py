@@ -32,6 +32,7 @@ from aiohttp import (
 )
 
 from backend.config.model import BackendConfig
+from backend.proxy import fastjson
 from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
 from backend.proxy.headers import forward_headers
 from backend.proxy.models import ModelResolver
@@ -209,7 +210,7 @@ class BackendLeg:
         if not body or content_type != "application/json":
             return body, False
         try:
-            obj = json.loads(body)
+            obj, fast = fastjson.loads(body)
         except ValueError:
             return body, False
         if not isinstance(obj, dict):
@@ -235,4 +236,4 @@ class BackendLeg:
             changed = True
         if not changed:
             return body, False
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(), assemble
+        return fastjson.dumps(obj, fast), assemble

@@ -337,3 +337,17 @@ def test_client_vanishing_mid_stream_closes_the_upstream_every_time(tmp_path):
             assert finished[-1].client_hung_up is True and finished[-1].error is None
 
     run_with_bridge(tmp_path, body, upstream=up)
+
+
+def test_bodies_orjson_refuses_take_the_slow_path_not_a_400(tmp_path):
+    async def body(bridge, up, client):
+        raw = (b'{"model":"claude-opus-4-8","max_tokens":10,"metadata":{"n":123456789012345678901234567890,'
+               b'"x":NaN},"messages":[{"role":"user","content":"h\\u00e9llo \xc3\xa9"}]}')
+        resp = await client.post("/v1/messages", content=raw, headers={"content-type": "application/json"})
+        assert resp.status_code == 200, resp.text
+        sent = up.seen[-1].body
+        assert b"123456789012345678901234567890" in sent and b"NaN" in sent
+        assert json.loads(sent)["model"] == "qwen"
+        assert json.loads(sent)["messages"][0]["content"] == "h\u00e9llo \u00e9"
+
+    run_with_bridge(tmp_path, body)

@@ -48,7 +48,10 @@ def test_another_session_in_between_with_one_slot_says_np_too_small():
     row = next(r for r in folder.report({"local": SlotFacts(1, 65536)}).by_session if r.key == "aaaa1111")
     assert row.low_turns == 1
     assert row.reason and "bbbb2222" in row.reason and "-np 1" in row.reason
-    assert row.fix and "-np 2" in row.fix and "-c 131072" in row.fix
+    assert row.fix and "-np 2" in row.fix and "-c 131072" in row.fix and "--cache-ram" in row.fix
+    off = next(r for r in folder.report({"local": SlotFacts(1, 65536, cache_ram_mib=0)}).by_session
+               if r.key == "aaaa1111")
+    assert off.fix and "off (--cache-ram 0)" in off.fix
 
 
 def test_another_session_with_enough_slots_is_a_weaker_guess():
@@ -109,3 +112,16 @@ def test_a_session_moving_to_another_backend_starts_fresh_there():
     folder.add(rec("s", 2.0, 15300, 0, backend="b"))
     rows = {r.key: r for r in folder.report().by_backend}
     assert rows["b"].low_turns == 0
+
+
+def test_client_usage_is_the_fallback_without_llama_server_timings():
+    folder = CacheFolder()
+    folder.add(RequestRecord(id="u1", started_at=1.0, method="POST", path="/v1/messages", session_id="s",
+                             routed_backend="local", input_tokens=4793, cache_read_tokens=0))
+    folder.add(RequestRecord(id="u2", started_at=2.0, method="POST", path="/v1/messages", session_id="s",
+                             routed_backend="local", input_tokens=90, cache_read_tokens=4793))
+    row = folder.report().by_session[0]
+    assert row.requests == 2 and row.last_share is not None and row.last_share > 0.98
+    folder.add(RequestRecord(id="u3", started_at=3.0, method="POST", path="/v1/messages", session_id="s",
+                             routed_backend="local", input_tokens=90))  # no cache figure at all
+    assert folder.report().by_session[0].requests == 2

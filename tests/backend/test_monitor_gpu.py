@@ -237,3 +237,21 @@ def test_a_probe_that_breaks_reports_instead_of_raising():
         raise OSError("boom")
 
     assert GpuProbe(nvml=None, run=explode).read({}).note.startswith("GPU probe failed")
+
+
+def test_the_no_gpu_state_looks_again_later(monkeypatch):
+    import backend.monitor.gpu as gpu_mod
+
+    calls: list[str] = []
+
+    def run(cmd):
+        calls.append(cmd[0])
+        return None
+
+    probe = GpuProbe(nvml=None, run=run)
+    probe.read({})
+    probe.read({})
+    assert calls.count("nvidia-smi") == 1  # not every sample
+    monkeypatch.setattr(gpu_mod, "RESOLVE_AGAIN_S", -1.0)
+    probe.read({})
+    assert calls.count("nvidia-smi") == 2

@@ -37,6 +37,8 @@ def test_long_spellings_equals_and_defaults():
     bare = parse_flags(["llama-server", "-fa", "-c", "8192", "-hf", "org/model-GGUF"])
     assert bare.flash_attn == "on" and bare.ctx == 8192 and bare.model == "org/model-GGUF"
     assert parse_flags(["llama-server"]).slots is True  # on by default in this build
+    assert parse_flags(["llama-server", "-cram", "0"]).cache_ram_mib == 0
+    assert parse_flags(["llama-server", "--cache-ram=4096"]).cache_ram_mib == 4096
 
 
 def test_environment_is_the_fallback():
@@ -99,3 +101,25 @@ def test_a_miss_is_not_rescanned_at_once_unless_the_server_came_up():
         assert probe.read(f"http://127.0.0.1:{port}/v1")[0] is None  # throttled: no full scan yet
         found, _ = probe.read(f"http://127.0.0.1:{port}/v1", rescan=True)
         assert found is not None and found.pid == os.getpid()
+
+
+def test_without_permission_to_list_all_sockets_our_own_server_is_still_found(monkeypatch):
+    import psutil
+
+    import backend.monitor.process as process_mod
+
+    def denied(kind: str = "tcp"):
+        raise psutil.AccessDenied()
+
+    monkeypatch.setattr(process_mod.psutil, "net_connections", denied)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        me = psutil.Process(os.getpid())
+        me.info = {"name": "llama-server"}  # the fallback only looks at llama-server-like names
+        others = psutil.Process(os.getppid())
+        others.info = {"name": "bash"}
+        monkeypatch.setattr(process_mod.psutil, "process_iter", lambda attrs=None: iter([others, me]))
+        status, _ = ProcessProbe().read(f"http://127.0.0.1:{port}/v1")
+        assert status is not None and status.pid == os.getpid()

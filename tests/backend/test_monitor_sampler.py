@@ -30,6 +30,7 @@ class ReplayLlama:
     def __init__(self, *, slots: bool = True, metrics: bool = True, health_status: int = 200) -> None:
         self.slots, self.metrics, self.health_status = slots, metrics, health_status
         self.slots_file = "slots_after_request.json"
+        self.props_fail = False
         self.hits: dict[str, int] = {}
         self.auth: list[str | None] = []
         self.runner: web.AppRunner | None = None
@@ -48,6 +49,8 @@ class ReplayLlama:
                                                     "type": "unavailable_error"}}, status=503)
             return self._file("health_ok.json")
         if path == "/props":
+            if self.props_fail:
+                return web.json_response({"error": {"code": 500, "message": "busy"}}, status=500)
             return self._file("props_np2_metrics.json" if self.metrics else "props_noslots_nometrics.json")
         if path == "/v1/models":
             return self._file("models.json")
@@ -294,5 +297,40 @@ def test_seeded_history_survives_a_restart():
             await monitor.stop()
         (row,) = snap.cache.by_session
         assert row.requests == 2 and row.later_share == 0.99
+
+    asyncio.run(main())
+
+
+def test_to_dict_is_plain_json_and_computed_once_per_snapshot():
+    from dataclasses import asdict
+
+    from backend.monitor.snapshot import GpuDevice, MonitorSnapshot, Series
+
+    snap = MonitorSnapshot(1.0, 2.0, gpu=GpuStatus(vendor="nvidia", available=True, devices=(
+        GpuDevice(0, "x", mem_used_bytes=1, mem_total_bytes=4),)), history=(Series("k", "%", (1.0, 2.0), (None, 3.0)),))
+    first = snap.to_dict()
+    expected = json.loads(json.dumps(asdict(snap)))
+    expected["gpu"]["devices"][0]["mem_fraction"] = 0.25
+    expected["gpu"]["no_telemetry"] = False
+    assert json.loads(json.dumps(first)) == expected
+    again = snap.to_dict()
+    assert again == first and again is not first and again["history"] is first["history"]
+
+
+def test_a_failing_props_keeps_what_it_said_before_and_is_asked_again():
+    async def main() -> None:
+        llama = ReplayLlama()
+        url = await llama.start()
+        backends = {"local": BackendConfig("local", f"{url}/v1")}
+        monitor = BackendMonitor(lambda: backends, gpu=NoGpu(), props_every=0)
+        try:
+            await monitor.sample()
+            llama.props_fail = True
+            b = (await monitor.sample()).backends[0]
+            assert b.endpoints["props"] == "error"
+            assert b.build == "b1-0c1e570" and b.total_slots == 2 and b.n_params == 117696
+        finally:
+            await monitor.stop()
+            await llama.stop()
 
     asyncio.run(main())

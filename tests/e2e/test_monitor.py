@@ -241,3 +241,66 @@ def test_doctor_prints_the_server_its_process_the_gpu_state_and_advice(llama_ser
     assert f"process: pid {llama_server.pid} llama-server" in out and "-c 65536" in out and "--metrics" in out
     assert "info  no GPU telemetry here" in out and "info  host:" in out
     assert "warn  backend 'local': context per slot is 65536 tokens" in out and "CLAUDE_CODE_MAX_OUTPUT_TOKENS=" in out
+
+
+@pytest.mark.parametrize("cache_ram", [None, "0"])
+def test_two_sessions_sharing_one_slot(tiny_model, tmp_path, cache_ram):
+    """-np 1 and two interleaved sessions: this build's host-memory prompt cache (--cache-ram, on by
+    default) brings the evicted prompt back; with it off the miss is shown with its reason and fix."""
+    extra = ("--slots", "--metrics", *(("--cache-ram", cache_ram) if cache_ram else ()))
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
+
+    def conversation(tag: str) -> tuple[str, list, list]:
+        system = f"You are agent {tag}, a careful engineer working in repository {tag}. " * 60
+        first = [{"role": "user", "content": f"List the files of {tag}."}]
+        return system, first, first + [{"role": "assistant", "content": "Three files."},
+                                       {"role": "user", "content": "Explain the second."}]
+
+    with LlamaServer(tiny_model, ctx=65536, parallel=1, extra_args=extra) as llama:
+        with ServeProcess(write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base), env) as serve:
+            def send(session: str, system: str, messages: list) -> None:
+                resp = httpx.post(f"{serve.url}/v1/messages", timeout=120, trust_env=False, json={
+                    "model": "claude-opus-4-8", "max_tokens": 8, "system": system, "messages": messages},
+                    headers={"x-api-key": "k", "anthropic-version": "2023-06-01",
+                             "X-Claude-Code-Session-Id": session})
+                assert resp.status_code == 200, resp.text
+
+            sys_a, a1, a2 = conversation("alpha")
+            sys_b, b1, _ = conversation("beta")
+            send("session-A", sys_a, a1)
+            send("session-B", sys_b, b1)  # takes the only slot
+            send("session-A", sys_a, a2)
+            deadline = time.monotonic() + 15
+            row = None
+            while time.monotonic() < deadline:
+                rows = serve.status()["monitor"]["cache"]["by_session"]
+                row = next((r for r in rows if r["key"] == "session-A" and r["requests"] == 2), None)
+                if row is not None:
+                    break
+                time.sleep(0.2)
+            assert row is not None
+    if cache_ram is None:
+        assert row["last_share"] > 0.8 and row["low_turns"] == 0, row
+    else:
+        assert row["last_share"] < 0.2 and row["low_turns"] == 1, row
+        assert "session-B" in row["reason"] and "-np 1" in row["reason"]
+        assert "-np 2" in row["fix"] and "--cache-ram 0" in row["fix"]
+
+
+def test_a_request_that_failed_on_context_size_is_linked_to_the_backend_numbers(tiny_model, tmp_path):
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
+    with LlamaServer(tiny_model, ctx=2048, parallel=2) as llama:
+        with ServeProcess(write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base), env) as serve:
+            resp = httpx.post(f"{serve.url}/v1/messages", timeout=60, trust_env=False, json={
+                "model": "claude-opus-4-8", "max_tokens": 16, "messages": [{"role": "user", "content": "word " * 800}]})
+            assert resp.status_code == 400, resp.text
+            advice = None
+            deadline = time.monotonic() + 10
+            while advice is None and time.monotonic() < deadline:
+                items = serve.status()["monitor"]["advice"]
+                advice = next((a for a in items if a["code"] == "request_context_exceeded"), None)
+                time.sleep(0.2)
+    assert advice is not None and advice["level"] == "error" and advice["backend"] == "local"
+    assert "1024 tokens per slot" in advice["text"] and "2 slot(s)" in advice["text"]
+    assert "-c 2048" in advice["text"] and "trained for 131072" in advice["text"]
+    assert "-c 131072" in advice["fix"] and "-np 2" in advice["fix"]
