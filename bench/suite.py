@@ -25,6 +25,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +186,59 @@ def rss_mb(pid: int) -> float:
 
 
 # -- the real chain ---------------------------------------------------------------
+def hang_up_figures(tmp: Path, env: dict[str, str], repeats: int) -> dict:
+    from tests.support.llama import LlamaServer
+    from tests.support.serve import ServeProcess, write_chain_config
+    from tests.support.tiny_model import write_tiny_model
+
+    model = write_tiny_model(tmp / "tiny.gguf")
+    freed_ms: list[float] = []
+    with LlamaServer(model, ctx=65536, extra_args=("--slots", "--ignore-eos")) as llama:
+        t0 = time.monotonic()
+        serve = ServeProcess(write_chain_config(tmp / "chain.yaml", llama.api_base), env).start()
+        ready_s = time.monotonic() - t0
+        try:
+            for _ in range(repeats):
+                freed_ms.append(_one_hang_up(serve.url, llama.base_url))
+        finally:
+            serve.stop()
+    return {"slot_free_ms": freed_ms, "serve_to_litellm_ready_s": ready_s}
+
+
+def _busy(base_url: str) -> bool:
+    return any(s.get("is_processing") for s in httpx.get(f"{base_url}/slots", timeout=5).json())
+
+
+def _one_hang_up(proxy_url: str, llama_url: str) -> float:
+    deltas = 0
+    hang_up = threading.Event()
+    closed = {}
+
+    def reader() -> None:
+        nonlocal deltas
+        body = {**BODY, "max_tokens": 60000, "stream": True}
+        with httpx.Client(timeout=60) as client, client.stream("POST", f"{proxy_url}/v1/messages", json=body) as r:
+            for chunk in r.iter_raw():
+                deltas += chunk.count(b"content_block_delta")
+                if hang_up.is_set():
+                    break
+            closed["at"] = time.monotonic()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    while deltas < 50:
+        time.sleep(0.01)
+    assert _busy(llama_url)
+    hang_up.set()
+    thread.join(10)
+    # poll at 50 ms: polling /slots much faster was seen to delay llama-server's own cancel
+    while _busy(llama_url):
+        time.sleep(0.05)
+    freed = (time.monotonic() - closed["at"]) * 1000
+    time.sleep(0.5)
+    return freed
+
+
 def real_chain(tmp: Path, env: dict[str, str], n: int, quick: bool) -> dict:
     from tests.support.claude import CLAUDE_VERSIONS, run_claude
     from tests.support.llama import LlamaServer
@@ -230,6 +284,7 @@ def real_chain(tmp: Path, env: dict[str, str], n: int, quick: bool) -> dict:
                 claude[version] = {k: median(v[1:]) for k, v in times.items()}
             results["claude"] = claude
     results["cache"] = cache_reuse(tmp, env, model)
+    results["hang_up"] = hang_up_figures(tmp, env, 3 if quick else 6)
     return results
 
 
@@ -369,6 +424,12 @@ def render(d: dict) -> str:
             share = times["ccbridge"] / times["litellm"] - 1
             rows.append((f"claude -p {version}: ccbridge+LiteLLM vs LiteLLM alone",
                          f"{times['ccbridge']:.2f} vs {times['litellm']:.2f} s ({100 * share:+.1f} %)", "<= 2 %"))
+        hang = real["hang_up"]
+        rows.append(("slot free after the client hangs up (real chain)",
+                     f"median {median(hang['slot_free_ms']):.0f} ms, max {max(hang['slot_free_ms']):.0f} ms",
+                     f"{len(hang['slot_free_ms'])} runs, /slots polled every 50 ms"))
+        rows.append(("`ccbridge serve` to LiteLLM ready", f"{hang['serve_to_litellm_ready_s']:.1f} s",
+                     "requests wait meanwhile"))
         for label, c in real["cache"].items():
             rows.append((f"cache share turns 2+, 2 sessions: {label}",
                          f"min {100 * c['share_min']:.1f} %, ttft p50 {c['ttft_p50_ms']:.0f} ms", ">= 90 %"))
