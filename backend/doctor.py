@@ -20,8 +20,8 @@ from backend.monitor.sampler import sample_once
 from backend.monitor.snapshot import Advice
 from backend.monitor.text import describe_gpu, describe_process, describe_server
 from backend.services import litellm_env
-from backend.services.litellm_service import port_in_use, port_owner
 from backend.services.llama_service import command_argv
+from backend.services.supervised import port_in_use, port_owner
 
 
 class Report:

@@ -27,16 +27,24 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 from ruamel.yaml import YAML
 
 from backend.config.model import AliasRule, BackendConfig, LiteLLMConfig
-from backend.events import EventBus, LogLine, ServiceStateChanged
+from backend.events import EventBus, ServiceStateChanged
 from backend.proxy.upstream import UpstreamUnavailable
 from backend.services import litellm_env
-from backend.services.process import ChildProcess, LogBuffer
-
-# States a service moves through; the panel and the status API show them.
-STOPPED, INSTALLING, STARTING, READY, CRASHED, STOPPING = (
-    "stopped", "installing", "starting", "ready", "crashed", "stopping",
+from backend.services.process import ChildProcess
+from backend.services.supervised import (
+    INSTALLING,
+    READY,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    ServiceStatus,
+    SupervisedService,
+    port_in_use,
+    port_owner,
 )
-_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # the first crash restarts at once
+
+__all__ = ["LiteLLMService", "ServiceStatus", "port_in_use", "port_owner", "render_config"]
+
 _START_TIMEOUT = 120.0
 
 
@@ -76,39 +84,6 @@ def _noop() -> None:
     return None
 
 
-def port_owner(port: int) -> psutil.Process | None:
-    """The local process listening on 127.0.0.1:port, if one can be seen."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid:
-                    return psutil.Process(conn.pid)
-    return None
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceStatus:
-    """A snapshot for the status API and the panel."""
-
-    name: str
-    state: str
-    pid: int | None
-    port: int | None
-    url: str | None
-    restarts: int
-    started_at: float | None
-    state_since: float
-    version: str | None
-    last_error: str | None
-    log_tail: tuple[str, ...]
-
-
 @dataclass(eq=False)
 class _Instance:
     """One running LiteLLM process and the requests it is serving."""
@@ -122,7 +97,7 @@ class _Instance:
         return f"http://127.0.0.1:{self.port}"
 
 
-class LiteLLMService:
+class LiteLLMService(SupervisedService):
     """Starts, watches and restarts LiteLLM; the front proxy's upstream.
 
     A restart is blue/green: a new LiteLLM comes up on a fresh port, new
@@ -132,7 +107,6 @@ class LiteLLMService:
     meanwhile wait for it instead of failing.
     """
 
-    name = "litellm"
     paired = True
 
     def __init__(
@@ -148,28 +122,21 @@ class LiteLLMService:
         install: Callable[[Callable[[str], None]], Path] = litellm_env.ensure_env,
         drain_timeout: float = 120.0,
     ) -> None:
+        super().__init__("litellm", bus)
         self.settings = settings
         self._backends = backends
         self._leg_url = leg_url
         self._leg_secret = leg_secret
         self._run_dir = run_dir
-        self._bus = bus
         self._session = session
         self._install = install
         self.drain_timeout = drain_timeout
-        self.log = LogBuffer()
-        self.state = STOPPED
-        self.state_since = time.time()
-        self.last_error: str | None = None
-        self.restarts = 0
         self._current: _Instance | None = None
         self._draining: set[_Instance] = set()
         self._drainers: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         self._swapped = asyncio.Event()
         self._restart_lock = asyncio.Lock()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
         self._master_key = self._load_master_key()
         self.log.hide([self._master_key, leg_secret, *(b.api_key for b in backends().values())])
 
@@ -229,34 +196,23 @@ class LiteLLMService:
 
     # -- lifecycle ---------------------------------------------------------
     def _set_state(self, state: str, detail: str | None = None) -> None:
-        self.state = state
-        self.state_since = time.time()
         if state == READY:
             self._ready.set()
         else:
             self._ready.clear()
-        self._bus.publish(ServiceStateChanged(self.name, state, detail, time.time()))
-
-    def _line(self, line: str) -> None:
-        self._bus.publish(LogLine(self.name, self.log.add(line), time.time()))
+        super()._set_state(state, detail)
 
     async def start(self) -> None:
         """Begin supervising: install if needed, start, restart on crashes."""
-        if self._supervisor is not None and not self._supervisor.done():
+        if self.supervising:
             return
-        self._stopping = False
         if self.state == STOPPED:
             self._set_state(STARTING)
-        self._supervisor = asyncio.create_task(self._supervise(), name="litellm-supervisor")
+        self._supervise_with(self._supervise())
 
     async def stop(self) -> None:
         """Stop every LiteLLM process now (in-flight streams end with an error event)."""
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
-            self._supervisor = None
+        await self._end_supervision()
         for task in list(self._drainers):
             task.cancel()
         current, self._current = self._current, None
@@ -341,10 +297,7 @@ class LiteLLMService:
                     await self._current.child.stop()
                     self._current = None
             failures += 1
-            self.restarts += 1
-            delay = _BACKOFF[min(failures - 1, len(_BACKOFF) - 1)]
-            self._set_state(CRASHED, f"{self.last_error} (restarting in {delay:.0f} s)")
-            await asyncio.sleep(delay)
+            await self._crashed(failures)
 
     async def _watch(self, inst: _Instance) -> bool:
         """Wait until `inst` exits (False) or a restart replaced it (True)."""

@@ -21,13 +21,20 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.backend_probe import server_root
 from backend.config.model import BackendConfig
-from backend.events import EventBus, LogLine, ServiceStateChanged
+from backend.events import EventBus
 from backend.monitor.process import host_port
-from backend.services.litellm_service import ServiceStatus, port_in_use, port_owner
-from backend.services.process import ChildProcess, LogBuffer
+from backend.services.process import ChildProcess
+from backend.services.supervised import (
+    READY,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    ServiceStatus,
+    SupervisedService,
+    port_in_use,
+    port_owner,
+)
 
-STOPPED, STARTING, READY, CRASHED, STOPPING = "stopped", "starting", "ready", "crashed", "stopping"
-_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 LOAD_TIMEOUT = 900.0
 """Seconds a model may take to load before the start counts as failed (big models from disk are slow)."""
 SERVICE_PREFIX = "llama:"
@@ -52,25 +59,17 @@ def command_argv(command: str, api_base: str) -> list[str]:
     return argv
 
 
-class LlamaServerService:
+class LlamaServerService(SupervisedService):
     """One supervised llama-server (same façade as LiteLLMService: start, stop, restart, status, log)."""
 
     def __init__(self, backend: BackendConfig, *, bus: EventBus, session: Callable[[], ClientSession | None],
                  load_timeout: float = LOAD_TIMEOUT) -> None:
+        super().__init__(service_name(backend.name), bus)
         self.backend = backend
-        self.name = service_name(backend.name)
-        self._bus = bus
         self._session = session
         self._load_timeout = load_timeout
-        self.log = LogBuffer()
         self.log.hide([backend.api_key])
-        self.state = STOPPED
-        self.state_since = time.time()
-        self.restarts = 0
-        self.last_error: str | None = None
         self._child: ChildProcess | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
         self._lock = asyncio.Lock()
 
     @property
@@ -82,30 +81,16 @@ class LlamaServerService:
         """The command line that is (or will be) run."""
         return command_argv(self.backend.command or "", self.backend.api_base)
 
-    def _set_state(self, state: str, detail: str | None = None) -> None:
-        self.state = state
-        self.state_since = time.time()
-        self._bus.publish(ServiceStateChanged(self.name, state, detail, time.time()))
-
-    def _line(self, line: str) -> None:
-        self._bus.publish(LogLine(self.name, self.log.add(line), time.time()))
-
     async def start(self) -> None:
         """Begin supervising: start it and restart it after crashes."""
-        if self._supervisor is not None and not self._supervisor.done():
+        if self.supervising:
             return
-        self._stopping = False
         self._set_state(STARTING)
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
+        self._supervise_with(self._supervise())
 
     async def stop(self) -> None:
         """Stop llama-server (SIGTERM, SIGKILL after 10 s) and stop supervising."""
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
-            self._supervisor = None
+        await self._end_supervision()
         child, self._child = self._child, None
         if child is not None and child.running:
             self._set_state(STOPPING)
@@ -147,10 +132,7 @@ class LlamaServerService:
                     await self._child.stop()
             self._child = None
             failures += 1
-            self.restarts += 1
-            delay = _BACKOFF[min(failures - 1, len(_BACKOFF) - 1)]
-            self._set_state(CRASHED, f"{self.last_error} (restarting in {delay:.0f} s)")
-            await asyncio.sleep(delay)
+            await self._crashed(failures)
 
     async def _launch(self) -> None:
         hp = host_port(self.backend.api_base)
