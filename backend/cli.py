@@ -101,9 +101,22 @@ async def _serve(config: Config, *, verbose: bool) -> int:
         print(f"ccbridge: {exc}", file=sys.stderr)
         return 2
 
+    loop = asyncio.get_running_loop()
+    flush_pending = False
+
+    def flush() -> None:
+        nonlocal flush_pending
+        flush_pending = False
+        sys.stdout.flush()
+
     def show(event: Event) -> None:
+        nonlocal flush_pending
         if isinstance(event, RequestFinished):
-            print(format_record(event.record), flush=True)
+            # one write per request line would be a syscall on the hot path: flush a few times a second
+            print(format_record(event.record))
+            if not flush_pending:
+                flush_pending = True
+                loop.call_later(0.2, flush)
         elif isinstance(event, ServiceStateChanged):
             detail = f": {event.detail}" if event.detail else ""
             print(f"ccbridge: {event.service} {event.state}{detail}", flush=True)
@@ -119,7 +132,6 @@ async def _serve(config: Config, *, verbose: bool) -> int:
         print(f"ccbridge: {exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"ccbridge {__version__} listening on {bridge.proxy_url} (config: {config.source})", flush=True)
