@@ -85,6 +85,7 @@ class Bridge:
         self.started_at: float | None = None
         self._leg_secret = secrets.token_urlsafe(32)
         self._session: ClientSession | None = None
+        self._backend_session: ClientSession | None = None
         self._servers: list[tuple[asyncio.Server, web.Server]] = []
         self._leg_port: int | None = None
         self.front: FrontProxy | None = None
@@ -94,7 +95,7 @@ class Bridge:
         self._resolver: ModelResolver | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.monitor = BackendMonitor(lambda: self.config.backends)
-        self.llamas = LlamaServers(bus=self.bus, session=lambda: self._session)
+        self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session)
         self._config_mtime = self._mtime()
         self._unsubscribe = self.bus.subscribe(self._on_event)
 
@@ -115,19 +116,27 @@ class Bridge:
         """Accept connections at once; LiteLLM comes up in the background."""
         self.started_at = time.time()
         self._session = ClientSession(
-            # under the 5 s idle timeout of llama-server and uvicorn (LiteLLM), so the pool
-            # never hands out a connection the other side has just closed
+            # under uvicorn's (LiteLLM's) 5 s idle timeout, so the pool never hands out a
+            # connection the other side has just closed
             connector=TCPConnector(limit=0, keepalive_timeout=2.0),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        self._resolver = ModelResolver(self._session)
-        self._pinner = SlotPinner(self._session)
+        # Model servers get a new connection per request: llama-server (this build) drops or
+        # garbles the next response on a connection reused after a stream (measured: every
+        # second reused request failed, one began without its message_start).
+        self._backend_session = ClientSession(
+            connector=TCPConnector(limit=0, force_close=True),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self._resolver = ModelResolver(self._backend_session)
+        self._pinner = SlotPinner(self._backend_session)
         self.leg = BackendLeg(
             backends=lambda: self._routing.backends,
             secret=self._leg_secret,
             registry=self.registry,
-            session=self._session,
+            session=self._backend_session,
             resolver=self._resolver,
             pinner=self._pinner,
         )
@@ -140,6 +149,7 @@ class Bridge:
             upstream=lambda: self._upstream,  # type: ignore[arg-type,return-value]
             registry=self.registry,
             session=self._session,
+            backend_session=self._backend_session,
             bus=self.bus,
             admin=admin.handle,
             resolved_model=self._resolver.cached,
@@ -160,7 +170,7 @@ class Bridge:
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
         await self.llamas.sync(self.config.backends)
         self.monitor.seed(await asyncio.to_thread(self.history.recent, 500))
-        await self.monitor.start(session=self._session)
+        await self.monitor.start(session=self._backend_session)
 
     async def stop(self) -> None:
         """Stop LiteLLM and every server; flush the history."""
@@ -176,9 +186,10 @@ class Bridge:
             listener.close()
             await server.shutdown(2.0)
         self._servers.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._backend_session):
+            if session is not None:
+                await session.close()
+        self._session = self._backend_session = None
         await asyncio.to_thread(self.history.close)
 
     async def restart_service(self, name: str) -> None:

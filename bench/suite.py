@@ -115,6 +115,8 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, headers: di
                lat: list[float], gaps: list[float]) -> None:
     t0 = time.perf_counter()
     async with session.post(url + "/v1/messages", json=body, headers=headers or {}) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: HTTP {resp.status}: {(await resp.read())[:300]!r}")
         if stream:
             await resp.content.readany()
             first = time.perf_counter()
@@ -127,8 +129,6 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, headers: di
         else:
             await resp.read()
             lat.append((time.perf_counter() - t0) * 1000)
-        if resp.status != 200:
-            raise RuntimeError(f"{url}: HTTP {resp.status}: {await resp.text()}")
 
 
 async def latency_rounds(targets: dict[str, tuple[str, dict[str, str]]], n: int, rounds: int) -> dict:
@@ -308,16 +308,21 @@ def cache_reuse(tmp: Path, env: dict[str, str], model: Path) -> dict:
 
 def _conversation(url: str) -> dict[str, float]:
     shares, ttfts = [], []
+    missing = 0
     histories: dict[str, list[dict]] = {"a": [], "b": []}
-    with httpx.Client(timeout=120, trust_env=False) as client:
+    # no keep-alive: llama-server drops reused connections without notice (same for every target)
+    with httpx.Client(timeout=120, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for turn in range(4):
             for name, history in histories.items():
-                system = f"Session {name}. " + " ".join(f"{name}-fact-{i}" for i in range(1500))
-                history.append({"role": "user", "content": f"turn {turn} of {name}: " + "more " * 200})
+                # ~5k tokens for the tiny model's byte-level tokenizer, growing each turn
+                system = f"Session {name}. " + " ".join(f"{name}-fact-{i}" for i in range(400))
+                history.append({"role": "user", "content": f"turn {turn} of {name}: " + "more " * 60})
                 t0 = time.perf_counter()
                 with client.stream("POST", f"{url}/v1/messages", headers={"x-claude-code-session-id": name},
                                    json={"model": "claude-opus-4-8", "max_tokens": 4, "stream": True,
                                          "system": system, "messages": history}) as resp:
+                    if resp.status_code != 200:
+                        raise RuntimeError(f"{url}: HTTP {resp.status_code}: {resp.read()[:300]!r}")
                     data = b""
                     ttft = None
                     for chunk in resp.iter_raw():
@@ -331,10 +336,14 @@ def _conversation(url: str) -> dict[str, float]:
                         event = json.loads(line[6:])
                         usage.update(event.get("usage") or event.get("message", {}).get("usage") or {})
                 cached = usage.get("cache_read_input_tokens") or 0
+                if "input_tokens" not in usage:
+                    missing += 1  # llama-server's stream left out message_start (see front.py)
+                    continue
                 if turn:
                     shares.append(cached / max(1, cached + (usage.get("input_tokens") or 0)))
                     ttfts.append(ttft or 0.0)
-    return {"share_min": min(shares), "share_mean": sum(shares) / len(shares), "ttft_p50_ms": median(ttfts)}
+    return {"share_min": min(shares), "share_mean": sum(shares) / len(shares), "ttft_p50_ms": median(ttfts),
+            "turns_without_usage": missing}
 
 
 # -- main -------------------------------------------------------------------------

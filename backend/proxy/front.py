@@ -26,6 +26,7 @@ from aiohttp import (
     ClientResponse,
     ClientSession,
     ClientTimeout,
+    ServerDisconnectedError,
     ServerTimeoutError,
     web,
 )
@@ -67,6 +68,16 @@ _HOLD_SECONDS = 120.0
 # LiteLLM ends a stream whose backend broke off with an OpenAI-shaped bare
 # `data: {"error": ...}` line; Claude Code needs an Anthropic `event: error`.
 _BARE_ERROR = b'\ndata: {"error"'
+
+
+def message_start_event(request_id: str, model: str | None) -> bytes:
+    """The `message_start` llama-server's own Anthropic stream sometimes leaves out (seen with
+    build b1-0c1e570, on fresh connections too); Claude Code's SDK needs it first. Its
+    usage is unknown, so it carries none."""
+    message: dict[str, Any] = {"id": f"msg_ccbridge_{request_id}", "type": "message", "role": "assistant",
+                               "content": [], "model": model or "local", "stop_reason": None, "stop_sequence": None}
+    data = fastjson.dumps({"type": "message_start", "message": message}).decode()
+    return f"event: message_start\ndata: {data}\n\n".encode()
 
 
 def rewrite_bare_errors(chunk: bytes) -> bytes:
@@ -128,6 +139,7 @@ class FrontProxy:
         registry: PairRegistry,
         session: ClientSession,
         bus: EventBus,
+        backend_session: ClientSession | None = None,
         admin: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
         resolved_model: Callable[[BackendConfig], str | None] = lambda b: None,
         native: Callable[[BackendConfig], Upstream] | None = None,
@@ -137,6 +149,7 @@ class FrontProxy:
         self._upstream = upstream
         self._registry = registry
         self._session = session
+        self._backend_session = backend_session or session  # for `route: native` (no reused connections)
         self._bus = bus
         self._admin = admin
         self._resolved_model = resolved_model
@@ -325,7 +338,8 @@ class FrontProxy:
                 return _error(503, str(exc))
             base_url, release = upstream.acquire()
             try:
-                up = await self._session.request(
+                session = self._backend_session if isinstance(upstream, NativeUpstream) else self._session
+                up = await session.request(
                     request.method,
                     base_url + request.raw_path,
                     headers=headers,
@@ -344,10 +358,11 @@ class FrontProxy:
                 message = upstream.describe_unreachable(exc)
                 draft.fields["error"] = message
                 return _error(503, message)
-            except ClientOSError as exc:
+            except (ClientOSError, ServerDisconnectedError) as exc:
                 release()
-                # The write failed on a pooled connection the upstream had just closed
-                # (idle keep-alive): nothing reached it, so try once more on a new one.
+                # A pooled connection the upstream had just closed (idle keep-alive): the
+                # write failed, or the connection closed before any answer. Try once more
+                # on a new connection.
                 if not retried_write:
                     retried_write = True
                     continue
@@ -372,17 +387,18 @@ class FrontProxy:
                 release()
                 raise
         try:
-            return await self._relay(request, up, draft, pair, routing)
+            return await self._relay(request, up, draft, pair, routing, native=isinstance(upstream, NativeUpstream))
         finally:
             release()
 
     async def _relay(
-        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None, routing: Routing
+        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None, routing: Routing,
+        native: bool = False,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
         try:
             if up.status < 400 and up.content_type == "text/event-stream":
-                return await self._stream(request, up, draft, pair)
+                return await self._stream(request, up, draft, pair, repair_start=native)
             data = await up.read()
             if up.status >= 400:
                 return self._upstream_error(up.status, data, draft, pair, routing)
@@ -398,7 +414,8 @@ class FrontProxy:
             up.release()
 
     async def _stream(
-        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None
+        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None,
+        repair_start: bool = False,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=up.status, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
         await response.prepare(request)
@@ -407,6 +424,10 @@ class FrontProxy:
         draft.fields["stream"] = True
         try:
             async for chunk in up.content.iter_any():
+                if repair_start and chunk.strip():
+                    repair_start = False
+                    if not chunk.lstrip().startswith(b"event: message_start"):
+                        chunk = message_start_event(draft.id, draft.fields.get("routed_model")) + chunk
                 if _BARE_ERROR in chunk:
                     chunk = rewrite_bare_errors(chunk)
                 meter.feed(chunk, time.monotonic())

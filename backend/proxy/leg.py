@@ -28,6 +28,7 @@ from aiohttp import (
     ClientResponse,
     ClientSession,
     ClientTimeout,
+    ServerDisconnectedError,
     web,
 )
 
@@ -138,9 +139,9 @@ class BackendLeg:
                     timeout=ClientTimeout(total=None, sock_connect=10),
                 )
                 break
-            except ClientOSError as exc:
-                # Writing on a pooled connection the server had just closed: nothing
-                # reached the backend, so one more try on a fresh connection is safe.
+            except (ClientOSError, ServerDisconnectedError) as exc:
+                # A pooled connection the server had just closed (the write failed, or it
+                # closed before any answer): one more try on a fresh connection.
                 if attempt == 1 and not isinstance(exc, ClientConnectorError) and not (pair and pair.cancelled):
                     continue
                 return self._unreachable(backend, pair, exc)
