@@ -251,9 +251,11 @@ def real_chain(tmp: Path, env: dict[str, str], n: int, quick: bool) -> dict:
         chain_cfg = serve_config(tmp, "chain", api_base=llama.api_base)
         tiny = {**BODY, "max_tokens": 1}
         with serve(native_cfg, env) as (native_url, _), serve(chain_cfg, env) as (chain_url, _), \
-                litellm_alone(llama.api_base) as (alone_url, key):
+                litellm_alone(llama.api_base) as (alone_url, key), peer(llama.api_base) as ccr_url:
             targets = {"llama-server direct": (llama.base_url, {}), "ccbridge native": (native_url, {}),
                        "ccbridge+LiteLLM": (chain_url, {}), "LiteLLM alone": (alone_url, {"x-api-key": key})}
+            if ccr_url:
+                targets["claude-code-router"] = (ccr_url, {})
 
             async def measure() -> dict:
                 out: dict[str, dict[str, float]] = {}
@@ -286,6 +288,18 @@ def real_chain(tmp: Path, env: dict[str, str], n: int, quick: bool) -> dict:
     results["cache"] = cache_reuse(tmp, env, model)
     results["hang_up"] = hang_up_figures(tmp, env, 3 if quick else 6)
     return results
+
+
+@contextlib.contextmanager
+def peer(api_base: str) -> Iterator[str | None]:
+    """claude-code-router (npm) in front of the same llama-server, when it can be installed."""
+    from bench.peers import ccr_binary, claude_code_router
+
+    if ccr_binary(install=True) is None:
+        yield None
+        return
+    with claude_code_router(api_base) as url:
+        yield url
 
 
 def cache_reuse(tmp: Path, env: dict[str, str], model: Path) -> dict:
@@ -425,7 +439,9 @@ def render(d: dict) -> str:
     if real:
         routes = real["routes"]
         direct = routes["llama-server direct"]
-        for name in ("ccbridge native", "ccbridge+LiteLLM", "LiteLLM alone"):
+        for name in ("ccbridge native", "claude-code-router", "ccbridge+LiteLLM", "LiteLLM alone"):
+            if name not in routes:
+                continue
             rows.append((f"real llama-server: {name} p50 / ttfb p50",
                          f"{routes[name]['p50']:.2f} / {routes[name]['ttfb50']:.2f} ms",
                          f"direct {direct['p50']:.2f} / {direct['ttfb50']:.2f} ms"))
