@@ -27,13 +27,14 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 from ruamel.yaml import YAML
 
 from backend.config.model import AliasRule, BackendConfig, LiteLLMConfig
-from backend.events import EventBus, ServiceStateChanged
+from backend.events import EventBus
 from backend.proxy.upstream import UpstreamUnavailable
 from backend.services import litellm_env
 from backend.services.process import ChildProcess
 from backend.services.supervised import (
     INSTALLING,
     READY,
+    RESTARTING,
     STARTING,
     STOPPED,
     STOPPING,
@@ -196,7 +197,7 @@ class LiteLLMService(SupervisedService):
 
     # -- lifecycle ---------------------------------------------------------
     def _set_state(self, state: str, detail: str | None = None) -> None:
-        if state == READY:
+        if state in (READY, RESTARTING):  # a blue/green restart keeps serving
             self._ready.set()
         else:
             self._ready.clear()
@@ -233,12 +234,12 @@ class LiteLLMService(SupervisedService):
                 self.restarts += 1
                 await self.start()
                 return
-            self._bus.publish(ServiceStateChanged(self.name, READY, "restarting: starting a new LiteLLM", time.time()))
+            self._set_state(RESTARTING, "starting a new LiteLLM; the running one keeps serving")
             try:
                 new = await self._launch(litellm_env.litellm_executable(), self._next_port())
             except Exception as exc:
                 self.last_error = f"restart failed, the running LiteLLM keeps serving: {exc}"
-                self._bus.publish(ServiceStateChanged(self.name, READY, self.last_error, time.time()))
+                self._set_state(READY, self.last_error)
                 raise
             self._current = new
             self.restarts += 1

@@ -23,6 +23,8 @@ from backend.services.process import LogBuffer
 STOPPED, INSTALLING, STARTING, READY, CRASHED, STOPPING = (
     "stopped", "installing", "starting", "ready", "crashed", "stopping",
 )
+RESTARTING = "restarting"
+"""A zero-loss restart in progress: the running instance keeps serving meanwhile."""
 _BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # the first crash restarts at once
 
 

@@ -40,10 +40,13 @@ def test_claude_p_through_the_native_route(native, version):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip()
     new = wait_for(lambda: [r for r in serve.requests(100) if r["id"] not in before and r["status"] == 200
-                            and r["path"] == "/v1/messages" and (r["input_tokens"] or 0)
-                            + (r["cache_read_tokens"] or 0) > 1000], 5)
+                            and r["path"] == "/v1/messages" and r["output_tokens"]], 5)
     assert new, serve.requests(5)
-    assert new[0]["routed_backend"] == "local" and new[0]["client_version"] == f"claude-cli/{version}"
+    assert all(r["routed_backend"] == "local" and r["client_version"] == f"claude-cli/{version}" for r in new)
+    # llama-server's own stream sometimes leaves out message_start (ccbridge inserts one, without
+    # usage); where it did send usage, the real turn's prompt is there in full
+    prompts = [(r["input_tokens"] or 0) + (r["cache_read_tokens"] or 0) for r in new if r["input_tokens"] is not None]
+    assert not prompts or max(prompts) > 1000, new
 
 
 def test_native_route_hang_up_frees_the_slot(tiny_model, tmp_path):

@@ -1,0 +1,152 @@
+"""A backend with fixed data, for snapshot tests and the benchmark's UI-only runs.
+
+It satisfies `tui.bridge.Backend`: the same calls as `backend.runner.BridgeThread`,
+answered from fixed records and a fixed status (no clock, no random ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from backend.events import Event, RequestRecord
+
+NOW = 1_795_000_000.0  # a fixed "now" for every screen
+
+
+def fixed_records() -> list[RequestRecord]:
+    """Newest first, like the store."""
+    base = dict(method="POST", path="/v1/messages", client_version="claude-cli/2.1.197", stream=True,
+                routed_backend="local", routed_model="tiny-llama.gguf", alias_rule="*")
+    rows = [
+        RequestRecord(id="req-0006", started_at=NOW - 8, session_id="5f1c2a9e-aaaa", requested_model="claude-opus-4-8",
+                      status=200, input_tokens=15317, output_tokens=212, cache_read_tokens=15100, ttft_ms=640.0,
+                      duration_ms=1180.0, output_tps=392.6, backend_prompt_tps=13800.0, backend_gen_tps=401.2,
+                      backend_prompt_n=217, backend_cache_n=15100, backend_calls=1, stop_reason="end_turn", **base),
+        RequestRecord(id="req-0005", started_at=NOW - 20, session_id="5f1c2a9e-aaaa",
+                      requested_model="claude-haiku-4-5", status=200, input_tokens=1830, output_tokens=37,
+                      ttft_ms=90.0, duration_ms=210.0, output_tps=308.3, backend_calls=1,
+                      stop_reason="end_turn", **{**base, "alias_rule": "claude-haiku-*"}),
+        RequestRecord(id="req-0004", started_at=NOW - 45, session_id="0b9d7c11-bbbb", requested_model="claude-opus-4-8",
+                      status=200, input_tokens=15290, output_tokens=58, ttft_ms=1310.0, duration_ms=1900.0,
+                      output_tps=98.3, backend_calls=2, client_hung_up=True, **base),
+        RequestRecord(id="req-0003", started_at=NOW - 70, session_id="0b9d7c11-bbbb",
+                      requested_model="claude-opus-4-8", status=400, duration_ms=35.0, backend_calls=1,
+                      error="prompt is too long: 15317 tokens > 4096 maximum", **base),
+        RequestRecord(id="req-0002", started_at=NOW - 90, requested_model="gpt-4o", status=404, duration_ms=2.0,
+                      method="POST", path="/v1/messages", error="no alias matches model 'gpt-4o'"),
+    ]
+    return rows
+
+
+def fixed_status() -> dict[str, Any]:
+    return {
+        "version": "0.1.0",
+        "config_path": "/home/you/.config/ccbridge/ccbridge.yaml",
+        "proxy_url": "http://127.0.0.1:8082",
+        "services": [
+            {"name": "proxy", "state": "ready", "url": "http://127.0.0.1:8082", "port": 8082,
+             "started_at": NOW - 3725, "in_flight": 1, "restarts": 0, "last_error": None},
+            {"name": "litellm", "state": "ready", "pid": 4242, "port": 4000, "url": "http://127.0.0.1:4000",
+             "restarts": 1, "started_at": NOW - 600, "state_since": NOW - 600, "version": "1.102.4",
+             "last_error": None, "log_tail": ["INFO:     Uvicorn running on http://127.0.0.1:4000",
+                                              "INFO:     127.0.0.1 - \"POST /v1/messages HTTP/1.1\" 200 OK"]},
+        ],
+        "aliases": [{"pattern": "claude-haiku-*", "target": "local"}, {"pattern": "*", "target": "local"}],
+        "backends": [{"name": "local", "api_base": "http://127.0.0.1:8080/v1", "model": "auto",
+                      "resolved_model": "tiny-llama.gguf", "max_tokens": None}],
+        "unknown_models": [{"model": "gpt-4o", "count": 3, "first_seen": NOW - 300, "last_seen": NOW - 90}],
+        "history_warning": None,
+        "monitor": fixed_monitor(),
+    }
+
+
+def fixed_monitor() -> dict[str, Any]:
+    """The shape of `status()["monitor"]` (backend/monitor/snapshot.py), with fixed values."""
+    return {
+        "taken_at": NOW,
+        "backends": [{
+            "name": "local", "api_base": "http://127.0.0.1:8080/v1", "health": "ok", "health_since": NOW - 3600,
+            "model": "/models/qwen2.5-coder-7b-q4_k_m.gguf", "model_alias": None, "build": "b1-0c1e570",
+            "n_ctx_slot": 65536, "n_ctx_train": 131072, "total_slots": 1, "busy_slots": 1,
+            "gen_tps": 38.4, "prompt_tps": 812.0,
+            "process": {"pid": 5151, "cpu_percent": 188.0, "rss_bytes": 5_600_000_000, "threads": 9,
+                        "flags": {"ctx": 65536, "n_gpu_layers": 99, "parallel": 1, "metrics": True,
+                                  "slots": True, "jinja": True, "flash_attn": True}},
+        }],
+        "gpu": {"vendor": "nvidia", "source": "nvml", "available": True, "no_telemetry": False, "note": None,
+                "devices": [{"index": 0, "name": "NVIDIA GeForce RTX 4090", "util_percent": 87.0,
+                             "mem_used_bytes": 19_800_000_000, "mem_total_bytes": 25_757_220_864,
+                             "mem_fraction": 0.769, "temperature_c": 66.0, "power_w": 301.0,
+                             "power_limit_w": 450.0, "clock_graphics_mhz": 2520.0,
+                             "processes": [{"pid": 5151, "name": "llama-server",
+                                            "used_memory_bytes": 19_300_000_000, "is_backend": True,
+                                            "backend": "local"}]}]},
+        "host": {"cpu_percent": 31.0, "cpu_count": 16, "mem_used_bytes": 21_000_000_000,
+                 "mem_total_bytes": 68_000_000_000},
+        "cache": {"by_backend": [{"key": "local", "share": 0.962, "prompt_tokens": 412_880, "requests": 27}],
+                  "by_session": [{"key": "5f1c9e2a-0b7d", "later_share": 0.981, "reason": None}]},
+        "advice": [{"level": "warn", "code": "ctx_below_compact",
+                    "text": "context per slot is 65536 tokens: Claude Code will not compact before 100k",
+                    "fix": "restart llama-server with -c 131072 if memory allows"}],
+    }
+
+
+class FixedBackend:
+    """Answers from fixed data; records calls so tests can assert them."""
+
+    def __init__(self, records: list[RequestRecord] | None = None, status: dict[str, Any] | None = None) -> None:
+        self.records = fixed_records() if records is None else records
+        self._status = fixed_status() if status is None else status
+        self.listeners: list[Callable[[Event], None]] = []
+        self.calls: list[tuple[str, Any]] = []
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self.listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def start(self) -> None:
+        self.calls.append(("start", None))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", None))
+
+    def status(self) -> dict[str, Any]:
+        return self._status
+
+    def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]:
+        return self.records[:limit]
+
+    def record(self, request_id: str) -> RequestRecord | None:
+        return next((r for r in self.records if r.id == request_id), None)
+
+    def log_tail(self, service: str, n: int = 200) -> list[str]:
+        return []
+
+    def restart_service(self, name: str) -> None:
+        self.calls.append(("restart", name))
+
+    def stop_service(self, name: str) -> None:
+        self.calls.append(("stop_service", name))
+
+    def start_service(self, name: str) -> None:
+        self.calls.append(("start_service", name))
+
+    def save_aliases(self, aliases: list[tuple[str, str]]) -> None:
+        self.calls.append(("save_aliases", aliases))
+        self._status = {**self._status, "aliases": [{"pattern": p, "target": t} for p, t in aliases]}
+
+
+def fixed_app(**kw: Any):  # type: ignore[no-untyped-def]
+    """A PanelApp over FixedBackend with a fixed clock, history already loaded."""
+    from tui.app import PanelApp
+    from tui.bridge import PanelBridge, PanelState
+
+    backend = FixedBackend(**kw)
+    state = PanelState(clock=lambda: NOW)
+    state.seed(backend.recent(500))
+    state.status = backend.status()
+    return PanelApp(PanelBridge(backend), state=state, start_backend=False)

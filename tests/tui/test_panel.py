@@ -1,0 +1,149 @@
+"""Pilot tests over fixed data: keys, screens, palette, alias editing, service control, quitting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import DataTable
+
+from backend.events import RequestFinished, RequestRecord, RequestStarted
+from tests.tui.conftest import screen_text, wait_until
+from tests.tui.fixed import NOW, fixed_app
+from tui.screens.aliases import AliasEditor, AliasesScreen
+from tui.screens.requests import RequestDetail
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_every_screen_opens_at_80x24_and_q_stops_the_backend():
+    app = fixed_app()
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            for key, mode in [("2", "requests"), ("3", "aliases"), ("4", "services"), ("5", "gpu"),
+                              ("1", "dashboard")]:
+                await pilot.press(key)
+                await pilot.pause()
+                assert app.current_mode == mode
+            assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:8082" in screen_text(app)
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert "r restart selected" in screen_text(app)
+            await pilot.press("escape")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: ("stop", None) in app.bridge.backend.calls, 5, "stop")
+
+    run(drive())
+    assert app.bridge.backend.calls[-1] == ("stop", None)
+
+
+def test_new_requests_arrive_coalesced_newest_first_and_filter():
+    app = fixed_app()
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            table = app.screen.query_one(DataTable)
+            assert table.row_count == 5
+            backend = app.bridge.backend
+            for i in range(50):  # one burst: the table is redrawn on the next flush, not 50 times
+                backend.emit(RequestStarted(f"new-{i}", NOW, "POST", "/v1/messages", "claude-opus-4-8", "local",
+                                            "s"))
+                backend.emit(RequestFinished(RequestRecord(id=f"new-{i}", started_at=NOW + i, method="POST",
+                                                           path="/v1/messages", requested_model="claude-opus-4-8",
+                                                           routed_backend="local", status=200, output_tokens=10)))
+            await wait_until(pilot, lambda: table.row_count == 55, 3, "rows")
+            assert str(table.coordinate_to_cell_key((0, 0)).row_key.value) == "new-49"
+            assert not app.state.in_flight
+            await pilot.press("slash")
+            await pilot.press(*"haiku")
+            await pilot.pause()
+            assert table.row_count == 1
+            await pilot.press("escape")
+            await pilot.pause()
+            assert table.row_count == 55
+
+    run(drive())
+
+
+def test_alias_editor_checks_inline_and_saves_through_the_facade():
+    app = fixed_app()
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await pilot.press("a")
+            await pilot.pause()
+            editor = app.screen
+            assert isinstance(editor, AliasEditor)
+            await pilot.press(*"claude-x-*", "tab", "end", *"/m")  # target "local/m" typed after the default
+            await pilot.pause()
+            editor.query_one("#target").value = "nowhere"
+            await pilot.pause()
+            assert "unknown backend 'nowhere'" in screen_text(app)
+            assert editor.query_one("#ok").disabled
+            editor.query_one("#target").value = "local/special"
+            await pilot.pause()
+            await pilot.click("#ok")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, AliasesScreen)
+            assert screen.rules[0] == ("claude-x-*", "local/special") and screen.dirty
+            await pilot.press("J")  # move it below the haiku rule
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: any(c[0] == "save_aliases" for c in app.bridge.backend.calls), 5)
+            saved = next(c[1] for c in app.bridge.backend.calls if c[0] == "save_aliases")
+            assert saved == [("claude-haiku-*", "local"), ("claude-x-*", "local/special"), ("*", "local")]
+
+    run(drive())
+
+
+def test_unknown_model_maps_with_one_key():
+    app = fixed_app()
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3", "m")
+            await pilot.pause()
+            assert isinstance(app.screen, AliasEditor)
+            assert app.screen.query_one("#pattern").value == "gpt-4o"
+
+    run(drive())
+
+
+def test_services_keys_restart_and_stop_through_the_facade():
+    app = fixed_app()
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            await pilot.pause()
+            await pilot.press("r")
+            await wait_until(pilot, lambda: ("restart", "litellm") in app.bridge.backend.calls, 5)
+            await pilot.press("s")
+            await wait_until(pilot, lambda: ("stop_service", "litellm") in app.bridge.backend.calls, 5)
+
+    run(drive())
+
+
+def test_detail_and_palette():
+    app = fixed_app()
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2", "enter")
+            await pilot.pause()
+            assert isinstance(app.screen, RequestDetail)
+            text = screen_text(app)
+            assert "15,100 of 15,317 prompt tokens" in text
+            assert '$ANTHROPIC_API_KEY' in app.screen.curl
+            await pilot.press("escape", "ctrl+p")
+            await pilot.pause()
+            await pilot.press(*"Go to aliases")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.current_mode == "aliases", 5, "palette")
+
+    run(drive())

@@ -1,0 +1,64 @@
+"""Snapshots of every screen at 80x24 with fixed data (fixed clock, fixed ids, UTC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.tui.fixed import fixed_app
+from tui.app import PanelApp
+
+SIZE = (80, 24)
+
+
+def test_dashboard(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE)
+
+
+def test_requests(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, press=["2"])
+
+
+def test_request_detail(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, press=["2", "down", "down", "enter"])
+
+
+def test_aliases(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, press=["3"])
+
+
+def test_alias_editor_shows_the_reason(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=_open_editor_with("lcoal"))
+
+
+def _open_editor_with(target: str):  # type: ignore[no-untyped-def]
+    async def run_before(pilot) -> None:
+        await pilot.press("3", "a", *"claude-x-*")
+        pilot.app.screen.query_one("#target").value = target
+        await pilot.pause()
+
+    return run_before
+
+
+def test_services(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, press=["4"])
+
+
+def test_gpu_placeholder(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, press=["5"])
+
+
+def test_help(snap_compare):
+    assert snap_compare(fixed_app(), terminal_size=SIZE, press=["question_mark"])
+
+
+def _setup_app() -> PanelApp:
+    return PanelApp(None, start_backend=False, setup_path=Path("/home/you/.config/ccbridge/ccbridge.yaml"),
+                    setup_options={"find": lambda: [("http://127.0.0.1:8080/v1", "tiny-llama.gguf")],
+                                   "check": lambda address: (True, "serves tiny-llama.gguf")})
+
+
+def test_first_run_setup(snap_compare):
+    async def settle(pilot) -> None:
+        await pilot.pause(0.5)
+
+    assert snap_compare(_setup_app(), terminal_size=SIZE, run_before=settle)

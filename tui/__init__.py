@@ -1,0 +1,1 @@
+"""ccbridge's control panel (Textual). Reaches the backend only through `tui.bridge`."""

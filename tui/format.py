@@ -1,0 +1,134 @@
+"""Plain text for records and services (no widgets: shared by screens and tests)."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import Any
+
+from backend.events import RequestRecord
+
+REQUEST_COLUMNS = ("time", "sess", "model > routed", "status", "in", "out", "ttft", "dur", "tok/s")
+
+
+def hms(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def secs(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.2f}s"
+
+
+def num(n: float | None, fmt: str = "{:,}") -> str:
+    return "-" if n is None else fmt.format(n)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def routed(r: RequestRecord, width: int | None = None) -> str:
+    """`requested -> backend[/model]`; with `width`, the backend only and the name cut to fit."""
+    target = r.routed_backend or "?"
+    if r.routed_model and width is None:
+        target += f"/{r.routed_model}"
+    if not r.requested_model:
+        return r.path
+    asked = r.requested_model.removeprefix("claude-") if width else r.requested_model
+    text = f"{asked}>{target}" if width else f"{asked} -> {target}"
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def compact(n: float | None) -> str:
+    """1234 -> 1.2k: token counts in a narrow column."""
+    if n is None:
+        return "-"
+    if n < 1000:
+        return f"{n:.0f}"
+    if n < 100_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1000:.0f}k"
+
+
+def status_text(r: RequestRecord) -> str:
+    if r.client_hung_up:
+        return "hungup"
+    return str(r.status) if r.status is not None else "..."
+
+
+def request_row(r: RequestRecord) -> tuple[str, ...]:
+    return (
+        hms(r.started_at),
+        (r.session_id or "-")[:6],
+        routed(r, 20),
+        status_text(r),
+        compact(r.input_tokens),
+        compact(r.output_tokens),
+        "-" if r.ttft_ms is None else f"{r.ttft_ms / 1000:.2f}",
+        "-" if r.duration_ms is None else f"{r.duration_ms / 1000:.1f}",
+        compact(r.output_tps),
+    )
+
+
+def curl_command(r: RequestRecord, proxy_url: str) -> str:
+    """A curl line that repeats the request's shape; the key stays a shell variable, never a value."""
+    body = {"model": r.requested_model or "claude-opus-4-8", "max_tokens": 256, "stream": r.stream,
+            "messages": [{"role": "user", "content": "Hello"}]}
+    import json
+
+    return (
+        f"curl -sS {shlex.quote(proxy_url + r.path)} "
+        "-H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' "
+        '-H "x-api-key: $ANTHROPIC_API_KEY" '
+        f"-d {shlex.quote(json.dumps(body))}"
+    )
+
+
+def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:
+    """Label/value pairs for the detail view: everything the record knows."""
+    cache = "-"
+    if r.backend_cache_n is not None or r.backend_prompt_n is not None:
+        cached, fresh = r.backend_cache_n or 0, r.backend_prompt_n or 0
+        total = cached + fresh
+        cache = f"{cached:,} of {total:,} prompt tokens from llama-server's cache" + (
+            f" ({100 * cached / total:.0f}%)" if total else "")
+    hung = "no"
+    if r.client_hung_up:
+        hung = "yes: the client hung up and the model was stopped"
+    return [
+        ("id", r.id),
+        ("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))),
+        ("request", f"{r.method} {r.path}" + ("  (stream)" if r.stream else "")),
+        ("session", r.session_id or "-"),
+        ("client", r.client_version or "-"),
+        ("model asked", r.requested_model or "-"),
+        ("alias rule", repr(r.alias_rule) if r.alias_rule else "-"),
+        ("routed to", (r.routed_backend or "-") + (f"/{r.routed_model}" if r.routed_model else "")),
+        ("status", status_text(r) + (f"  stop: {r.stop_reason}" if r.stop_reason else "")),
+        ("tokens", f"in {num(r.input_tokens)}  out {num(r.output_tokens)}  cache read "
+                   f"{num(r.cache_read_tokens)}  cache write {num(r.cache_creation_tokens)}"),
+        ("timing", f"first token {secs(r.ttft_ms)}  total {secs(r.duration_ms)}  "
+                   f"{num(r.output_tps, '{:.1f}')} tok/s"),
+        ("llama-server", f"prompt {num(r.backend_prompt_tps, '{:.0f}')} tok/s  "
+                         f"generation {num(r.backend_gen_tps, '{:.1f}')} tok/s"),
+        ("prompt cache", cache),
+        ("backend calls", f"{r.backend_calls}" + (" (LiteLLM retried; extra calls refused)"
+                                                  if r.backend_calls > 1 else "")),
+        ("client hung up", hung),
+        ("error", r.error or "-"),
+    ]
+
+
+def service_address(svc: dict[str, Any]) -> str:
+    if svc.get("url"):
+        return str(svc["url"])
+    if svc.get("port"):
+        return f"127.0.0.1:{svc['port']}"
+    return "-"
