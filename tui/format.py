@@ -127,8 +127,9 @@ def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:
 
 
 def service_address(svc: dict[str, Any]) -> str:
+    """host:port (the scheme is always http here, and cards are narrow at 80 columns)."""
     if svc.get("url"):
-        return str(svc["url"])
+        return str(svc["url"]).removeprefix("http://")
     if svc.get("port"):
         return f"127.0.0.1:{svc['port']}"
     return "-"
