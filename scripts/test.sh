@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .logs
 bash scripts/setup.sh --dev
+# the panel's real-terminal test drives tmux
+if ! command -v tmux >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq tmux) >/dev/null
+  else
+    echo "setup: tmux is missing; install it (apt-get install tmux / brew install tmux)"; exit 1
+  fi
+fi
 
 # The three heavy set-ups are independent: run them side by side.
 pids=()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -17,7 +16,7 @@ from tests.support.claude import run_claude
 from tests.support.serve import write_chain_config
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+pytestmark = pytest.mark.e2e  # scripts/test.sh installs tmux when it is missing
 
 
 def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
