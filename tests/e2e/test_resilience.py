@@ -188,11 +188,11 @@ def test_port_held_by_someone_else_is_named_in_the_error(llama_server, tmp_path)
         assert wait_for(lambda: _listening(port), 10)
         serve = ServeProcess(config, _env(tmp_path))
         with pytest.raises(RuntimeError):
-            serve.start(timeout=15)
-        status = serve.status()["services"][1]
-        assert status["state"] == "crashed"
-        assert f"port {port} is already in use by" in status["last_error"] and str(squatter.pid) in status["last_error"]
-        serve.stop()
+            serve.start(timeout=15)  # LiteLLM never becomes ready; the failed start stops serve
+        log = serve.log()
+        assert "litellm crashed" in log
+        assert f"port {port} is already in use by" in log and str(squatter.pid) in log
+        assert serve.proc.poll() is not None
     finally:
         squatter.terminate()
         squatter.wait(10)

@@ -56,6 +56,14 @@ class ServeProcess:
         port = next(int(line.split(":")[1]) for line in self.config.read_text().splitlines()
                     if line.strip().startswith("port:"))
         self.url = f"http://127.0.0.1:{port}"
+        try:
+            return self._wait_ready(timeout)
+        except BaseException:
+            self.stop()  # a failed start must not leave ccbridge (and its LiteLLM) running
+            raise
+
+    def _wait_ready(self, timeout: float) -> ServeProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
