@@ -14,8 +14,8 @@ import httpx
 
 from backend.config.model import BackendConfig
 
-# Claude Code's first turn: ~15k tokens (2.1.197) to ~20k (2.1.330), FACTS.
-FIRST_TURN_TOKENS = 20_000
+# Claude Code's first turn is ~15k (2.1.197) to ~20k tokens (2.1.330), FACTS: under this it fails,
+# and 2.1.330 will not compact before a 100k window.
 MIN_CONTEXT = 32_768
 COMFORTABLE_CONTEXT = 100_000
 
@@ -76,19 +76,3 @@ def output_cap(info: BackendInfo | None, configured: int | None) -> int:
     if configured:
         cap = min(cap, configured)
     return cap
-
-
-def context_advice(info: BackendInfo) -> str | None:
-    """What to change when the context per slot is too small for Claude Code."""
-    n = info.n_ctx_slot
-    if not n:
-        return None
-    slots = f" (-c is divided among the {info.total_slots} slots of -np)" if (info.total_slots or 1) > 1 else ""
-    if n < MIN_CONTEXT:
-        return (f"context per slot is {n} tokens{slots}: Claude Code's first turn alone is ~15k-20k "
-                f"tokens, so requests will fail. Restart llama-server with -c 65536 or more (or -np 1).")
-    if n < COMFORTABLE_CONTEXT:
-        return (f"context per slot is {n} tokens{slots}: enough to start, but Claude Code 2.1.330 will "
-                "not compact before a 100k window, so long sessions will hit the limit. Use -c 131072 "
-                "if memory allows.")
-    return None

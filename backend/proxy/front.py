@@ -53,7 +53,7 @@ from backend.proxy.errors import (
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.slots import SlotPinner
-from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body
+from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body, timings_fields
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 
 # Paths whose JSON body carries a Claude model name to route.
@@ -214,7 +214,7 @@ class FrontProxy:
             body = body_or_error
             upstream = self._upstream()
             if request.method == "POST" and request.path in ROUTED_PATHS:
-                routed = await self._route(body, routing, draft)
+                routed = await self._route(body, routing, draft, upstream)
                 if isinstance(routed, web.Response):
                     response = routed
                     return response
@@ -265,7 +265,7 @@ class FrontProxy:
         return b"".join(chunks)
 
     async def _route(
-        self, body: bytes, routing: Routing, draft: _Draft
+        self, body: bytes, routing: Routing, draft: _Draft, upstream: Upstream
     ) -> tuple[bytes, str, str | None, Upstream] | web.Response:
         """Pick the backend by the alias table, rewrite `model`, cap `max_tokens`;
         a `route: native` backend is sent straight to llama-server's /v1/messages."""
@@ -300,8 +300,6 @@ class FrontProxy:
             slot = await self._pinner.slot_for(backend, draft.session_id)
             if slot is not None:
                 obj["id_slot"] = slot
-        else:
-            upstream = self._upstream()
         obj["model"] = upstream.model_for(rule, backend)
         cap = backend.max_tokens
         if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
@@ -403,7 +401,7 @@ class FrontProxy:
             if up.status >= 400:
                 return self._upstream_error(up.status, data, draft, pair, routing)
             if request.path in ROUTED_PATHS:
-                self._apply_usage(draft, parse_anthropic_body(data))
+                self._merge_usage(draft, parse_anthropic_body(data))
             out = web.Response(status=up.status, body=data,
                                headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
             return out
@@ -456,29 +454,21 @@ class FrontProxy:
         self._registry.cancel(draft.id)
 
     def _apply_meter(self, draft: _Draft, meter: AnthropicStreamMeter) -> None:
-        f = draft.fields
-        for name, value in (
-            ("input_tokens", meter.input_tokens),
-            ("output_tokens", meter.output_tokens),
-            ("cache_read_tokens", meter.cache_read_tokens),
-            ("cache_creation_tokens", meter.cache_creation_tokens),
-            ("stop_reason", meter.stop_reason),
-        ):
-            if value is not None:
-                f[name] = value
+        self._merge_usage(draft, meter.record_fields())
         if meter.first_content_at is not None:
-            f["ttft_ms"] = (meter.first_content_at - draft.t0) * 1000.0
-            f["_first_at"] = meter.first_content_at
-        if meter.error and not f.get("error"):
-            f["error"] = meter.error
+            draft.fields["ttft_ms"] = (meter.first_content_at - draft.t0) * 1000.0
+            draft.fields["_first_at"] = meter.first_content_at
 
-    def _apply_usage(self, draft: _Draft, parsed: dict[str, Any]) -> None:
+    @staticmethod
+    def _merge_usage(draft: _Draft, usage: dict[str, Any]) -> None:
+        """Token counts and stop reason from a stream or a body; an earlier error is kept."""
+        f = draft.fields
         for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
                      "stop_reason"):
-            if parsed.get(name) is not None:
-                draft.fields[name] = parsed[name]
-        if parsed.get("error"):
-            draft.fields["error"] = parsed["error"]
+            if usage.get(name) is not None:
+                f[name] = usage[name]
+        if usage.get("error") and not f.get("error"):
+            f["error"] = usage["error"]
 
     def _upstream_error(
         self, status: int, data: bytes, draft: _Draft, pair: Pair | None, routing: Routing
@@ -508,15 +498,7 @@ class FrontProxy:
             f["backend_calls"] = pair.calls
             if pair.model and not f.get("routed_model"):
                 f["routed_model"] = pair.model
-            t = pair.timings or {}
-            for key, name in (
-                ("prompt_per_second", "backend_prompt_tps"),
-                ("predicted_per_second", "backend_gen_tps"),
-                ("prompt_n", "backend_prompt_n"),
-                ("cache_n", "backend_cache_n"),
-            ):
-                if t.get(key) is not None:
-                    f[name] = t[key]
+            f.update(timings_fields(pair.timings))
         first_at = f.pop("_first_at", None)
         out = f.get("output_tokens")
         if first_at is not None and out and end > first_at:

@@ -9,8 +9,8 @@ from backend.backend_probe import server_root
 from backend.config.model import AliasRule, BackendConfig
 
 
-def _noop() -> None:
-    return None
+def no_release() -> None:
+    """The release call of an upstream that needs no lease bookkeeping."""
 
 
 class UpstreamUnavailable(Exception):
@@ -62,7 +62,7 @@ class ExternalUpstream:
         return self._url
 
     def acquire(self) -> tuple[str, Callable[[], None]]:
-        return self._url, _noop
+        return self._url, no_release
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         if self._api_key:
@@ -105,7 +105,7 @@ class NativeUpstream:
         return self._root
 
     def acquire(self) -> tuple[str, Callable[[], None]]:
-        return self._root, _noop
+        return self._root, no_release
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         key = self._backend.api_key

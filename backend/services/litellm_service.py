@@ -28,7 +28,7 @@ from ruamel.yaml import YAML
 
 from backend.config.model import AliasRule, BackendConfig, LiteLLMConfig
 from backend.events import EventBus
-from backend.proxy.upstream import UpstreamUnavailable
+from backend.proxy.upstream import UpstreamUnavailable, no_release
 from backend.services import litellm_env
 from backend.services.process import ChildProcess
 from backend.services.supervised import (
@@ -79,10 +79,6 @@ def render_config(
             "forward_client_headers_to_llm_api": True,
         },
     }
-
-
-def _noop() -> None:
-    return None
 
 
 @dataclass(eq=False)
@@ -154,7 +150,7 @@ class LiteLLMService(SupervisedService):
         """The URL to send one request to, and the call that ends its lease."""
         inst = self._current
         if inst is None:
-            return self.base_url, _noop
+            return self.base_url, no_release
         inst.in_flight += 1
 
         def release() -> None:

@@ -24,7 +24,8 @@ import backend.bridge
 import backend.proxy.front
 from backend.config import load_config
 from backend.runner import BridgeThread
-from tests.backend.test_front import free_port, write_config
+from tests.backend.test_front import write_config
+from tests.support.llama import free_port
 from tests.support.serve import REPO
 
 TRIED: Counter[str] = Counter()

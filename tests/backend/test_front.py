@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,15 +15,10 @@ import pytest
 from backend.bridge import Bridge, StartupError
 from backend.config import ConfigError, load_config
 from backend.events import RequestFinished
+from tests.support.llama import free_port
 from tests.support.upstreams import AnthropicUpstream
 
 SECRET = "sk-planted-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,

@@ -11,7 +11,8 @@ import pytest
 from backend.config import ConfigError, load_config
 from backend.events import RequestFinished
 from backend.runner import BridgeThread
-from tests.backend.test_front import free_port, write_config
+from tests.backend.test_front import write_config
+from tests.support.llama import free_port
 
 
 def test_bridge_thread_serves_records_and_saves_aliases(tmp_path):
