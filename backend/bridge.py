@@ -306,6 +306,7 @@ class Bridge:
             "version": __version__,
             "in_flight": self.front.in_flight,
             "probes_answered": self.front.probes_answered,
+            "billing_lines_removed": self.front.billing_lines_removed,
             "refused_retries": self.leg.refused_total if self.leg else 0,
             "restarts": 0,
             "last_error": None,

@@ -52,6 +52,7 @@ from backend.proxy.errors import (
 )
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
+from backend.proxy.prompt import strip_billing_line
 from backend.proxy.slots import SlotPinner
 from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body, timings_fields
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
@@ -157,6 +158,7 @@ class FrontProxy:
         self._pinner = pinner or SlotPinner(session)
         self.in_flight = 0
         self.probes_answered = 0
+        self.billing_lines_removed = 0
 
     # -- entry -------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -301,6 +303,8 @@ class FrontProxy:
             if slot is not None:
                 obj["id_slot"] = slot
         obj["model"] = upstream.model_for(rule, backend)
+        if strip_billing_line(obj):
+            self.billing_lines_removed += 1
         cap = backend.max_tokens
         if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
             obj["max_tokens"] = cap

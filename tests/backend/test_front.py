@@ -345,3 +345,28 @@ def test_bodies_orjson_refuses_take_the_slow_path_not_a_400(tmp_path):
         assert json.loads(sent)["messages"][0]["content"] == "h\u00e9llo \u00e9"
 
     run_with_bridge(tmp_path, body)
+
+
+BILLING = "x-anthropic-billing-header: cc_version=2.1.332.13c; cc_entrypoint=sdk-cli;"
+
+
+def test_billing_line_is_removed_and_counted_nothing_else_changes(tmp_path):
+    async def body(bridge, up, client):
+        system = [{"type": "text", "text": BILLING},
+                  {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}]
+        resp = await client.post("/v1/messages", json=messages_body(system=system))
+        assert resp.status_code == 200, resp.text
+        sent = up.seen[-1].json()
+        assert sent["system"] == system[1:]
+        assert sent["messages"] == messages_body()["messages"]
+        # a string system prompt loses only its first line; other text is never touched
+        await client.post("/v1/messages", json=messages_body(system=f"{BILLING}\nrest"))
+        assert up.seen[-1].json()["system"] == "rest"
+        await client.post("/v1/messages", json=messages_body(system=f"keep {BILLING}"))
+        assert up.seen[-1].json()["system"] == f"keep {BILLING}"
+        await client.post("/v1/messages", json=messages_body(system=[{"type": "text", "text": BILLING}]))
+        assert "system" not in up.seen[-1].json()
+        status = (await client.get("/ccbridge/api/status")).json()
+        assert status["services"][0]["billing_lines_removed"] == 3
+
+    run_with_bridge(tmp_path, body)
