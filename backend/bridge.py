@@ -33,6 +33,7 @@ from backend.events import (
 )
 from backend.monitor.sampler import BackendMonitor
 from backend.proxy.admin import AdminAPI
+from backend.proxy.body import byte_limit
 from backend.proxy.front import FrontProxy, Routing
 from backend.proxy.guard import GuardedServer
 from backend.proxy.leg import BackendLeg
@@ -139,6 +140,7 @@ class Bridge:
             session=self._backend_session,
             resolver=self._resolver,
             pinner=self._pinner,
+            max_body=lambda: byte_limit(self._routing.proxy.max_body_mb),
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
         self._choose_upstream()
@@ -173,7 +175,10 @@ class Bridge:
         await self.monitor.start(session=self._backend_session)
 
     async def stop(self) -> None:
-        """Stop LiteLLM and every server; flush the history."""
+        """End the requests in flight (each stops its model call), stop LiteLLM and every
+        server; flush the history."""
+        if self.front is not None:
+            await self.front.shutdown()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

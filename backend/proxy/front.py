@@ -1,10 +1,15 @@
 """The front proxy: the address Claude Code's ANTHROPIC_BASE_URL points at.
 
-For each request it answers probes and telemetry locally, maps the Claude
-model name to a backend by the alias table, forwards to LiteLLM with an id
-the backend leg can pair, streams the answer back event by event, and turns
-what it saw into one `RequestRecord`. When the client hangs up it tells the
-pairing registry at once, so the leg closes the backend call too.
+For each request it answers probes and telemetry locally, checks the body's
+shape, maps the Claude model name to a backend by the alias table, forwards
+to LiteLLM with an id the backend leg can pair (or straight to llama-server
+on the native route), streams the answer back event by event, and turns what
+it saw into one `RequestRecord`.
+
+Every way a request ends (the client hangs up, ccbridge's own timeout, an
+upstream error, a broken stream, ccbridge stopping) goes through one
+`_finish`, which always cancels the paired backend call and refuses LiteLLM's
+retries of it: no way out can leave llama-server generating for nobody.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import (
@@ -37,11 +43,13 @@ from backend.events import (
     EventBus,
     ProbeAnswered,
     RequestFinished,
-    RequestRecord,
     RequestStarted,
     UnknownModel,
 )
 from backend.proxy import fastjson
+from backend.proxy.assemble import MessageAssembler
+from backend.proxy.body import BodyRefused, byte_limit, read_body
+from backend.proxy.draft import RequestDraft
 from backend.proxy.errors import (
     anthropic_error,
     anthropic_error_event,
@@ -54,21 +62,26 @@ from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.prompt import strip_billing_line
 from backend.proxy.slots import SlotPinner
-from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body, timings_fields
+from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, parse_anthropic_body
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
+from backend.proxy.validate import RequestInvalid, check_messages_request
+
+log = logging.getLogger(__name__)
 
 # Paths whose JSON body carries a Claude model name to route.
-ROUTED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+ROUTED_PATHS = frozenset({MESSAGES_PATH, COUNT_TOKENS_PATH})
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
-# Seconds a client may take to send its whole request body (a stalled upload is cut off).
-BODY_TIMEOUT = 60.0
 # How long a request waits for a (re)starting LiteLLM before it is answered 503.
 _HOLD_SECONDS = 120.0
 # LiteLLM ends a stream whose backend broke off with an OpenAI-shaped bare
 # `data: {"error": ...}` line; Claude Code needs an Anthropic `event: error`.
-_BARE_ERROR = b'\ndata: {"error"'
+_BARE_ERROR = b'data: {"error"'
+# What reading an upstream answer can raise when the upstream fails or is too slow.
+_UPSTREAM_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError)
 
 
 def message_start_event(request_id: str, model: str | None) -> bytes:
@@ -81,11 +94,14 @@ def message_start_event(request_id: str, model: str | None) -> bytes:
     return f"event: message_start\ndata: {data}\n\n".encode()
 
 
-def rewrite_bare_errors(chunk: bytes) -> bytes:
-    """Turn LiteLLM's bare OpenAI-style error lines into Anthropic `error` events."""
+def rewrite_bare_errors(data: bytes) -> bytes:
+    """Turn LiteLLM's bare OpenAI-style error lines into Anthropic `error` events.
+
+    `data` holds whole lines (an `SSEFramer` cut it), so a bare error is seen
+    wherever it starts: at the start of a write, or after other events."""
     out = []
-    for line in chunk.split(b"\n"):
-        if line.startswith(b'data: {"error"'):
+    for line in data.split(b"\n"):
+        if line.startswith(_BARE_ERROR):
             message = extract_message(line[6:]) or "the upstream stream failed"
             out.append(anthropic_error_event(f"ccbridge: the model stream broke off: {message}").rstrip(b"\n"))
         else:
@@ -104,17 +120,13 @@ class Routing:
 
 
 @dataclass(slots=True)
-class _Draft:
-    """A request's record while it is in flight (frozen into a RequestRecord at the end)."""
+class _Routed:
+    """Where one request goes, decided by `_route`."""
 
-    id: str
-    started_at: float
-    t0: float
-    method: str
-    path: str
-    session_id: str | None
-    client_version: str | None
-    fields: dict[str, Any] = field(default_factory=dict)
+    body: bytes
+    backend: str
+    model: str | None
+    upstream: Upstream
 
 
 def _client_version(user_agent: str) -> str | None:
@@ -156,6 +168,8 @@ class FrontProxy:
         self._resolved_model = resolved_model
         self._native = native or (lambda backend: NativeUpstream(backend))
         self._pinner = pinner or SlotPinner(session)
+        self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
+        self._stopping = False
         self.in_flight = 0
         self.probes_answered = 0
         self.billing_lines_removed = 0
@@ -173,7 +187,7 @@ class FrontProxy:
             return _error(
                 401,
                 "ccbridge: this proxy requires an API key (proxy.api_key in "
-                f"{routing.config_path}). Set ANTHROPIC_API_KEY to it; `ccbridge env` prints the line.",
+                f"{routing.config_path}). Set ANTHROPIC_AUTH_TOKEN to it; `ccbridge env` prints the line.",
             )
         if path.startswith("/ccbridge/"):
             if self._admin is None:
@@ -193,84 +207,78 @@ class FrontProxy:
         given = client_key(request.headers)
         return given is not None and hmac.compare_digest(given.encode(), proxy.api_key.encode())
 
-    # -- proxying ----------------------------------------------------------
+    async def shutdown(self, grace: float = 1.0) -> None:
+        """End every request in flight (ccbridge is stopping): each one stops its model call."""
+        self._stopping = True
+        tasks = [t for t in self._live.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+    # -- the lifecycle of one request ---------------------------------------
     async def _proxy(self, request: web.BaseRequest, routing: Routing) -> web.StreamResponse:
         headers = request.headers
-        draft = _Draft(
+        draft = RequestDraft(
             id=uuid.uuid4().hex,
             started_at=time.time(),
-            t0=time.monotonic(),
             method=request.method,
             path=request.path,
+            t0=time.monotonic(),
             session_id=headers.get("x-claude-code-session-id"),
             client_version=_client_version(headers.get("user-agent", "")),
         )
         pair: Pair | None = None
         response: web.StreamResponse | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._live[draft.id] = task
         self.in_flight += 1
         try:
-            body_or_error = await self._read_body(request, routing.proxy)
-            if isinstance(body_or_error, web.Response):
-                response = body_or_error
+            if self._stopping:
+                response = _error(503, "ccbridge is stopping; start it again (`ccbridge serve`).")
                 return response
-            body = body_or_error
+            body = await read_body(request, byte_limit(routing.proxy.max_body_mb))
             upstream = self._upstream()
+            backend = model = None
             if request.method == "POST" and request.path in ROUTED_PATHS:
                 routed = await self._route(body, routing, draft, upstream)
                 if isinstance(routed, web.Response):
                     response = routed
                     return response
-                body, backend_name, model, upstream = routed
+                body, backend, model, upstream = routed.body, routed.backend, routed.model, routed.upstream
                 if upstream.paired:
-                    pair = self._registry.open(draft.id, backend_name, model, draft.session_id)
-            self._bus.publish(
-                RequestStarted(
-                    draft.id,
-                    draft.started_at,
-                    draft.method,
-                    draft.path,
-                    draft.fields.get("requested_model"),
-                    draft.fields.get("routed_backend"),
-                    draft.session_id,
-                )
-            )
+                    pair = self._registry.open(draft.id, backend, model, draft.session_id)
+            self._bus.publish(RequestStarted(draft.id, draft.started_at, draft.method, draft.path,
+                                             draft.requested_model, draft.routed_backend, draft.session_id))
             response = await self._forward(request, body, routing, upstream, draft, pair)
             return response
+        except BodyRefused as exc:
+            response = _error(exc.status, exc.message)
+            return response
         except asyncio.CancelledError:
-            self._hung_up(draft)
+            if self._stopping:
+                draft.fail("ccbridge stopped while this request was in flight")
+            else:
+                draft.client_hung_up = True
             raise
+        except Exception as exc:  # noqa: BLE001 - a bug must reach the client as an Anthropic error, never a bare 500
+            log.exception("request %s failed inside ccbridge", draft.id)
+            message = f"ccbridge: internal error while proxying ({type(exc).__name__}: {exc}); see the proxy log."
+            draft.fail(message)
+            response = _error(500, message)
+            return response
         finally:
             self.in_flight -= 1
+            self._live.pop(draft.id, None)
             self._finish(draft, response, pair)
 
-    async def _read_body(self, request: web.BaseRequest, proxy: ProxyConfig) -> bytes | web.Response:
-        limit = int(proxy.max_body_mb * 1024 * 1024)
-        if request.content_length is not None and request.content_length > limit:
-            return _error(
-                413,
-                f"request body is {request.content_length} bytes; ccbridge accepts at most {limit} "
-                "(proxy.max_body_mb in ccbridge.yaml).",
-            )
-        if not request.body_exists:
-            return b""
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(BODY_TIMEOUT):
-                async for chunk in request.content.iter_any():
-                    size += len(chunk)
-                    if size > limit:
-                        return _error(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
-                    chunks.append(chunk)
-        except TimeoutError:
-            return _error(408, f"the request body did not arrive within {BODY_TIMEOUT:.0f} s; closing.")
-        return b"".join(chunks)
-
     async def _route(
-        self, body: bytes, routing: Routing, draft: _Draft, upstream: Upstream
-    ) -> tuple[bytes, str, str | None, Upstream] | web.Response:
-        """Pick the backend by the alias table, rewrite `model`, cap `max_tokens`;
-        a `route: native` backend is sent straight to llama-server's /v1/messages."""
+        self, body: bytes, routing: Routing, draft: RequestDraft, upstream: Upstream
+    ) -> _Routed | web.Response:
+        """Check the body, pick the backend by the alias table, rewrite `model`, cap
+        `max_tokens`, drop the billing line; a `route: native` backend is sent straight
+        to llama-server's /v1/messages."""
         try:
             obj, fast = fastjson.loads(body)
         except ValueError as exc:
@@ -279,9 +287,14 @@ class FrontProxy:
             return _error(400, "request body must be a JSON object")
         model = obj.get("model")
         if not isinstance(model, str) or not model:
-            return _error(400, "request body has no `model` string")
-        draft.fields["requested_model"] = model
-        draft.fields["stream"] = obj.get("stream") is True
+            return _error(400, "model: field required (a string naming a Claude model)"
+                          if model is None else "model: expected a string")
+        draft.requested_model = model
+        draft.stream = obj.get("stream") is True
+        try:
+            check_messages_request(obj, count_tokens=draft.path == COUNT_TOKENS_PATH)
+        except RequestInvalid as exc:
+            return _error(400, str(exc), "invalid_request_error")
         rule = routing.aliases.resolve(model)
         if rule is None:
             self._bus.publish(UnknownModel(model, time.time()))
@@ -293,25 +306,30 @@ class FrontProxy:
                 "not_found_error",
             )
         backend = routing.backends[rule.backend]
-        draft.fields["alias_rule"] = rule.pattern
-        draft.fields["routed_backend"] = backend.name
+        draft.alias_rule = rule.pattern
+        draft.routed_backend = backend.name
         routed_model = rule.model or (backend.model if backend.model != "auto" else None)
-        draft.fields["routed_model"] = routed_model or self._resolved_model(backend)
+        draft.routed_model = routed_model or self._resolved_model(backend)
         if backend.route == "native":
             upstream = self._native(backend)
             slot = await self._pinner.slot_for(backend, draft.session_id)
             if slot is not None:
                 obj["id_slot"] = slot
+                draft.pinned_slot = slot
+                self._pinner.started(backend.name, slot)
+            if draft.path == MESSAGES_PATH and not draft.stream:
+                # llama-server ignores a hang-up on a plain request: ask for a stream, assemble the answer
+                obj["stream"] = True
+                draft.assemble = True
         obj["model"] = upstream.model_for(rule, backend)
-        if strip_billing_line(obj):
-            self.billing_lines_removed += 1
         cap = backend.max_tokens
         if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
             obj["max_tokens"] = cap
+        if strip_billing_line(obj):
+            self.billing_lines_removed += 1
         # Key order and values are kept, so the prompt LiteLLM renders (and
         # llama-server's prompt cache) is the same as for the original bytes.
-        new_body = fastjson.dumps(obj, fast)
-        return new_body, backend.name, routed_model, upstream
+        return _Routed(fastjson.dumps(obj, fast), backend.name, routed_model, upstream)
 
     async def _forward(
         self,
@@ -319,28 +337,28 @@ class FrontProxy:
         body: bytes,
         routing: Routing,
         upstream: Upstream,
-        draft: _Draft,
+        draft: RequestDraft,
         pair: Pair | None,
     ) -> web.StreamResponse:
         proxy = routing.proxy
         headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
         client_auth = {} if proxy.api_key else {
-            k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-api-key")
+            k.lower(): v for k, v in request.headers.items() if k.lower() in ("authorization", "x-api-key")
         }
-        headers.update(upstream.auth_headers({k.lower(): v for k, v in client_auth.items()}))
+        headers.update(upstream.auth_headers(client_auth))
         headers["accept-encoding"] = "identity"
         headers[PAIR_HEADER] = draft.id
+        native = isinstance(upstream, NativeUpstream)
+        session = self._backend_session if native else self._session
         hold_until = time.monotonic() + min(proxy.upstream_timeout, _HOLD_SECONDS)
         retried_write = False
         while True:
             try:
                 await upstream.wait_ready(max(0.0, hold_until - time.monotonic()))
             except UpstreamUnavailable as exc:
-                draft.fields["error"] = str(exc)
-                return _error(503, str(exc))
+                return self._fail(draft, 503, str(exc))
             base_url, release = upstream.acquire()
             try:
-                session = self._backend_session if isinstance(upstream, NativeUpstream) else self._session
                 up = await session.request(
                     request.method,
                     base_url + request.raw_path,
@@ -357,9 +375,7 @@ class FrontProxy:
                 if upstream.paired and time.monotonic() < hold_until:
                     await asyncio.sleep(0.1)
                     continue
-                message = upstream.describe_unreachable(exc)
-                draft.fields["error"] = message
-                return _error(503, message)
+                return self._fail(draft, 503, upstream.describe_unreachable(exc))
             except (ClientOSError, ServerDisconnectedError) as exc:
                 release()
                 # A pooled connection the upstream had just closed (idle keep-alive): the
@@ -368,114 +384,148 @@ class FrontProxy:
                 if not retried_write:
                     retried_write = True
                     continue
-                message = f"ccbridge: could not send the request upstream: {exc}"
-                draft.fields["error"] = message
-                return _error(502, message)
+                return self._fail(draft, 502, f"ccbridge: could not send the request upstream: {exc}")
             except (TimeoutError, ServerTimeoutError):
                 release()
-                message = (
-                    f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
-                    "(proxy.upstream_timeout). A long prompt on a slow model can take that long; "
-                    "raise the timeout or check the backend."
-                )
-                draft.fields["error"] = message
-                return _error(504, message)
+                return self._fail(draft, 504, self._timeout_message(proxy))
             except ClientConnectionError as exc:
                 release()
-                message = f"ccbridge: upstream closed the connection before answering: {exc}"
-                draft.fields["error"] = message
-                return _error(502, message)
+                return self._fail(draft, 502, f"ccbridge: upstream closed the connection before answering: {exc}")
             except BaseException:
                 release()
                 raise
         try:
-            return await self._relay(request, up, draft, pair, routing, native=isinstance(upstream, NativeUpstream))
+            return await self._relay(request, up, draft, pair, routing, native=native)
         finally:
             release()
 
+    @staticmethod
+    def _timeout_message(proxy: ProxyConfig) -> str:
+        return (
+            f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
+            "(proxy.upstream_timeout); the model was stopped. A long prompt on a slow model can "
+            "take that long: raise the timeout or check the backend."
+        )
+
+    def _fail(self, draft: RequestDraft, status: int, message: str, error_type: str | None = None) -> web.Response:
+        draft.fail(message)
+        return _error(status, message, error_type)
+
     async def _relay(
-        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None, routing: Routing,
-        native: bool = False,
+        self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft, pair: Pair | None,
+        routing: Routing, native: bool = False,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
         try:
-            if up.status < 400 and up.content_type == "text/event-stream":
-                return await self._stream(request, up, draft, pair, repair_start=native)
-            data = await up.read()
+            streamed = up.status < 400 and up.content_type == "text/event-stream"
+            if streamed and draft.assemble:
+                return await self._assembled(up, draft)
+            if streamed:
+                return await self._stream(request, up, draft, repair_start=native)
+            try:
+                data = await up.read()
+            except _UPSTREAM_BROKE as exc:
+                status = 504 if isinstance(exc, TimeoutError | ServerTimeoutError) else 502
+                message = (self._timeout_message(routing.proxy) if status == 504 else
+                           f"ccbridge: the upstream's answer broke off: {exc or type(exc).__name__}")
+                return self._fail(draft, status, message)
             if up.status >= 400:
                 return self._upstream_error(up.status, data, draft, pair, routing)
             if request.path in ROUTED_PATHS:
-                self._merge_usage(draft, parse_anthropic_body(data))
-            out = web.Response(status=up.status, body=data,
-                               headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
-            return out
+                draft.merge_usage(parse_anthropic_body(data))
+            return web.Response(status=up.status, body=data, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
         except BaseException:
-            up.close()  # drop the connection: LiteLLM (and the leg) see the hang-up
+            up.close()  # drop the connection: LiteLLM (and the leg), or llama-server, see the hang-up
             raise
         finally:
             up.release()
 
+    async def _assembled(self, up: ClientResponse, draft: RequestDraft) -> web.Response:
+        """A plain request the native route streamed from llama-server: answer it whole."""
+        assembler = MessageAssembler(draft.id, draft.routed_model)
+        meter = AnthropicStreamMeter()
+        try:
+            async for chunk in up.content.iter_any():
+                assembler.feed(chunk)
+                meter.feed(chunk, time.monotonic())
+        except _UPSTREAM_BROKE as exc:
+            assembler.error = f"the backend's stream broke off: {exc or type(exc).__name__}"
+        assembler.finish()
+        meter.finish(time.monotonic())
+        self._apply_meter(draft, meter)
+        if assembler.error is not None:
+            up.close()
+            return self._fail(draft, 502, f"ccbridge: {assembler.error}")
+        return _json_response(200, fastjson.dumps(assembler.result()))
+
     async def _stream(
-        self, request: web.BaseRequest, up: ClientResponse, draft: _Draft, pair: Pair | None,
-        repair_start: bool = False,
+        self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft, repair_start: bool = False,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=up.status, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
         await response.prepare(request)
-        draft.fields["_status"] = up.status
+        draft.sent_status = up.status
+        draft.stream = True
         meter = AnthropicStreamMeter()
-        draft.fields["stream"] = True
         try:
-            async for chunk in up.content.iter_any():
-                if repair_start and chunk.strip():
-                    repair_start = False
-                    if not chunk.lstrip().startswith(b"event: message_start"):
-                        chunk = message_start_event(draft.id, draft.fields.get("routed_model")) + chunk
-                if _BARE_ERROR in chunk:
-                    chunk = rewrite_bare_errors(chunk)
-                meter.feed(chunk, time.monotonic())
-                try:
-                    await response.write(chunk)
-                except ConnectionError:
-                    # The client is gone. aiohttp's ClientConnectionResetError is also a
-                    # ClientConnectionError, so it must be caught here, not as an upstream failure.
-                    self._hung_up(draft)
-                    up.close()
-                    return response
-        except (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError) as exc:
-            message = f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
-            draft.fields["error"] = message
-            with contextlib.suppress(ConnectionError):
-                await response.write(anthropic_error_event(message))
+            broke = await self._pump(up, response, draft, meter, repair_start)
+        except Exception as exc:  # noqa: BLE001 - the response has started: end it with an error event
+            log.exception("stream of request %s failed inside ccbridge", draft.id)
+            broke = f"ccbridge: internal error while streaming ({type(exc).__name__}: {exc}); see the proxy log."
         finally:
             self._apply_meter(draft, meter)
+        if draft.client_hung_up:
+            up.close()
+            return response
+        if broke is None and not meter.saw_message_stop and meter.error is None:
+            broke = "ccbridge: the upstream stream ended before message_stop"
+        if broke is not None:
+            up.close()
+            draft.fail(broke)
+            if meter.error is None:  # a stream that already carries an error event says enough
+                with contextlib.suppress(ConnectionError):
+                    await response.write(anthropic_error_event(broke))
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
 
+    async def _pump(self, up: ClientResponse, response: web.StreamResponse, draft: RequestDraft,
+                    meter: AnthropicStreamMeter, repair_start: bool) -> str | None:
+        """Relay whole events until the upstream ends; returns why it broke off, or None."""
+        framer = SSEFramer()
+        while True:
+            try:
+                chunk = await up.content.readany()
+            except _UPSTREAM_BROKE as exc:
+                return f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
+            data = framer.feed(chunk) if chunk else framer.flush()
+            if data:
+                if repair_start and data.strip():
+                    repair_start = False
+                    if not data.lstrip().startswith(b"event: message_start"):
+                        data = message_start_event(draft.id, draft.routed_model) + data
+                if _BARE_ERROR in data:
+                    data = rewrite_bare_errors(data)
+                meter.feed_events(data, time.monotonic())
+                try:
+                    await response.write(data)
+                except ConnectionError:
+                    # The client is gone. aiohttp's ClientConnectionResetError is also a
+                    # ClientConnectionError, so it must be caught here, not as an upstream failure.
+                    draft.client_hung_up = True
+                    return None
+            if not chunk:
+                return None
+
     # -- results -----------------------------------------------------------
-    def _hung_up(self, draft: _Draft) -> None:
-        draft.fields["client_hung_up"] = True
-        self._registry.cancel(draft.id)
-
-    def _apply_meter(self, draft: _Draft, meter: AnthropicStreamMeter) -> None:
-        self._merge_usage(draft, meter.record_fields())
-        if meter.first_content_at is not None:
-            draft.fields["ttft_ms"] = (meter.first_content_at - draft.t0) * 1000.0
-            draft.fields["_first_at"] = meter.first_content_at
-
     @staticmethod
-    def _merge_usage(draft: _Draft, usage: dict[str, Any]) -> None:
-        """Token counts and stop reason from a stream or a body; an earlier error is kept."""
-        f = draft.fields
-        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-                     "stop_reason"):
-            if usage.get(name) is not None:
-                f[name] = usage[name]
-        if usage.get("error") and not f.get("error"):
-            f["error"] = usage["error"]
+    def _apply_meter(draft: RequestDraft, meter: AnthropicStreamMeter) -> None:
+        draft.merge_usage(meter.record_fields())
+        if meter.first_content_at is not None:
+            draft.ttft_ms = (meter.first_content_at - draft.t0) * 1000.0
+            draft.first_at = meter.first_content_at
 
     def _upstream_error(
-        self, status: int, data: bytes, draft: _Draft, pair: Pair | None, routing: Routing
+        self, status: int, data: bytes, draft: RequestDraft, pair: Pair | None, routing: Routing
     ) -> web.Response:
         """Re-word an upstream error so it says what is wrong and how to fix it."""
         message = extract_message(data) or f"upstream answered HTTP {status}"
@@ -490,40 +540,30 @@ class FrontProxy:
             message = context_overflow_message(pair.backend or "?", *overflow)
         elif overflow := context_overflow(data):
             status, error_type = 400, "invalid_request_error"
-            message = context_overflow_message(draft.fields.get("routed_backend") or "?", *overflow)
-        draft.fields["error"] = message
-        return _json_response(status, anthropic_error(status, message, error_type or error_type_for(status)))
+            message = context_overflow_message(draft.routed_backend or "?", *overflow)
+        return self._fail(draft, status, message, error_type or error_type_for(status))
 
-    def _finish(self, draft: _Draft, response: web.StreamResponse | None, pair: Pair | None) -> None:
-        f = draft.fields
-        end = time.monotonic()
+    def _finish(self, draft: RequestDraft, response: web.StreamResponse | None, pair: Pair | None) -> None:
+        """The one way out: stop what the request started, then record it."""
+        timings = None
         if pair is not None:
+            # Whatever ended the request, its backend call ends too, and LiteLLM's retries are refused.
+            self._registry.cancel(draft.id)
             self._registry.close(draft.id)
-            f["backend_calls"] = pair.calls
-            if pair.model and not f.get("routed_model"):
-                f["routed_model"] = pair.model
-            f.update(timings_fields(pair.timings))
-        first_at = f.pop("_first_at", None)
-        out = f.get("output_tokens")
-        if first_at is not None and out and end > first_at:
-            f["output_tps"] = out / (end - first_at)
-        sent = f.pop("_status", None)
-        status = response.status if response is not None else sent
-        if status is None and f.get("client_hung_up"):
+            draft.backend_calls = pair.calls
+            if pair.model and not draft.routed_model:
+                draft.routed_model = pair.model
+            timings = pair.timings
+        if draft.pinned_slot is not None and draft.routed_backend is not None:
+            self._pinner.finished(draft.routed_backend, draft.pinned_slot)
+            draft.pinned_slot = None
+        status = response.status if response is not None else draft.sent_status
+        if status is None and draft.client_hung_up:
             status = 499  # nginx's "client closed request": it left before any answer
-        if response is not None and status and status >= 400 and not f.get("error"):
+        elif status is None and draft.error:
+            status = 503  # ccbridge stopped before any answer was sent
+        if response is not None and status and status >= 400 and not draft.error:
             body = getattr(response, "body", None)
             if isinstance(body, bytes | bytearray):
-                f["error"] = extract_message(bytes(body))
-        record = RequestRecord(
-            id=draft.id,
-            started_at=draft.started_at,
-            method=draft.method,
-            path=draft.path,
-            session_id=draft.session_id,
-            client_version=draft.client_version,
-            status=status,
-            duration_ms=(end - draft.t0) * 1000.0,
-            **f,
-        )
-        self._bus.publish(RequestFinished(record))
+                draft.fail(extract_message(bytes(body)) or f"HTTP {status}")
+        self._bus.publish(RequestFinished(draft.to_record(status, timings)))

@@ -22,19 +22,23 @@ import logging
 from collections.abc import Callable, Mapping
 
 from aiohttp import (
+    ClientConnectionError,
     ClientConnectorError,
     ClientError,
     ClientOSError,
+    ClientPayloadError,
     ClientResponse,
     ClientSession,
     ClientTimeout,
     ServerDisconnectedError,
+    ServerTimeoutError,
     web,
 )
 
 from backend.config.model import BackendConfig
 from backend.proxy import fastjson
 from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
+from backend.proxy.body import BodyRefused, read_body
 from backend.proxy.headers import forward_headers
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _ERROR_BODY_LIMIT = 64 * 1024
+# What reading the backend's answer can raise when it fails mid-way.
+_BACKEND_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError)
 
 
 def _json_error(status: int, message: str, kind: str) -> web.Response:
@@ -65,8 +71,10 @@ class BackendLeg:
         session: ClientSession,
         resolver: ModelResolver,
         pinner: SlotPinner,
+        max_body: Callable[[], int] = lambda: 32 * 1024 * 1024,
     ) -> None:
         self._backends = backends
+        self._max_body = max_body
         self._auth = f"Bearer {secret}".encode()
         self._registry = registry
         self._session = session
@@ -118,7 +126,10 @@ class BackendLeg:
     async def _forward(
         self, request: web.BaseRequest, backend: BackendConfig, rest: str, pair: Pair | None
     ) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            body = await read_body(request, self._max_body())
+        except BodyRefused as exc:
+            return _json_error(exc.status, exc.message, "invalid_request_error")
         body, assemble = await self._prepare(body, request.content_type, rest, backend, pair)
         if pair is not None and pair.slot is not None:
             self._pinner.started(backend.name, pair.slot)
@@ -157,9 +168,13 @@ class BackendLeg:
                 return web.Response(status=upstream.status, body=data, headers=out_headers)
             if upstream.content_type == "text/event-stream":
                 if assemble:
-                    return await self._assemble(upstream, pair)
-                return await self._stream(request, upstream, out_headers, pair)
-            data = await upstream.read()
+                    return await self._assemble(upstream, backend, pair)
+                return await self._stream(request, upstream, out_headers, backend, pair)
+            try:
+                data = await upstream.read()
+            except _BACKEND_BROKE as exc:
+                upstream.close()
+                return self._broke(backend, pair, exc)
             if pair is not None:
                 pair.timings = parse_openai_body(data).get("timings") or pair.timings
             return web.Response(status=upstream.status, body=data, headers=out_headers)
@@ -178,28 +193,59 @@ class BackendLeg:
             pair.unreachable = reason
         return _json_error(502, reason, "backend_unreachable")
 
-    async def _stream(self, request, upstream, headers, pair: Pair | None) -> web.StreamResponse:
+    @staticmethod
+    def _broke(backend: BackendConfig, pair: Pair | None, exc: BaseException | str) -> web.Response:
+        """The backend's answer broke off (or ended incomplete): an OpenAI-format 502 for LiteLLM."""
+        what = exc if isinstance(exc, str) else f"its answer broke off: {exc or type(exc).__name__}"
+        reason = f"backend '{backend.name}': {what}"
+        body = json.dumps({"error": {"code": 502, "message": reason, "type": "backend_error"}}).encode()
+        if pair is not None:
+            pair.backend_status = 502
+            pair.backend_error = body
+        return web.Response(status=502, body=body, content_type="application/json")
+
+    async def _stream(self, request, upstream, headers, backend: BackendConfig,
+                      pair: Pair | None) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         meter = OpenAIStreamTimings()
-        async for chunk in upstream.content.iter_any():
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except _BACKEND_BROKE as exc:
+                # Started already: end with the error line OpenAI-format streams use (the front
+                # rewrites it into an Anthropic error event), never a bare cut.
+                upstream.close()
+                message = f"backend '{backend.name}' broke off its stream: {exc or type(exc).__name__}"
+                await response.write(b"data: " + json.dumps({"error": {"message": message, "code": 502}}).encode()
+                                     + b"\n\n")
+                break
+            if not chunk:
+                break
             meter.feed(chunk)
             await response.write(chunk)
+        meter.finish()
         if pair is not None and meter.timings:
             pair.timings = meter.timings
         await response.write_eof()
         return response
 
-    async def _assemble(self, upstream: ClientResponse, pair: Pair | None) -> web.Response:
+    async def _assemble(self, upstream: ClientResponse, backend: BackendConfig, pair: Pair | None) -> web.Response:
         """Read the stream we asked for in place of a plain answer; answer LiteLLM plainly."""
         assembler = ChatCompletionAssembler()
-        async for chunk in upstream.content.iter_any():
-            assembler.feed(chunk)
+        try:
+            async for chunk in upstream.content.iter_any():
+                assembler.feed(chunk)
+        except _BACKEND_BROKE as exc:
+            upstream.close()
+            return self._broke(backend, pair, exc)
+        assembler.finish()
         if pair is not None and assembler.timings:
             pair.timings = assembler.timings
         if assembler.error is not None:
-            return web.Response(status=500, body=json.dumps({"error": assembler.error}).encode(),
-                                content_type="application/json")
+            error = assembler.error
+            message = error.get("message") if isinstance(error, dict) else error
+            return self._broke(backend, pair, str(message or error))
         return web.Response(body=json.dumps(assembler.result()).encode(), content_type="application/json")
 
     async def _prepare(

@@ -18,13 +18,14 @@ from typing import Any
 
 __all__ = [
     "AnthropicStreamMeter",
+    "SSEFramer",
     "OpenAIStreamTimings",
     "parse_anthropic_body",
     "parse_openai_body",
     "timings_fields",
 ]
 
-# A partial event larger than this is dropped: a stream that never sends a
+# A partial event larger than this is given up (see SSEFramer): a stream that never sends a
 # separator must not grow the buffer without bound.
 _MAX_PENDING = 8 * 1024 * 1024
 
@@ -77,7 +78,7 @@ def _error_message(error: Any) -> str | None:
     return None
 
 
-def _sse_data(block: bytes) -> bytes | None:
+def sse_data(block: bytes) -> bytes | None:
     """The data of one SSE event block (lines joined by newlines), or None."""
     parts = []
     for line in block.split(b"\n"):
@@ -90,10 +91,75 @@ def _sse_data(block: bytes) -> bytes | None:
     return parts[0] if len(parts) == 1 else b"\n".join(parts)
 
 
+class SSEFramer:
+    """Cuts a byte stream into whole server-sent events: the one framer every stream reader uses.
+
+    `feed(chunk)` returns the bytes of the events this chunk completed, unchanged and each
+    ending with its blank line, and keeps the rest for the next chunk. A relay can pass the
+    returned bytes on as they are (a client cannot act on half an event anyway) and a meter
+    can parse them knowing no event is cut. Bounded: an event still without its blank line
+    after `limit` bytes is given up and returned as is (counted in `overflows`), so a stream
+    that never sends a separator neither grows memory nor stalls a relay. `flush()` returns
+    what is left at the end of the stream (a last event without its blank line).
+
+    Line endings are LF or CRLF, decided at the first line end (streams do not mix them).
+    """
+
+    __slots__ = ("_buf", "_sep", "limit", "overflows")
+
+    def __init__(self, limit: int = _MAX_PENDING) -> None:
+        self._buf = b""
+        self._sep: bytes | None = None
+        self.limit = limit
+        self.overflows = 0
+
+    @property
+    def crlf(self) -> bool:
+        return self._sep == b"\r\n\r\n"
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back, waiting for the rest of their event."""
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._buf + chunk if self._buf else chunk
+        sep = self._sep
+        if sep is None:
+            nl = buf.find(b"\n")
+            if nl >= 0:
+                sep = self._sep = b"\r\n\r\n" if nl > 0 and buf[nl - 1] == 13 else b"\n\n"
+        cut = buf.rfind(sep) if sep is not None else -1
+        if cut < 0:
+            if len(buf) > self.limit:
+                self._buf = b""
+                self.overflows += 1
+                return buf
+            self._buf = buf
+            return b""
+        cut += len(sep)  # type: ignore[arg-type]
+        if cut == len(buf):
+            self._buf = b""
+            return buf
+        self._buf = buf[cut:]
+        return buf[:cut]
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+    def events(self, data: bytes) -> list[bytes]:
+        """The event blocks in bytes `feed` returned: LF line ends, no blank lines, none empty."""
+        if self._sep == b"\r\n\r\n":
+            data = data.replace(b"\r\n", b"\n")
+        return [block.strip(b"\n") for block in data.split(b"\n\n") if block.strip(b"\n")]
+
+
 class AnthropicStreamMeter:
     """Reads usage, stop reason, errors and timing from an Anthropic SSE stream.
 
-    Feed it the response bytes as they arrive, split anywhere. `now` is the
+    Feed it the response bytes as they arrive, split anywhere (`feed`), or whole
+    events from the caller's own `SSEFramer` (`feed_events`). `now` is the
     caller's clock (any monotonic float); `first_content_at` and
     `last_event_at` are values of it.
 
@@ -102,9 +168,6 @@ class AnthropicStreamMeter:
     `message_delta` value wins when present. That reads both LiteLLM (zeros in
     `message_start`, real counts in the final `message_delta`) and the real
     Anthropic API (input in `message_start`, output in `message_delta`).
-
-    Events are separated by a blank line (`\\n\\n` or `\\r\\n\\r\\n`); a lone
-    `\\r` line ending (allowed by the SSE spec, used by nobody) is not supported.
     """
 
     __slots__ = (
@@ -119,8 +182,7 @@ class AnthropicStreamMeter:
         "error",
         "events",
         "saw_message_stop",
-        "_buf",
-        "_crlf",
+        "framer",
     )
 
     def __init__(self) -> None:
@@ -135,57 +197,40 @@ class AnthropicStreamMeter:
         self.error: str | None = None
         self.events = 0
         self.saw_message_stop = False
-        self._buf = b""  # bytes of an event not yet complete
-        self._crlf: bool | None = None  # the stream uses CRLF line endings (None: not known yet)
+        self.framer = SSEFramer()
 
     def feed(self, chunk: bytes, now: float) -> None:
         """Account for the next piece of the response body; never raises."""
-        if not chunk:
+        if chunk:
+            self.feed_events(self.framer.feed(chunk), now)
+
+    def finish(self, now: float) -> None:
+        """The stream ended: read a last event that came without its blank line."""
+        self.feed_events(self.framer.flush(), now)
+
+    def feed_events(self, data: bytes, now: float) -> None:
+        """Account for whole events (bytes an `SSEFramer` returned); never raises."""
+        if not data:
             return
-        pending = self._buf
-        if pending:
-            # Only the tail of the old buffer can start a separator that ends in `chunk`.
-            scan = max(len(pending) - 2, 0)
-            buf = pending + chunk
-        else:
-            scan = 0
-            buf = chunk
-        crlf = self._crlf
-        if crlf is None:
-            # Decided once, at the first line end: streams do not mix styles.
-            nl = buf.find(b"\n")
-            if nl >= 0:
-                crlf = self._crlf = nl > 0 and buf[nl - 1] == 13
-        if crlf:
-            # A trailing b"\r" stays as is until its b"\n" arrives with the next chunk.
-            buf = buf.replace(b"\r\n", b"\n")
-        pos = buf.find(b"\n\n", scan)
-        if pos < 0:
-            self._buf = buf if len(buf) <= _MAX_PENDING else b""
-            return
-        start = 0
-        while pos >= 0:
+        for block in self.framer.events(data):
             if (
                 self.first_content_at is not None
-                and buf.startswith(_DELTA_EVENT, start)
-                and buf[start + _DELTA_EVENT_LEN] == 10
+                and block.startswith(_DELTA_EVENT)
+                and block[_DELTA_EVENT_LEN : _DELTA_EVENT_LEN + 1] == b"\n"
             ):
                 # The hot case, inlined: text after the first token, nothing to read.
                 self.events += 1
                 self.last_event_at = now
-            elif pos > start:
-                self._event(buf, start, pos, now)
-            start = pos + 2
-            pos = buf.find(b"\n\n", start)
-        self._buf = buf[start:]
+            else:
+                self._event(block, now)
 
-    def _event(self, buf: bytes, start: int, end: int, now: float) -> None:
-        """Handle the complete event buf[start:end] (no trailing blank line)."""
-        if buf.startswith(b"event:", start):
+    def _event(self, block: bytes, now: float) -> None:
+        """Handle one complete event block."""
+        if block.startswith(b"event:"):
             self.events += 1
             self.last_event_at = now
-            nl = buf.find(b"\n", start, end)
-            name = buf[start + 6 : nl if nl >= 0 else end].strip()
+            nl = block.find(b"\n")
+            name = block[6 : nl if nl >= 0 else len(block)].strip()
             if name == b"content_block_delta":
                 if self.first_content_at is not None:
                     return  # the hot case: text after the first token, nothing to read
@@ -195,14 +240,11 @@ class AnthropicStreamMeter:
                 self.saw_message_stop = True
                 return
         else:
-            block = buf[start:end].strip(b"\n")
-            if not block or block.startswith(b":"):
-                return  # blank or an SSE comment (keep-alive), not an event
+            if block.startswith(b":"):
+                return  # an SSE comment (keep-alive), not an event
             self.events += 1
             self.last_event_at = now
-            start, end = 0, len(block)
-            buf = block
-        data = _sse_data(buf[start:end])
+        data = sse_data(block)
         if data is None:
             return
         obj = _loads(data)
@@ -294,39 +336,48 @@ class OpenAIStreamTimings:
     """Reads llama-server's `timings`, `usage` and finish reason from an
     OpenAI chat-completions SSE stream.
 
-    Cheap per chunk: only complete `data:` lines that mention `"timings"`,
-    `"usage"`, `"error"` or a non-null `"finish_reason"` are decoded.
-    llama-server sends `timings` in the last chunk before `data: [DONE]`; the
-    last one seen is kept. Attributes: `timings`, `usage` (dicts or None),
-    `finish_reason`, `error` (str or None).
+    Cheap per chunk: only events that mention `"timings"`, `"usage"`,
+    `"error"` or a non-null `"finish_reason"` are decoded. llama-server sends
+    `timings` in the last chunk before `data: [DONE]`; the last one seen is
+    kept. Attributes: `timings`, `usage` (dicts or None), `finish_reason`,
+    `error` (str or None), `done` (the `[DONE]` line arrived).
     """
 
-    __slots__ = ("timings", "usage", "finish_reason", "error", "_tail")
+    __slots__ = ("timings", "usage", "finish_reason", "error", "done", "framer")
 
     def __init__(self) -> None:
         self.timings: dict[str, Any] | None = None
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: str | None = None
-        self._tail = b""  # an incomplete line carried to the next chunk
+        self.done = False
+        self.framer = SSEFramer()
 
     def feed(self, chunk: bytes) -> None:
         """Account for the next piece of the response body; never raises."""
-        if self._tail:
-            chunk = self._tail + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:
-            self._tail = chunk if len(chunk) <= _MAX_PENDING else b""
+        if chunk:
+            self.feed_events(self.framer.feed(chunk))
+
+    def finish(self) -> None:
+        self.feed_events(self.framer.flush())
+
+    def feed_events(self, data: bytes) -> None:
+        if not data:
             return
-        self._tail = chunk[cut:]
-        if _OPENAI_MARKER.search(chunk, 0, cut) is None:
-            return  # the hot case: a plain content delta
-        for line in chunk[:cut].split(b"\n"):
-            if not line.startswith(b"data:") or _OPENAI_MARKER.search(line) is None:
+        if _OPENAI_MARKER.search(data) is None:
+            if b"[DONE]" in data:
+                self.done = True
+            return  # the hot case: plain content deltas
+        for block in self.framer.events(data):
+            payload = sse_data(block)
+            if payload is None:
                 continue
-            obj = _loads(line[5:])
-            if isinstance(obj, dict):
-                self._apply(obj)
+            if payload.strip() == b"[DONE]":
+                self.done = True
+            elif _OPENAI_MARKER.search(payload) is not None:
+                obj = _loads(payload)
+                if isinstance(obj, dict):
+                    self._apply(obj)
 
     def _apply(self, obj: dict[str, Any]) -> None:
         timings = obj.get("timings")

@@ -20,11 +20,23 @@ from collections.abc import Callable, Iterable, Sequence
 _PR_SET_PDEATHSIG = 1
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent: loading a library between fork and
+    exec in a process with threads (the panel's, the history writer's) can deadlock."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LogBuffer:
@@ -88,7 +100,7 @@ class ChildProcess:
             env=self._env,
             cwd=self._cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
         )
         self.started_at = time.time()
         self._reader = asyncio.create_task(self._read(self.proc))

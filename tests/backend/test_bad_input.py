@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import backend.bridge
-import backend.proxy.front
+import backend.proxy.body
 from backend.config import load_config
 from backend.runner import BridgeThread
 from tests.backend.test_front import write_config
@@ -134,7 +134,7 @@ def test_raw_garbage_on_the_socket(proxy):
 
 def test_slow_loris_is_closed_and_others_are_served(tmp_path, monkeypatch):
     monkeypatch.setattr(backend.bridge, "HEADER_TIMEOUT", 1.0)
-    monkeypatch.setattr(backend.proxy.front, "BODY_TIMEOUT", 1.0)
+    monkeypatch.setattr(backend.proxy.body, "BODY_TIMEOUT", 1.0)
     port = free_port()
     backend_proc = subprocess.Popen([sys.executable, "-m", "bench.zero_backend", str(port)], cwd=REPO,
                                     stdout=subprocess.PIPE)

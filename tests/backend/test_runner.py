@@ -23,7 +23,8 @@ def test_bridge_thread_serves_records_and_saves_aliases(tmp_path):
     runner.start()
     try:
         resp = httpx.post(f"{runner.proxy_url}/v1/messages", timeout=10, trust_env=False,
-                          json={"model": "claude-opus-4-8", "max_tokens": 5, "messages": []})
+                          json={"model": "claude-opus-4-8", "max_tokens": 5,
+                                    "messages": [{"role": "user", "content": "x"}]})
         assert resp.status_code == 503  # nothing at litellm.url: answered at once
         finished = [e for _, e in seen if isinstance(e, RequestFinished)]
         assert finished and {name for name, _ in seen} == {"ccbridge-backend"}

@@ -126,7 +126,8 @@ def test_corrupt_history_degrades_with_a_warning_and_serving_goes_on(tmp_path):
         head = "".join(proc.stdout.readline() for _ in range(2))
         assert "listening" in head
         assert "WARNING: history database" in head and "memory only" in head
-        resp = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json={"model": "claude-x", "messages": []},
+        resp = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json={"model": "claude-x", "max_tokens": 5,
+                                                                    "messages": [{"role": "user", "content": "x"}]},
                           timeout=10, trust_env=False)
         assert resp.status_code == 503  # nothing at litellm.url, but the proxy answers
         status = httpx.get(f"http://127.0.0.1:{port}/ccbridge/api/status", trust_env=False).json()

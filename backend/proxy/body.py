@@ -1,0 +1,56 @@
+"""Reading a request body: one reader for the front proxy and the backend leg.
+
+Both sides must accept the same bodies (`proxy.max_body_mb`): a 1.3 MB Claude
+Code request (many MCP tools, a pasted image, a long session) that the front
+accepted must not be refused by the leg behind LiteLLM. aiohttp's own
+`request.read()` caps bodies at `client_max_size` (1 MiB by default), so the
+body is read here, streamed, against our own limit and deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+# Seconds a client may take to send its whole request body (a stalled upload is cut off).
+BODY_TIMEOUT = 60.0
+
+
+class BodyRefused(Exception):
+    """The body cannot be taken; `status` and the message say why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def byte_limit(max_body_mb: float) -> int:
+    return int(max_body_mb * 1024 * 1024)
+
+
+async def read_body(request: web.BaseRequest, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, at most `limit` bytes, within `timeout` seconds (default BODY_TIMEOUT);
+    BodyRefused otherwise."""
+    timeout = BODY_TIMEOUT if timeout is None else timeout
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyRefused(
+            413,
+            f"request body is {request.content_length} bytes; ccbridge accepts at most {limit} "
+            "(proxy.max_body_mb in ccbridge.yaml).",
+        )
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyRefused(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyRefused(408, f"the request body did not arrive within {timeout:.0f} s; closing.") from None
+    return b"".join(chunks)

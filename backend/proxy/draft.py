@@ -1,0 +1,74 @@
+"""A request's record while it is in flight: typed, so a misspelt field is a type error."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+from backend.events import RequestRecord
+from backend.proxy.sse import timings_fields
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "stop_reason")
+
+
+@dataclass(slots=True)
+class RequestDraft:
+    """Everything the front learns about one request; frozen into a `RequestRecord` at the end.
+
+    The fields named like `RequestRecord`'s are copied into it; the others
+    (`t0`, `first_at`, `sent_status`, `pinned_slot`, `assemble`) are
+    bookkeeping for the request's lifecycle.
+    """
+
+    id: str
+    started_at: float
+    method: str
+    path: str
+    t0: float  # time.monotonic() at arrival
+    session_id: str | None = None
+    client_version: str | None = None
+    requested_model: str | None = None
+    alias_rule: str | None = None
+    routed_backend: str | None = None
+    routed_model: str | None = None
+    stream: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    ttft_ms: float | None = None
+    stop_reason: str | None = None
+    client_hung_up: bool = False
+    error: str | None = None
+    backend_calls: int = 0
+    # lifecycle bookkeeping, not recorded
+    first_at: float | None = None  # monotonic time of the first content delta
+    sent_status: int | None = None  # status of a streamed response already sent
+    pinned_slot: int | None = None  # llama-server slot the native route pinned (told to the pinner)
+    assemble: bool = False  # a plain request the native route asked llama-server to stream
+
+    def fail(self, message: str) -> None:
+        """Note why the request failed; the first reason wins."""
+        if not self.error:
+            self.error = message
+
+    def merge_usage(self, usage: dict[str, Any]) -> None:
+        """Token counts and stop reason from a stream or a body; an earlier error is kept."""
+        for name in _USAGE_FIELDS:
+            value = usage.get(name)
+            if value is not None:
+                setattr(self, name, value)
+        if usage.get("error"):
+            self.fail(usage["error"])
+
+    def to_record(self, status: int | None, timings: dict[str, Any] | None = None,
+                  end: float | None = None) -> RequestRecord:
+        end = time.monotonic() if end is None else end
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS if hasattr(self, name)}
+        values.update(status=status, duration_ms=(end - self.t0) * 1000.0)
+        if self.first_at is not None and self.output_tokens and end > self.first_at:
+            values["output_tps"] = self.output_tokens / (end - self.first_at)
+        values.update(timings_fields(timings))
+        return RequestRecord(**values)
