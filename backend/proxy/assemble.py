@@ -18,20 +18,12 @@ then set and `result()` must not be sent as a success.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.proxy.sse import SSEFramer, sse_data
+from backend.proxy.sse import SSEFramer, extract_json, sse_data
 
 INCOMPLETE = "the backend's stream ended before the answer was complete (no finish reason)"
-
-
-def _decode(payload: bytes) -> Any:
-    try:
-        return json.loads(payload.decode("utf-8", "replace"))
-    except (ValueError, RecursionError):
-        return None
 
 
 def _index(value: Any, default: int) -> int:
@@ -87,7 +79,7 @@ class ChatCompletionAssembler:
             if payload == b"[DONE]":
                 self.done = True
                 continue
-            obj = _decode(payload)
+            obj = extract_json(payload)
             if isinstance(obj, dict):
                 self._apply(obj)
 
@@ -193,7 +185,7 @@ class MessageAssembler:
     def _events(self, data: bytes) -> None:
         for block in self._framer.events(data) if data else ():
             payload = sse_data(block)
-            obj = _decode(payload) if payload is not None else None
+            obj = extract_json(payload) if payload is not None else None
             if isinstance(obj, dict):
                 self._apply(obj)
 
@@ -245,7 +237,7 @@ class MessageAssembler:
             block = dict(self._blocks[index])
             if index in self._json:
                 text = "".join(self._json[index])
-                parsed = _decode(text.encode()) if text.strip() else {}
+                parsed = extract_json(text.encode()) if text.strip() else {}
                 block["input"] = parsed if isinstance(parsed, dict) else {}
             content.append(block)
         return {**self._message, "content": content}

@@ -62,7 +62,7 @@ from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.prompt import strip_billing_line
 from backend.proxy.slots import SlotPinner
-from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, parse_anthropic_body
+from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 from backend.proxy.validate import RequestInvalid, check_messages_request
 
@@ -107,6 +107,17 @@ def rewrite_bare_errors(data: bytes) -> bytes:
         else:
             out.append(line)
     return b"\n".join(out)
+
+
+def through_first_error(blocks: list[bytes]) -> bytes:
+    """The events up to and including the first `error` event (Anthropic ends a stream there)."""
+    for i, block in enumerate(blocks):
+        data = sse_data(block)
+        obj = extract_json(data) if data is not None else None
+        if block.startswith(b"event: error") or (isinstance(obj, dict) and obj.get("type") == "error"):
+            blocks = blocks[: i + 1]
+            break
+    return b"".join(block + b"\n\n" for block in blocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,6 +487,8 @@ class FrontProxy:
         if draft.client_hung_up:
             up.close()
             return response
+        if meter.error is not None:
+            up.close()  # the stream ended at its error event: read no more of it
         if broke is None and not meter.saw_message_stop and meter.error is None:
             broke = "ccbridge: the upstream stream ended before message_stop"
         if broke is not None:
@@ -497,7 +510,9 @@ class FrontProxy:
                 chunk = await up.content.readany()
             except _UPSTREAM_BROKE as exc:
                 return f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
-            data = framer.feed(chunk) if chunk else framer.flush()
+            # At the end, an event still without its blank line is incomplete: SSE readers drop it,
+            # and so does ccbridge (sending it would glue it to the error event that follows).
+            data = framer.feed(chunk) if chunk else b""
             if data:
                 if repair_start and data.strip():
                     repair_start = False
@@ -506,12 +521,16 @@ class FrontProxy:
                 if _BARE_ERROR in data:
                     data = rewrite_bare_errors(data)
                 meter.feed_events(data, time.monotonic())
+                if meter.error is not None:
+                    data = through_first_error(framer.events(data))  # an error event ends the stream
                 try:
                     await response.write(data)
                 except ConnectionError:
                     # The client is gone. aiohttp's ClientConnectionResetError is also a
                     # ClientConnectionError, so it must be caught here, not as an upstream failure.
                     draft.client_hung_up = True
+                    return None
+                if meter.error is not None:
                     return None
             if not chunk:
                 return None

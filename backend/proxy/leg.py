@@ -221,10 +221,11 @@ class BackendLeg:
                                      + b"\n\n")
                 break
             if not chunk:
-                break
-            meter.feed(chunk)
-            await response.write(chunk)
-        meter.finish()
+                break  # an event left without its blank line is incomplete: not sent (SSE drops it too)
+            data = meter.framer.feed(chunk)  # whole events only, so an error line never lands inside one
+            if data:
+                meter.feed_events(data)
+                await response.write(data)
         if pair is not None and meter.timings:
             pair.timings = meter.timings
         await response.write_eof()

@@ -19,6 +19,8 @@ from typing import Any
 __all__ = [
     "AnthropicStreamMeter",
     "SSEFramer",
+    "extract_json",
+    "sse_data",
     "OpenAIStreamTimings",
     "parse_anthropic_body",
     "parse_openai_body",
@@ -48,7 +50,7 @@ _USAGE_KEYS = (
 _OPENAI_MARKER = re.compile(rb'"(?:timings|usage|error|finish_reason": ?")')
 
 
-def _loads(data: bytes) -> Any:
+def extract_json(data: bytes) -> Any:
     """JSON-decode bytes; None when not JSON. Invalid UTF-8 becomes U+FFFD."""
     try:
         return json.loads(data.decode("utf-8", "replace"))
@@ -247,7 +249,7 @@ class AnthropicStreamMeter:
         data = sse_data(block)
         if data is None:
             return
-        obj = _loads(data)
+        obj = extract_json(data)
         if isinstance(obj, dict):
             self._apply(obj, now)
 
@@ -314,7 +316,7 @@ def parse_anthropic_body(body: bytes) -> dict[str, Any]:
         "stop_reason": None,
         "error": None,
     }
-    obj = _loads(body) if body else None
+    obj = extract_json(body) if body else None
     if not isinstance(obj, dict):
         return out
     if obj.get("type") == "error" or "error" in obj:
@@ -375,7 +377,7 @@ class OpenAIStreamTimings:
             if payload.strip() == b"[DONE]":
                 self.done = True
             elif _OPENAI_MARKER.search(payload) is not None:
-                obj = _loads(payload)
+                obj = extract_json(payload)
                 if isinstance(obj, dict):
                     self._apply(obj)
 
@@ -411,7 +413,7 @@ def parse_openai_body(body: bytes) -> dict[str, Any]:
     `error` (str or None).
     """
     out: dict[str, Any] = {"timings": None, "usage": None, "finish_reason": None, "error": None}
-    obj = _loads(body) if body else None
+    obj = extract_json(body) if body else None
     if not isinstance(obj, dict):
         return out
     if isinstance(obj.get("timings"), dict):

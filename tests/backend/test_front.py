@@ -22,7 +22,8 @@ SECRET = "sk-planted-secret-0123456789"
 
 
 def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,
-                 litellm_extra: str = "") -> Path:
+                 litellm_extra: str = "", backend_extra: str = "") -> Path:
+    """`backend_extra` with `route: native` points the backend at the upstream itself."""
     aliases = aliases if aliases is not None else (
         '  "claude-haiku-*": local/small   # quick model\n'
         '  "claude-opus-4-8[1m]": local/big\n'
@@ -40,9 +41,10 @@ def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases
         f"{litellm_extra}"
         "backends:\n"
         "  local:\n"
-        "    api_base: http://127.0.0.1:9/v1\n"
+        f"    api_base: {upstream_url + '/v1' if 'native' in backend_extra else 'http://127.0.0.1:9/v1'}\n"
         "    model: qwen\n"
         "    max_tokens: 1000\n"
+        f"{backend_extra}"
         "aliases:\n" + aliases
     )
     return path

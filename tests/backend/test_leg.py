@@ -50,7 +50,7 @@ class OpenAIBackend:
         return resp
 
     async def start(self) -> str:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # llama-server takes big bodies
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, handler_cancellation=True)
         await self.runner.setup()
@@ -206,3 +206,17 @@ def test_assembler_rebuilds_tool_calls_and_reasoning():
     assert msg["tool_calls"] == [{"id": "call_1", "type": "function",
                                   "function": {"name": "Read", "arguments": "{\"file\": \"a\"}"}}]
     assert out["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_leg_takes_bodies_over_aiohttps_1_mib_default():
+    """LiteLLM passes on what the front accepted (proxy.max_body_mb): 1.3 MB must not get a 413."""
+    server = OpenAIBackend(chunks=1)
+
+    async def body(url, registry, leg, client):
+        big = {**CHAT, "tools": [{"type": "function", "function": {"name": "t", "description": "d" * 1_300_000,
+                                                                   "parameters": {"type": "object"}}}]}
+        resp = await client.post(f"{url}/chat/completions", json=big, headers=AUTH)
+        assert resp.status_code == 200, resp.text[:300]
+        assert len(server.calls[-1]["body"]["tools"][0]["function"]["description"]) == 1_300_000
+
+    run_leg(body, server)

@@ -470,3 +470,152 @@ def test_timings_fields():
     assert timings_fields({"prompt_per_second": float("inf"), "prompt_n": 3.0, "cache_n": "x"}) == {
         "backend_prompt_n": 3
     }
+
+
+# -- the one framer ------------------------------------------------------------
+from backend.proxy.sse import SSEFramer  # noqa: E402
+
+
+def test_framer_returns_whole_events_only_and_keeps_the_rest():
+    framer = SSEFramer()
+    assert framer.feed(b"event: a\ndata: 1\n\nevent: b\nda") == b"event: a\ndata: 1\n\n"
+    assert framer.pending == len(b"event: b\nda")
+    assert framer.feed(b"ta: 2\n") == b""
+    assert framer.feed(b"\n") == b"event: b\ndata: 2\n\n"
+    assert framer.pending == 0 and framer.flush() == b""
+
+
+def test_framer_crlf_events_are_normalised_for_readers_but_passed_on_unchanged():
+    framer = SSEFramer()
+    raw = b"event: a\r\ndata: 1\r\n\r\nevent: b\r\ndata: 2\r\n\r\n"
+    out = framer.feed(raw[:15]) + framer.feed(raw[15:])
+    assert out == raw and framer.crlf
+    assert framer.events(out) == [b"event: a\ndata: 1", b"event: b\ndata: 2"]
+
+
+def test_framer_is_bounded_and_passes_an_endless_event_on():
+    framer = SSEFramer(limit=1000)
+    out = b"".join(framer.feed(b"x" * 300) for _ in range(5))
+    assert framer.overflows == 1 and framer.pending < 1000 and len(out) > 1000
+
+
+def test_framer_flush_gives_an_unterminated_last_event():
+    framer = SSEFramer()
+    assert framer.feed(b"data: [DONE]\n") == b""
+    assert framer.flush() == b"data: [DONE]\n"
+
+
+# -- assemblers ------------------------------------------------------------------
+from backend.proxy.assemble import ChatCompletionAssembler, MessageAssembler  # noqa: E402
+
+
+def _openai(*chunks: dict, done: bool = True) -> bytes:
+    raw = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
+    return raw + (b"data: [DONE]\n\n" if done else b"")
+
+
+def _assemble(raw: bytes, step: int = 5) -> ChatCompletionAssembler:
+    asm = ChatCompletionAssembler()
+    for i in range(0, len(raw), step):
+        asm.feed(raw[i:i + step])
+    asm.finish()
+    return asm
+
+
+def _tool(index, id_=None, name=None, args=None) -> dict:
+    fn = {k: v for k, v in (("name", name), ("arguments", args)) if v is not None}
+    call = {"index": index, "function": fn}
+    if id_:
+        call["id"] = id_
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+
+
+def test_assembler_interleaved_tool_calls_by_index():
+    raw = _openai(_tool(0, "c0", "Read", ""), _tool(1, "c1", "Grep", ""), _tool(0, args='{"a":'),
+                  _tool(1, args='{"p": "x"}'), _tool(0, args=" 1}"),
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    calls = _assemble(raw).result()["choices"][0]["message"]["tool_calls"]
+    assert [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("c0", "Read", {"a": 1}), ("c1", "Grep", {"p": "x"})]
+
+
+def test_assembler_content_plus_tool_call_and_reasoning():
+    raw = _openai({"choices": [{"index": 0, "delta": {"reasoning_content": "plan"}}]},
+                  {"choices": [{"index": 0, "delta": {"content": "I will read it."}}]},
+                  _tool(0, "c0", "Read", '{"f": "a"}'),
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    asm = _assemble(raw)
+    assert asm.error is None
+    message = asm.result()["choices"][0]["message"]
+    assert message["content"] == "I will read it." and message["reasoning_content"] == "plan"
+    assert message["tool_calls"][0]["function"]["name"] == "Read"
+
+
+def test_assembler_null_indexes_do_not_raise():
+    raw = _openai({"choices": [{"index": None, "delta": {"content": "a"}}]},
+                  {"choices": [{"index": None, "delta": {"tool_calls": [
+                      {"index": None, "id": "c0", "function": {"name": "Read", "arguments": "{}"}}]}}]},
+                  {"choices": [{"index": None, "delta": {"tool_calls": [
+                      {"index": None, "id": "c1", "function": {"name": "Grep", "arguments": "{}"}}]}}]},
+                  {"choices": [{"index": None, "delta": {}, "finish_reason": "tool_calls"}]})
+    message = _assemble(raw).result()["choices"][0]["message"]
+    assert message["content"] == "a" and [c["id"] for c in message["tool_calls"]] == ["c0", "c1"]
+
+
+def test_assembler_broken_stream_is_an_error_not_a_partial_answer():
+    raw = _openai({"choices": [{"index": 0, "delta": {"content": "half an ans"}}]}, done=False)
+    asm = _assemble(raw)
+    assert asm.error is not None and "ended before the answer was complete" in asm.error["message"]
+
+
+def test_assembler_backend_error_event_is_kept():
+    asm = _assemble(b'data: {"error": {"code": 500, "message": "error initializing grammar sampler"}}\n\n')
+    assert asm.error["message"] == "error initializing grammar sampler"
+
+
+def _anthropic(*events: dict) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def test_message_assembler_rebuilds_text_thinking_and_tool_use():
+    raw = _anthropic(
+        {"type": "message_start", "message": {"id": "msg_x", "model": "m", "usage": {"input_tokens": 5,
+                                                                                   "cache_read_input_tokens": 40}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Let me "}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "look."}},
+        {"type": "content_block_start", "index": 2,
+         "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"f"'}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": ': 1}'}},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    )
+    asm = MessageAssembler("r1", "local")
+    for i in range(0, len(raw), 11):
+        asm.feed(raw[i:i + 11])
+    asm.finish()
+    assert asm.error is None
+    out = asm.result()
+    assert out["id"] == "msg_x" and out["stop_reason"] == "tool_use"
+    assert out["usage"] == {"input_tokens": 5, "cache_read_input_tokens": 40, "output_tokens": 9}
+    assert out["content"] == [
+        {"type": "thinking", "thinking": "hm", "signature": "s"},
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"f": 1}},
+    ]
+
+
+def test_message_assembler_cut_stream_and_error_event():
+    asm = MessageAssembler("r", None)
+    asm.feed(_anthropic({"type": "message_start", "message": {}},
+                        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}}))
+    asm.finish()
+    assert asm.error is not None and "ended before" in asm.error
+    asm = MessageAssembler("r", None)
+    asm.feed(b'event: error\ndata: {"type": "error", "error": {"message": "overloaded"}}\n\n')
+    asm.finish()
+    assert asm.error == "overloaded"

@@ -111,3 +111,71 @@ class AnthropicUpstream:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+@dataclass
+class Script:
+    """What a `ScriptedUpstream` answers to one request: raw writes, then how it ends.
+
+    `end`: "eof" (a clean end), "abort" (the connection is cut mid-body: the
+    reader sees a payload error), "hang" (nothing more is sent until the
+    client goes away)."""
+
+    writes: list[bytes]
+    status: int = 200
+    content_type: str = "text/event-stream"
+    end: str = "eof"
+    pause: float = 0.0  # seconds between writes
+
+
+@dataclass
+class ScriptedUpstream:
+    """A server that answers each request with the `Script` its `x-script` header names.
+
+    Scripts are registered with `add()`; requests without a known script get a
+    404. Used to send broken streams (cut anywhere, garbage, errors at chunk
+    edges) through the front proxy and the backend leg."""
+
+    scripts: dict[str, Script] = field(default_factory=dict)
+    disconnects: int = 0
+    runner: web.ServerRunner | None = None
+    port: int = 0
+
+    def add(self, script: Script) -> str:
+        key = f"s{len(self.scripts)}"
+        self.scripts[key] = script
+        return key
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        await request.read()
+        script = self.scripts.get(request.headers.get("x-script", ""))
+        if script is None:
+            return web.Response(status=404, text="no script")
+        resp = web.StreamResponse(status=script.status, headers={"content-type": script.content_type})
+        try:
+            await resp.prepare(request)
+            for write in script.writes:
+                await resp.write(write)
+                await asyncio.sleep(script.pause)
+            if script.end == "abort":
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+            if script.end == "hang":
+                await asyncio.sleep(3600)
+            await resp.write_eof()
+            return resp
+        except (asyncio.CancelledError, ConnectionError):
+            self.disconnects += 1
+            raise
+
+    async def start(self) -> str:
+        self.runner = web.ServerRunner(web.Server(self.handle, handler_cancellation=True))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
