@@ -180,6 +180,7 @@ class FrontProxy:
         self._native = native or (lambda backend: NativeUpstream(backend))
         self._pinner = pinner or SlotPinner(session)
         self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
+        self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
         self.in_flight = 0
         self.probes_answered = 0
@@ -219,13 +220,21 @@ class FrontProxy:
         return given is not None and hmac.compare_digest(given.encode(), proxy.api_key.encode())
 
     async def shutdown(self, grace: float = 1.0) -> None:
-        """End every request in flight (ccbridge is stopping): each one stops its model call."""
+        """End every request in flight (ccbridge is stopping); each one stops its model call.
+
+        A response being relayed is ended cleanly: its upstream answer is closed, so the
+        stream gets an error event and its end, as for any broken upstream. What is still
+        running after `grace` seconds (waiting for headers, say) is cancelled."""
         self._stopping = True
+        for answer in list(self._answers.values()):
+            answer.close()
         tasks = [t for t in self._live.values() if not t.done()]
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=grace)
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
 
     # -- the lifecycle of one request ---------------------------------------
     async def _proxy(self, request: web.BaseRequest, routing: Routing) -> web.StreamResponse:
@@ -427,6 +436,7 @@ class FrontProxy:
         routing: Routing, native: bool = False,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
+        self._answers[draft.id] = up
         try:
             streamed = up.status < 400 and up.content_type == "text/event-stream"
             if streamed and draft.assemble:
@@ -449,6 +459,7 @@ class FrontProxy:
             up.close()  # drop the connection: LiteLLM (and the leg), or llama-server, see the hang-up
             raise
         finally:
+            self._answers.pop(draft.id, None)
             up.release()
 
     async def _assembled(self, up: ClientResponse, draft: RequestDraft) -> web.Response:
@@ -509,6 +520,8 @@ class FrontProxy:
             try:
                 chunk = await up.content.readany()
             except _UPSTREAM_BROKE as exc:
+                if self._stopping:
+                    return "ccbridge stopped while this request was in flight; start it again (`ccbridge serve`)."
                 return f"ccbridge: the upstream stream broke off: {exc or type(exc).__name__}"
             # At the end, an event still without its blank line is incomplete: SSE readers drop it,
             # and so does ccbridge (sending it would glue it to the error event that follows).

@@ -144,9 +144,15 @@ def test_stopping_ccbridge_ends_streams_in_flight_and_records_them(tmp_path):
         await bridge.start()
         async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
             async with client.stream("POST", "/v1/messages", json=messages_body(stream=True)) as resp:
-                async for _ in resp.aiter_bytes():
-                    break
-                await bridge.stop()
+                got = b""
+                stopping = None
+                async for chunk in resp.aiter_bytes():  # the stream ends cleanly, with an error event
+                    got += chunk
+                    if stopping is None:
+                        stopping = asyncio.create_task(bridge.stop())
+                await stopping
+        last = got.strip().split(b"\n\n")[-1]
+        assert last.startswith(b"event: error") and b"ccbridge stopped" in last
         assert up.disconnects == 1
         assert len(records) == 1 and records[0].status == 200
         assert "ccbridge stopped" in records[0].error and not records[0].client_hung_up

@@ -1,0 +1,112 @@
+"""Capture what the real Claude Code sends: a loopback server that records every request
+and answers `/v1/messages` with a short valid Anthropic stream (or message).
+
+Used where a test needs Claude Code's real request bodies (to mutate them, to compare
+two sessions) without committing Claude Code's prompt text to this repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.support.claude import run_claude
+from tests.support.upstreams import anthropic_events
+
+
+@dataclass
+class Captured:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class CaptureServer:
+    """Records requests; answers like a tiny Anthropic API (text "ok", end_turn)."""
+
+    seen: list[Captured] = field(default_factory=list)
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _runner: web.ServerRunner | None = None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(Captured(request.method, request.path, dict(request.headers), body))
+        if request.path == "/v1/messages" and request.method == "POST":
+            payload = json.loads(body)
+            if payload.get("stream"):
+                resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+                await resp.prepare(request)
+                for event in anthropic_events(["ok"]):
+                    await resp.write(event)
+                await resp.write_eof()
+                return resp
+            return web.json_response({"id": "msg_c", "type": "message", "role": "assistant", "model": "m",
+                                      "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+                                      "usage": {"input_tokens": 1, "output_tokens": 1}})
+        if request.path == "/v1/messages/count_tokens":
+            return web.json_response({"input_tokens": 10})
+        return web.json_response({})
+
+    def __enter__(self) -> CaptureServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def start() -> None:
+                self._runner = web.ServerRunner(web.Server(self._handle))
+                await self._runner.setup()
+                site = web.TCPSite(self._runner, "127.0.0.1", 0)
+                await site.start()
+                self.port = self._runner.addresses[0][1]
+
+            loop.run_until_complete(start())
+            ready.set()
+            loop.run_forever()
+            assert self._runner is not None
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def turns(self) -> list[dict[str, Any]]:
+        """The bodies of the model turns Claude Code sent (largest first is the main turn)."""
+        return [c.json() for c in self.seen if c.path == "/v1/messages" and c.method == "POST"]
+
+
+def capture_claude_turn(version: str, prompt: str = "Hello world", **kw: Any) -> dict[str, Any]:
+    """The body of the main `/v1/messages` turn the real Claude Code sends for `claude -p prompt`."""
+    with CaptureServer() as server:
+        result = run_claude(version, server.url, prompt, timeout=120, **kw)
+        if result.returncode != 0:
+            raise RuntimeError(f"claude -p failed against the capture server: {result.stderr[-2000:]}")
+        turns = server.turns()
+    if not turns:
+        raise RuntimeError("Claude Code sent no /v1/messages request")
+    return max(turns, key=lambda body: len(json.dumps(body)))
