@@ -122,7 +122,7 @@ def _messages(messages: Any, *, allow_empty: bool) -> None:
         path = f"messages.{i}"
         message = _object(message, path)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             if role is None:
                 raise _missing(f"{path}.role")
             raise RequestInvalid(f"{path}.role: expected one of 'user', 'assistant', got {role!r}"[:300])
@@ -158,7 +158,7 @@ def _tools(tools: Any) -> None:
 def _tool_choice(choice: Any) -> None:
     choice = _object(choice, "tool_choice")
     kind = choice.get("type")
-    if kind not in TOOL_CHOICES:
+    if not isinstance(kind, str) or kind not in TOOL_CHOICES:
         if kind is None:
             raise _missing("tool_choice.type")
         raise RequestInvalid(f"tool_choice.type: expected one of 'auto', 'any', 'tool', 'none', got {kind!r}"[:300])
@@ -207,4 +207,6 @@ def check_messages_request(body: dict[str, Any], *, count_tokens: bool = False) 
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
         raise _fail("stop_sequences", "an array of strings", stops)
     if "metadata" in body and body["metadata"] is not None:
-        _object(body["metadata"], "metadata")
+        metadata = _object(body["metadata"], "metadata")
+        if metadata.get("user_id") is not None:
+            _string(metadata, "user_id", "metadata")
