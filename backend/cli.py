@@ -16,6 +16,7 @@ from backend import __version__, paths
 from backend.backend_probe import output_cap, probe_backend
 from backend.config import ConfigError, ensure_config, load_config, write_imported
 from backend.config.model import Config
+from backend.console import ConsoleWriter
 from backend.events import Event, LogLine, RequestFinished, RequestRecord, ServiceStateChanged
 
 
@@ -102,45 +103,37 @@ async def _serve(config: Config, *, verbose: bool) -> int:
         return 2
 
     loop = asyncio.get_running_loop()
-    flush_pending = False
-
-    def flush() -> None:
-        nonlocal flush_pending
-        flush_pending = False
-        sys.stdout.flush()
+    out = ConsoleWriter()  # a stalled stdout must never block the proxy's loop
 
     def show(event: Event) -> None:
-        nonlocal flush_pending
         if isinstance(event, RequestFinished):
-            # one write per request line would be a syscall on the hot path: flush a few times a second
-            print(format_record(event.record))
-            if not flush_pending:
-                flush_pending = True
-                loop.call_later(0.2, flush)
+            out.write(format_record(event.record))
         elif isinstance(event, ServiceStateChanged):
             detail = f": {event.detail}" if event.detail else ""
-            print(f"ccbridge: {event.service} {event.state}{detail}", flush=True)
+            out.write(f"ccbridge: {event.service} {event.state}{detail}")
         elif isinstance(event, LogLine) and (verbose or event.service == "proxy"):
-            print(f"[{event.service}] {event.line}", flush=True)
+            out.write(f"[{event.service}] {event.line}")
         elif isinstance(event, LogLine) and bridge.litellm is not None and bridge.litellm.state == "installing":
-            print(f"[{event.service}] {event.line}", flush=True)
+            out.write(f"[{event.service}] {event.line}")
 
     bridge.subscribe(show)
     try:
         await bridge.start()
     except StartupError as exc:
+        out.close()
         print(f"ccbridge: {exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"ccbridge {__version__} listening on {bridge.proxy_url} (config: {config.source})", flush=True)
-    print("Point Claude Code at it:", flush=True)
-    print(f"  export ANTHROPIC_BASE_URL={bridge.proxy_url}", flush=True)
-    print("  (`ccbridge env` prints every line, sized for your backend)", flush=True)
+    out.write(f"ccbridge {__version__} listening on {bridge.proxy_url} (config: {config.source})")
+    out.write("Point Claude Code at it:")
+    out.write(f"  export ANTHROPIC_BASE_URL={bridge.proxy_url}")
+    out.write("  (`ccbridge env` prints every line, sized for your backend)")
     await stop.wait()
-    print("ccbridge: stopping", flush=True)
+    out.write("ccbridge: stopping")
     await bridge.stop()
+    out.close()
     return 0
 
 
