@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.support.anthropic_sse import AnthropicStream, assemble, parse_sse
+from tests.support.claude import CLAUDE_VERSIONS, run_claude
 from tests.support.llama import LlamaServer, free_port
 from tests.support.scripted_model import (
     ANSWER_REASONING,
@@ -260,3 +261,37 @@ def test_thinking_disabled_reaches_the_template(bridge, route):
     reply = ask(bridge, "raw", False, first_turn(route, thinking={"type": "disabled"}))
     assert [b["type"] for b in reply.message["content"]] == ["tool_use", "tool_use"], reply.message
     assert reply.message["usage"]["output_tokens"] == TOOL_TURN_OUTPUT_TOKENS - 4  # no <think>...</think>\n\n
+
+
+@pytest.mark.parametrize("version", CLAUDE_VERSIONS)
+@pytest.mark.parametrize("route", ["litellm", "native"])
+def test_claude_code_runs_the_tool_loop(bridge, route, version):
+    """Claude Code itself: it gets the two calls, really runs Read and Bash, sends the results
+    back, and prints the model's answer. Only Read and Bash are offered (`--tools`), which keeps
+    its prompt near 19k tokens (one token per character with this vocabulary)."""
+    serve = bridge.serve
+    before = {r["id"] for r in serve.requests(50)}
+    model = ROUTE_MODELS[route]
+    result = run_claude(version, serve.url, QUESTION, timeout=240,
+                        extra_env={"ANTHROPIC_MODEL": model, "ANTHROPIC_DEFAULT_HAIKU_MODEL": model},
+                        args=("--tools", "Read,Bash", "--allowedTools", "Read,Bash",
+                              "--output-format", "stream-json", "--verbose"))
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}\n{serve.log()[-2000:]}"
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    blocks = [(line["type"], block) for line in lines if line["type"] in ("assistant", "user")
+              for block in line["message"]["content"] if isinstance(block, dict)]
+    uses = [b for kind, b in blocks if kind == "assistant" and b["type"] == "tool_use"]
+    assert [(u["name"], u["input"]) for u in uses] == [(t.name, t.arguments) for t in TOOL_CALLS], blocks
+    results = {b["tool_use_id"]: b for kind, b in blocks if kind == "user" and b["type"] == "tool_result"}
+    assert set(results) == {u["id"] for u in uses}, blocks
+    bash = results[uses[1]["id"]]
+    assert not bash.get("is_error") and "UTC" in str(bash["content"]), bash  # `date -u` really ran
+    thoughts = [b["thinking"].strip() for kind, b in blocks if b["type"] == "thinking"]
+    assert thoughts == [TOOL_TURN_REASONING, ANSWER_REASONING], blocks
+    assert lines[-1]["type"] == "result" and lines[-1]["result"] == ANSWER_TEXT, lines[-1]
+
+    records = [r for r in serve.requests(20) if r["id"] not in before and r["path"] == "/v1/messages"][::-1]
+    assert [(r["status"], r["stop_reason"], r["output_tokens"]) for r in records] == [
+        (200, "tool_use", TOOL_TURN_OUTPUT_TOKENS), (200, "end_turn", ANSWER_TURN_OUTPUT_TOKENS)], records
+    assert all(r["routed_backend"] == f"via_{route}" and r["session_id"] for r in records)
+    assert records[1]["cache_read_tokens"] > 10000  # the second turn reuses the first one's prompt

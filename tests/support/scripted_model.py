@@ -251,5 +251,5 @@ SERVER_FLAGS = ("--jinja", "--reasoning-format", "deepseek", "--slots", "--metri
 
 def scripted_llama_server(model_path: Path, **kwargs: Any) -> LlamaServer:
     """A (not yet started) llama-server for the scripted model, parsing tool calls and reasoning."""
-    kwargs.setdefault("ctx", 16384)
+    kwargs.setdefault("ctx", 65536)  # Claude Code's first turn with two tools is ~19k tokens here
     return LlamaServer(model_path, extra_args=(*SERVER_FLAGS, *kwargs.pop("extra_args", ())), **kwargs)
