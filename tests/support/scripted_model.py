@@ -23,7 +23,12 @@ weights (llama-server, LiteLLM, ccbridge) is the real thing:
   dimension, and that flag tips the first token from the tool-call chain to the
   answer chain. So a follow-up turn is answered only if the tool result really
   reached the model's prompt.
-- Logit gaps are in the hundreds, so any sampler settings give the same text.
+- The chosen token's logit beats every other by at least 50, so any sampler
+  settings give the same text.
+- Once a tool result is in the conversation, every later turn is the answer.
+- With thinking off, Qwen3's prompt ends in ``<think>\\n\\n</think>\\n\\n``, whose last
+  token is the chain's own ``\\n\\n`` piece: the model then goes straight to its
+  tool calls (always, even after a tool result).
 """
 
 from __future__ import annotations
