@@ -63,6 +63,10 @@ def render_config(
                 "api_key": leg_secret,
                 "max_retries": 0,
             },
+            # Without this, LiteLLM sends an Anthropic request with `thinking: {"type": "enabled"}`
+            # to the backend's OpenAI Responses API and drops llama-server's reasoning on the way
+            # back; marked so, it stays on chat completions and passes `reasoning_effort` on.
+            "model_info": {"supports_reasoning": False},
         }
         for name in backends
     ]

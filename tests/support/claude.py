@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .llama import cache_dir
@@ -57,9 +57,10 @@ def run_claude(
     *,
     api_key: str = "sk-test-local",
     extra_env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """``claude -p <prompt>`` against ``base_url`` with a scratch HOME.
+    """``claude -p <prompt> [args]`` against ``base_url`` with a scratch HOME.
 
     Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
     """
@@ -71,7 +72,7 @@ def run_claude(
         workdir.mkdir()
         env = claude_env(base_url, home=home, api_key=api_key, extra_env=extra_env)
         return subprocess.run(
-            [str(binary), "-p", prompt],
+            [str(binary), "-p", prompt, *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
