@@ -87,9 +87,11 @@ _UPSTREAM_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, Serv
 def message_start_event(request_id: str, model: str | None) -> bytes:
     """The `message_start` llama-server's own Anthropic stream sometimes leaves out (seen with
     build b1-0c1e570, on fresh connections too); Claude Code's SDK needs it first. Its
-    usage is unknown, so it carries none."""
+    usage is not known yet: zeros, as LiteLLM sends; the final `message_delta` has the counts."""
     message: dict[str, Any] = {"id": f"msg_ccbridge_{request_id}", "type": "message", "role": "assistant",
-                               "content": [], "model": model or "local", "stop_reason": None, "stop_sequence": None}
+                               "content": [], "model": model or "local", "stop_reason": None, "stop_sequence": None,
+                               # required by the schema (the SDK writes the final usage into it)
+                               "usage": {"input_tokens": 0, "output_tokens": 0}}
     data = fastjson.dumps({"type": "message_start", "message": message}).decode()
     return f"event: message_start\ndata: {data}\n\n".encode()
 
@@ -341,6 +343,12 @@ class FrontProxy:
                 # llama-server ignores a hang-up on a plain request: ask for a stream, assemble the answer
                 obj["stream"] = True
                 draft.assemble = True
+            thinking = obj.get("thinking")
+            if isinstance(thinking, dict) and thinking.get("type") == "disabled":
+                # llama-server's Anthropic endpoint only reads `enabled`; a thinking template must be told
+                kwargs = obj.setdefault("chat_template_kwargs", {})
+                if isinstance(kwargs, dict):
+                    kwargs.setdefault("enable_thinking", False)
         obj["model"] = upstream.model_for(rule, backend)
         cap = backend.max_tokens
         if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
@@ -527,15 +535,16 @@ class FrontProxy:
             # and so does ccbridge (sending it would glue it to the error event that follows).
             data = framer.feed(chunk) if chunk else b""
             if data:
+                if _BARE_ERROR in data:
+                    data = rewrite_bare_errors(data)
+                # the meter reads what the upstream said, not the stand-in below (its usage is unknown)
+                meter.feed_events(data, time.monotonic())
+                if meter.error is not None:
+                    data = through_first_error(framer.events(data))  # an error event ends the stream
                 if repair_start and data.strip():
                     repair_start = False
                     if not data.lstrip().startswith(b"event: message_start"):
                         data = message_start_event(draft.id, draft.routed_model) + data
-                if _BARE_ERROR in data:
-                    data = rewrite_bare_errors(data)
-                meter.feed_events(data, time.monotonic())
-                if meter.error is not None:
-                    data = through_first_error(framer.events(data))  # an error event ends the stream
                 try:
                     await response.write(data)
                 except ConnectionError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +31,44 @@ class Captured:
         return json.loads(self.body)
 
 
+def message_events(content: list[dict[str, Any]], stop_reason: str) -> list[bytes]:
+    """An Anthropic SSE stream carrying `content` blocks (text and tool_use)."""
+
+    def ev(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    out = [ev("message_start", {"type": "message_start", "message": {
+        "id": "msg_c", "type": "message", "role": "assistant", "model": "m", "content": [],
+        "stop_reason": None, "usage": {"input_tokens": 1, "output_tokens": 0}}})]
+    for i, block in enumerate(content):
+        if block["type"] == "tool_use":
+            out.append(ev("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
+                "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}}))
+            out.append(ev("content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
+                "type": "input_json_delta", "partial_json": json.dumps(block["input"])}}))
+        else:
+            out.append(ev("content_block_start", {"type": "content_block_start", "index": i,
+                                                  "content_block": {"type": "text", "text": ""}}))
+            out.append(ev("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                  "delta": {"type": "text_delta", "text": block["text"]}}))
+        out.append(ev("content_block_stop", {"type": "content_block_stop", "index": i}))
+    out.append(ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason},
+                                    "usage": {"output_tokens": 1}}))
+    out.append(ev("message_stop", {"type": "message_stop"}))
+    return out
+
+
+# Given a turn's body and the turns seen before it, what the "model" answers: content blocks and a stop reason.
+Responder = Callable[[dict[str, Any], list[dict[str, Any]]], tuple[list[dict[str, Any]], str]]
+
+
 @dataclass
 class CaptureServer:
-    """Records requests; answers like a tiny Anthropic API (text "ok", end_turn)."""
+    """Records requests; answers like a tiny Anthropic API (text "ok", end_turn), or as
+    `responder` says (e.g. a tool call, to make Claude Code start a subagent)."""
 
     seen: list[Captured] = field(default_factory=list)
+    responder: Responder | None = None
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -48,7 +82,11 @@ class CaptureServer:
             if payload.get("stream"):
                 resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
                 await resp.prepare(request)
-                for event in anthropic_events(["ok"]):
+                events = anthropic_events(["ok"])
+                if self.responder is not None:
+                    earlier = self.turns()[:-1]
+                    events = message_events(*self.responder(payload, earlier))
+                for event in events:
                     await resp.write(event)
                 await resp.write_eof()
                 return resp
