@@ -88,15 +88,14 @@ def _short(session: str) -> str:
 
 
 def _swa_cause(facts: SlotFacts) -> str:
-    flag = ("llama-server runs without --swa-full" if facts.swa_full is False else
-            "llama-server's flags cannot be read here (unless it runs with --swa-full")
-    close = "" if facts.swa_full is False else ")"
-    return (f"the model uses sliding-window attention ({facts.swa_window}-token window) and {flag}, so it keeps "
-            f"only the last window of those layers{close} and a prompt that differs from the cached one before "
-            "its end (a new Claude Code session, a subagent, a compacted prompt) is read again in full")
+    flag = ("llama-server runs without --swa-full, so it" if facts.swa_full is False else
+            "unless llama-server runs with --swa-full (its flags cannot be read here), it")
+    return (f"the model uses sliding-window attention ({facts.swa_window}-token window) and {flag} keeps only the "
+            "last window of those layers: a prompt that differs from the cached one before its end (a new Claude "
+            "Code session, a subagent, a compacted prompt) is read again in full")
 
 
-SWA_FIX = ("restart llama-server with --swa-full (the 'swa_no_full' advice says how much KV memory it adds); "
+SWA_FIX = ("restart llama-server with --swa-full (the sliding-window advice says how much KV memory it adds); "
            "new sessions and subagents then reuse the prompt start they share")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
 import sys
 import time
@@ -257,6 +258,9 @@ class BackendMonitor:
                 path = model_paths.get(name) or (here.model if here else None)
                 if here is None or not path:
                     continue
+                if proc is not None and not os.path.isabs(path):  # `-m model.gguf`: relative to its folder
+                    with contextlib.suppress(psutil.Error, OSError):
+                        path = os.path.join(psutil.Process(proc.pid).cwd(), path)
                 shapes[name] = known[name][path] if path in known[name] else read_model_shape(path)
                 paths[name] = path
             pids = {proc.pid: name for name, (proc, _n) in processes.items() if proc is not None}

@@ -182,5 +182,5 @@ def test_unknown_swa_full_says_so_and_a_later_unexplained_miss_names_swa():
     folder.add(rec("s", 2.0, 15300, 0))  # e.g. a subagent or /compact: the prompt changed before its end
     row = folder.report({"local": SlotFacts(1, 131072, swa_window=1024, swa_full=None)}).by_session[0]
     assert row.low_turns == 1 and row.reason and "not clear" not in row.reason
-    assert "cannot be read here (unless it runs with --swa-full" in row.reason
+    assert "unless llama-server runs with --swa-full (its flags cannot be read here)" in row.reason
     assert row.fix and "--swa-full" in row.fix
