@@ -42,7 +42,7 @@ from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
 from backend.services.litellm_service import LiteLLMService
-from backend.services.llama_service import LlamaServers, LlamaServerService
+from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
 from backend.store import HistoryStore
 
@@ -256,6 +256,24 @@ class Bridge:
         self._config_mtime = self._mtime()
         await self.apply_config(new)
         return new
+
+    async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
+        """Add `--swa-full` to a ccbridge-run llama-server's `command` in ccbridge.yaml (comments kept)
+        and restart it, so a sliding-window model keeps the prompt start new sessions share.
+        Returns the restarted services."""
+        cfg = self.config.backends.get(backend)
+        if cfg is None or not cfg.command:
+            raise ConfigError(f"backend '{backend}' is not run by ccbridge (it has no command): add --swa-full to "
+                              "the llama-server command line you start yourself",
+                              key=f"backends.{backend}.command", file=self.config.source)
+        if self.config.source is None:
+            raise ConfigError("this bridge was started without a config file; nothing to save to")
+        doc = ConfigDocument.load(self.config.source)
+        doc.set_value(["backends", backend, "command"], command_with_flag(cfg.command, "--swa-full"))
+        new = doc.to_config()  # raises ConfigError with the reason; nothing written
+        doc.save()
+        self._config_mtime = self._mtime()
+        return await self.apply_config(new)
 
     async def reload_config(self) -> Config:
         """Re-read ccbridge.yaml; an invalid file is refused and the running config kept."""

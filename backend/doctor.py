@@ -18,7 +18,7 @@ from backend.config.model import LOOPBACK_HOSTS, Config
 from backend.monitor.process import parse_flags
 from backend.monitor.sampler import sample_once
 from backend.monitor.snapshot import Advice
-from backend.monitor.text import describe_gpu, describe_process, describe_server
+from backend.monitor.text import describe_gpu, describe_process, describe_server, describe_swa
 from backend.services import litellm_env
 from backend.services.llama_service import command_argv
 from backend.services.supervised import port_in_use, port_owner
@@ -124,6 +124,8 @@ def _check_backends(config: Config, r: Report) -> None:
             r.ok(f"backend '{b.name}' process: {describe_process(b.process)}")
         elif b.process_note:
             r.info(f"backend '{b.name}' process: {b.process_note}")
+        if b.swa is not None:
+            r.info(f"backend '{b.name}' model: {describe_swa(b.swa)}")
     for line in describe_gpu(snap.gpu, snap.host):
         (r.ok if snap.gpu.available else r.info)(line)
     seen = {(a.code, a.backend) for a in snap.advice}

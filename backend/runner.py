@@ -138,6 +138,10 @@ class BridgeThread:
     def start_service(self, name: str) -> None:
         self._call(self.bridge.start_service(name))
 
+    def enable_swa_full(self, backend: str, timeout: float = 180.0) -> tuple[str, ...]:
+        """Add --swa-full to a managed backend's command in ccbridge.yaml and restart it."""
+        return self._call(self.bridge.enable_swa_full(backend), timeout)
+
     def save_aliases(self, aliases: list[tuple[str, str]], timeout: float = 180.0) -> Config:
         """Validate, save (comments kept) and apply; raises ConfigError with the reason."""
         return self._call(self.bridge.save_aliases(aliases), timeout)

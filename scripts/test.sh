@@ -15,14 +15,15 @@ if ! command -v tmux >/dev/null; then
   fi
 fi
 
-# The three heavy set-ups are independent: run them side by side.
+# The heavy set-ups are independent: run them side by side.
 pids=()
 bash scripts/build_llama_server.sh > .logs/llama-build.log 2>&1 & pids+=($!)
 bash scripts/install_claude_code.sh > .logs/claude-install.log 2>&1 & pids+=($!)
 .venv/bin/python -c 'from backend.services.litellm_env import ensure_env; ensure_env()' \
   > .logs/litellm-env.log 2>&1 & pids+=($!)
-names=("llama-server build" "Claude Code install" "LiteLLM environment")
-logs=(.logs/llama-build.log .logs/claude-install.log .logs/litellm-env.log)
+bash scripts/fetch_gemma.sh > .logs/gemma-fetch.log 2>&1 & pids+=($!)
+names=("llama-server build" "Claude Code install" "LiteLLM environment" "Gemma 3 270M model")
+logs=(.logs/llama-build.log .logs/claude-install.log .logs/litellm-env.log .logs/gemma-fetch.log)
 failed=0
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then

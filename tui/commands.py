@@ -15,6 +15,7 @@ PANEL_COMMANDS: list[tuple[str, str, str]] = [
     ("Go to GPU", "llama-server and GPU status", "app.show('gpu')"),
     ("Help: keys", "every key on every screen", "app.help"),
     ("Restart LiteLLM", "restart the LiteLLM child process", "app.restart_service('litellm')"),
+    ("Apply --swa-full", "sliding-window model: new sessions reuse the cache", "app.on_screen('gpu', 'swa_full')"),
     ("Add an alias", "aliases screen: new rule", "app.on_screen('aliases', 'add')"),
     ("Save aliases", "apply the alias table to the next request", "app.on_screen('aliases', 'save')"),
     ("Filter requests", "by model, status or session", "app.on_screen('requests', 'filter')"),

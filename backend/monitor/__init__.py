@@ -21,6 +21,7 @@ from backend.monitor.snapshot import (
     ProcessStatus,
     Series,
     SlotStatus,
+    SwaStatus,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "ProcessStatus",
     "Series",
     "SlotStatus",
+    "SwaStatus",
 ]

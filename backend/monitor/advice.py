@@ -15,7 +15,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 from backend.backend_probe import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
 from backend.events import RequestRecord
-from backend.monitor.snapshot import Advice, BackendStatus, CacheReport, GpuStatus
+from backend.monitor.snapshot import Advice, BackendStatus, CacheReport, GpuStatus, SwaStatus
+from backend.monitor.text import human_bytes
 
 GPU_MEM_FULL = 0.95
 """GPU memory share above which a larger context or model will not fit."""
@@ -181,6 +182,44 @@ def failure_advice(failures: Sequence[RequestRecord], backends: Mapping[str, Bac
     return out
 
 
+def swa_cost(swa: SwaStatus) -> str:
+    """What --swa-full costs in KV memory, from the model's dimensions; "" when not computable."""
+    if swa.kv_bytes is None or swa.base_bytes is None or swa.swa_full_bytes is None or swa.extra_bytes is None:
+        return ""
+    full = swa.base_bytes + swa.swa_full_bytes
+    now = swa.base_bytes + (swa.swa_bytes or 0)
+    return (f"it adds {human_bytes(swa.extra_bytes)} of KV memory at -c {swa.n_ctx} with {swa.slots} slot(s) "
+            f"and a {swa.cache_types} KV cache ({human_bytes(now)} -> {human_bytes(full)}: the "
+            f"{swa.swa_layers} sliding-window layers keep every token instead of {swa.swa_cells} per slot)")
+
+
+def swa_advice(b: BackendStatus, managed: bool = False, cache: CacheReport | None = None) -> Advice | None:
+    """A sliding-window model served without --swa-full: new sessions and subagents re-read their whole prompt."""
+    swa = b.swa
+    if swa is None or swa.full is True:
+        return None
+    model = (b.model_alias or b.model or b.model_path or "?").rsplit("/", 1)[-1]
+    keeps = f"the last {swa.swa_cells} tokens" if swa.swa_cells else "about the last window"
+    flags = ("llama-server runs without --swa-full, so it keeps only" if swa.full is False else
+             "llama-server's flags cannot be read here: unless it runs with --swa-full, it keeps only")
+    seen = ""
+    row = next((r for r in (cache.by_backend if cache else ()) if r.key == b.name), None)
+    if row is not None and row.missed_first_turns:
+        seen = (f" (seen here: {row.missed_first_turns} new session(s) took nothing from the previous "
+                "session's cache)")
+    how = (f"add --swa-full to backends.{b.name}.command and restart service llama:{b.name} (in the panel, "
+           "w on the GPU screen (5) does both)" if managed else "restart llama-server with --swa-full")
+    cost = swa_cost(swa)
+    return Advice(
+        "warn", "swa_no_full",
+        f"model {model} uses sliding-window attention ({swa.swa_layers} of {swa.n_layers} layers see only the "
+        f"last {swa.window} tokens) and {flags} {keeps} of those layers: a prompt that differs from the cached "
+        "one before its end (a new Claude Code session, a subagent) cannot reuse the start they share and is "
+        f"read again in full{seen}",
+        how + (f"; {cost}" if cost else ""),
+        b.name)
+
+
 def cache_advice(cache: CacheReport) -> list[Advice]:
     """Later turns that missed the prompt cache, with the reason when it can be told."""
     return [Advice("warn", "cache_low",
@@ -214,7 +253,7 @@ def advise(backends: Sequence[BackendStatus], gpu: GpuStatus, cache: CacheReport
     out: list[Advice] = []
     for b in backends:
         items = (health_advice(b, b.name in managed), context_advice(b, max_tokens.get(b.name)),
-                 offload_advice(b, gpu))
+                 offload_advice(b, gpu), swa_advice(b, b.name in managed, cache))
         for item in items:
             if item is not None:
                 out.append(item)

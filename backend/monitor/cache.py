@@ -7,7 +7,9 @@ llama-server's `timings.cache_n` (served from cache) and `timings.prompt_n`
 turn of one session got little from the cache, says why when the records can
 tell: another session (or a side request) used the slot in between and `-np`
 is too small for that, or the previous turn filled the slot's context so it
-shifted.
+shifted; or the model uses sliding-window attention and llama-server runs without
+`--swa-full`, so a prompt that differs from the cached one before its end (a new
+session's first turn, a subagent, a compacted one) could reuse none of it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ SIDE_REQUEST_RATIO = 0.5
 (title, quick haiku call), not a turn of the conversation."""
 CONTEXT_FULL = 0.9
 """A previous turn that used this share of the slot's context probably made it shift."""
+COLD_SHARE = 0.05
+"""A session's first turn serving less than this share after another session's prompt took nothing
+from it (Claude Code sessions in one folder share their system prompt and tools)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,16 @@ class SlotFacts:
     n_ctx_slot: int | None = None
     cache_ram_mib: int | None = None
     """llama-server's --cache-ram when known from its command line (0: off; None: default or unknown)."""
+    swa_window: int | None = None
+    """The model's sliding window in tokens when it uses sliding-window attention (None: it does not,
+    or its GGUF cannot be read here)."""
+    swa_full: bool | None = None
+    """llama-server runs with --swa-full (None: unknown)."""
+
+    @property
+    def swa_loses_prefix(self) -> bool:
+        """A prompt that differs from the cached one before its end reuses none of it (SWA, no --swa-full)."""
+        return bool(self.swa_window) and self.swa_full is not True
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,9 @@ class Turn:
     other_sessions: tuple[str, ...] = ()  # other sessions that used the backend since this session's last turn
     side_between: int = 0  # side requests of this session in between
     prev_context: int | None = None  # prompt + output of this session's previous conversation turn
+    first: bool = False  # the session's first conversation turn on this backend
+    prev_other: tuple[str, int] | None = None  # (session, prompt + output) of the backend's previous
+    # request when another session made it: what the slot held when this turn arrived
 
     @property
     def share(self) -> float | None:
@@ -67,6 +85,32 @@ class Turn:
 
 def _short(session: str) -> str:
     return session if len(session) <= 12 else session[:8]
+
+
+def _swa_cause(facts: SlotFacts) -> str:
+    flag = ("llama-server runs without --swa-full, so it" if facts.swa_full is False else
+            "unless llama-server runs with --swa-full (its flags cannot be read here), it")
+    return (f"the model uses sliding-window attention ({facts.swa_window}-token window) and {flag} keeps only the "
+            "last window of those layers: a prompt that differs from the cached one before its end (a new Claude "
+            "Code session, a subagent, a compacted prompt) is read again in full")
+
+
+SWA_FIX = ("restart llama-server with --swa-full (the sliding-window advice says how much KV memory it adds); "
+           "new sessions and subagents then reuse the prompt start they share")
+
+
+def explain_cold_start(turn: Turn, facts: SlotFacts) -> tuple[str, str] | None:
+    """(reason, fix) for a session's first turn that took nothing from the previous session's prompt,
+    when sliding-window attention explains it; None when it does not."""
+    if turn.prev_other is None or not facts.swa_loses_prefix or not facts.swa_window:
+        return None
+    other, tokens = turn.prev_other
+    if tokens <= facts.swa_window:
+        return None  # the whole previous prompt fit in the window: nothing was dropped
+    share = round((turn.share or 0.0) * 100)
+    return (f"a new session's first turn served {share}% of its {turn.prompt_tokens} prompt tokens from cache "
+            f"right after session {_short(other)}'s {tokens}-token prompt on backend '{turn.backend}': "
+            + _swa_cause(facts), SWA_FIX)
 
 
 def explain_miss(turn: Turn, facts: SlotFacts) -> tuple[str, str]:
@@ -96,13 +140,18 @@ def explain_miss(turn: Turn, facts: SlotFacts) -> tuple[str, str]:
                     "replaced this session's cached one",
                     f"restart llama-server with -np {want}{per}; {ram}; or run one Claude Code session per "
                     "backend")
+        swa = f"; {SWA_FIX}" if facts.swa_loses_prefix else ""
         return (f"{head}: other session(s) ({others}) used backend '{turn.backend}' in between; llama-server may "
                 "have given this turn a slot that held another session's prompt",
-                "keep one Claude Code session per backend, or give it more slots (-np) with -c scaled to match")
+                "keep one Claude Code session per backend, or give it more slots (-np) with -c scaled to match"
+                + swa)
     if turn.side_between and (slots is None or slots <= 1):
         return (f"{head}: {turn.side_between} side request(s) of this session (title, sub-agent or quick "
                 "model call with a different prompt) used the only slot in between",
                 "restart llama-server with -np 2 (and -c doubled) so side requests get their own slot")
+    if facts.swa_loses_prefix:
+        return (f"{head}: the prompt changed before its end (a subagent, compaction, a changed system prompt or "
+                "tool list) and " + _swa_cause(facts), SWA_FIX)
     return (f"{head}: not clear from here: no other request ran in between and the context was not full; "
             "the start of the prompt probably changed (compaction, a changed system prompt or tool list)",
             "nothing if it happens once; if every turn misses, check that nothing in front rewrites the prompt")
@@ -157,10 +206,17 @@ class CacheFolder:
             others: tuple[str, ...] = ()
             side = 0
             prev_ctx = None
+            first = False
+            before = log[-1] if log else None
+            prev_other = None
+            if before is not None and before.session_id != sid:
+                prev_other = (before.session_id or "(no session)",
+                              before.prompt_tokens + (before.output_tokens or 0))
             if session is not None:
                 conversation = prompt >= SIDE_REQUEST_RATIO * session.max_prompt
                 prev = session.last_conversation.get(record.routed_backend)
                 later = conversation and prev is not None
+                first = conversation and prev is None
                 if later and prev is not None:
                     since = prev.at
                     others = tuple(t.session_id or "(no session)" for t in log
@@ -174,6 +230,7 @@ class CacheFolder:
                 prompt_tokens=prompt, cached_tokens=cached, output_tokens=record.output_tokens,
                 prompt_tps=record.backend_prompt_tps, ttft_ms=record.ttft_ms, conversation=conversation,
                 later=later, other_sessions=others, side_between=side, prev_context=prev_ctx,
+                first=first, prev_other=prev_other,
             )
             log.append(turn)
             if session is not None:
@@ -223,10 +280,20 @@ def _stats(key: str, backend: str | None, session_id: str | None, turns: list[Tu
     tps = [t.prompt_tps for t in turns if t.prompt_tps]
     ttfts = [t.ttft_ms for t in turns if t.ttft_ms is not None]
     low = [t for t in later if (t.share or 0.0) < LOW_SHARE]
-    reason = fix = None
+    firsts = [t for t in turns if t.first and t.prev_other is not None]
+    missed = [t for t in firsts if (t.share or 0.0) < COLD_SHARE]
+    explained: list[tuple[float, str, str]] = []
     if low:
         last_low = low[-1]
-        reason, fix = explain_miss(last_low, facts.get(last_low.backend, SlotFacts()))
+        explained.append((last_low.at, *explain_miss(last_low, facts.get(last_low.backend, SlotFacts()))))
+    for turn in reversed(missed):
+        why = explain_cold_start(turn, facts.get(turn.backend, SlotFacts()))
+        if why is not None:
+            explained.append((turn.at, *why))
+            break
+    reason = fix = None
+    if explained:
+        _at, reason, fix = max(explained, key=lambda e: e[0])
     last = turns[-1]
     return CacheStats(
         key=key,
@@ -242,6 +309,8 @@ def _stats(key: str, backend: str | None, session_id: str | None, turns: list[Tu
         ttft_ms=statistics.median(ttfts) if ttfts else None,
         last_ttft_ms=last.ttft_ms,
         low_turns=len(low),
+        first_share=_share(sum(t.cached_tokens for t in firsts), sum(t.prompt_tokens for t in firsts)),
+        missed_first_turns=len(missed),
         reason=reason,
         fix=fix,
         last_at=last.at,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,9 @@ def parse_flags(cmdline: Sequence[str], environ: Mapping[str, str] | None = None
         "-np": "parallel", "--parallel": "parallel",
         "-t": "threads", "--threads": "threads",
         "-cram": "cache_ram", "--cache-ram": "cache_ram",
+        "-ub": "ubatch", "--ubatch-size": "ubatch",
+        "-ctk": "cache_type_k", "--cache-type-k": "cache_type_k",
+        "-ctv": "cache_type_v", "--cache-type-v": "cache_type_v",
         "--host": "host", "--port": "port",
         "-a": "alias", "--alias": "alias",
     }
@@ -90,6 +94,9 @@ def parse_flags(cmdline: Sequence[str], environ: Mapping[str, str] | None = None
         "--metrics": ("metrics", True),
         "--slots": ("slots", True), "--no-slots": ("slots", False),
         "--jinja": ("jinja", True), "--no-jinja": ("jinja", False),
+        "--swa-full": ("swa_full", True),
+        "-kvu": ("kv_unified", True), "--kv-unified": ("kv_unified", True),
+        "-no-kvu": ("kv_unified", False), "--no-kv-unified": ("kv_unified", False),
     }
     i = 0
     while i < len(args):
@@ -132,6 +139,8 @@ def parse_flags(cmdline: Sequence[str], environ: Mapping[str, str] | None = None
     slots = switches.get("slots")
     jinja = switches.get("jinja")
     fa = pick("fa", "LLAMA_ARG_FLASH_ATTN")
+    swa_full = switches.get("swa_full")
+    kv_unified = switches.get("kv_unified")
     return ProcessFlags(
         model=pick("model", "LLAMA_ARG_MODEL"),
         ctx=as_int(pick("ctx", "LLAMA_ARG_CTX_SIZE")),
@@ -144,10 +153,26 @@ def parse_flags(cmdline: Sequence[str], environ: Mapping[str, str] | None = None
         flash_attn=fa.lower() if fa else None,
         cache_ram_mib=as_int(pick("cache_ram", "LLAMA_ARG_CACHE_RAM")),
         threads=as_int(pick("threads", "LLAMA_ARG_THREADS")),
+        swa_full=bool(swa_full if swa_full is not None else env_bool("LLAMA_ARG_SWA_FULL")),
+        kv_unified=kv_unified if kv_unified is not None else env_bool("LLAMA_ARG_KV_UNIFIED"),
+        ubatch=as_int(pick("ubatch", "LLAMA_ARG_UBATCH")),
+        cache_type_k=pick("cache_type_k", "LLAMA_ARG_CACHE_TYPE_K"),
+        cache_type_v=pick("cache_type_v", "LLAMA_ARG_CACHE_TYPE_V"),
         host=pick("host", "LLAMA_ARG_HOST"),
         port=as_int(pick("port", "LLAMA_ARG_PORT")),
         alias=pick("alias", "LLAMA_ARG_ALIAS"),
     )
+
+
+def command_flags(command: str | None) -> ProcessFlags | None:
+    """The flags of a configured llama-server command line (`backends.<name>.command`); None without one."""
+    if not command:
+        return None
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    return parse_flags(argv) if argv else None
 
 
 def looks_like_llama_server(name: str | None, cmdline: Sequence[str]) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
 import sys
 import time
@@ -28,11 +29,12 @@ from backend.config.model import BackendConfig
 from backend.events import RequestRecord
 from backend.monitor.advice import advise, context_failure
 from backend.monitor.cache import CacheFolder, SlotFacts
+from backend.monitor.gguf import ModelShape, read_model_shape
 from backend.monitor.gpu import GpuProbe
+from backend.monitor.kv import swa_status
 from backend.monitor.llama import (
     LlamaReading,
     ModelInfo,
-    gguf_block_count,
     live_rates,
     metrics_from_samples,
     parse_model_info,
@@ -40,13 +42,14 @@ from backend.monitor.llama import (
     parse_slots,
     probe_llama,
 )
-from backend.monitor.process import ProcessProbe
+from backend.monitor.process import ProcessProbe, command_flags
 from backend.monitor.snapshot import (
     BackendStatus,
     GpuStatus,
     HealthState,
     HostStatus,
     MonitorSnapshot,
+    ProcessFlags,
     ProcessStatus,
     Series,
     SlotStatus,
@@ -69,7 +72,7 @@ class _BackendState:
     metrics_prev: dict[str, float] | None = None
     slots_prev: tuple[SlotStatus, ...] = ()
     slots_at: float | None = None
-    layers: dict[str, int | None] = field(default_factory=dict)  # model path -> block_count
+    shapes: dict[str, ModelShape | None] = field(default_factory=dict)  # model path -> its GGUF's shape
     process_started: float | None = None
 
 
@@ -78,7 +81,8 @@ class _Local:
     """What the worker thread read for one round."""
 
     processes: dict[str, tuple[ProcessStatus | None, str | None]]
-    layers: dict[str, int | None]
+    shapes: dict[str, ModelShape | None]
+    paths: dict[str, str]
     gpu: GpuStatus
     host: HostStatus
 
@@ -239,28 +243,32 @@ class BackendMonitor:
                      came_up: set[str]) -> _Local:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccbridge-monitor")
-        known = {name: dict(self._states[name].layers) for name in backends}
+        known = {name: dict(self._states[name].shapes) for name in backends}
         api_bases = {name: cfg.api_base for name, cfg in backends.items()}
+        configured = {name: command_flags(cfg.command) for name, cfg in backends.items()}
 
         def work() -> _Local:
             processes = {name: self._processes.read(base, rescan=name in came_up)
                          for name, base in api_bases.items()}
-            layers: dict[str, int | None] = {}
+            shapes: dict[str, ModelShape | None] = {}
+            paths: dict[str, str] = {}
             for name, (proc, _note) in processes.items():
-                path = model_paths.get(name) or (proc.flags.model if proc else None)
-                if proc is None or not path:
+                # A path /props names is only a file here when the server runs here (or ccbridge runs it).
+                here = proc.flags if proc is not None else configured[name]
+                path = model_paths.get(name) or (here.model if here else None)
+                if here is None or not path:
                     continue
-                layers[name] = known[name][path] if path in known[name] else gguf_block_count(path)
-                known[name][path] = layers[name]
+                if proc is not None and not os.path.isabs(path):  # `-m model.gguf`: relative to its folder
+                    with contextlib.suppress(psutil.Error, OSError):
+                        path = os.path.join(psutil.Process(proc.pid).cwd(), path)
+                shapes[name] = known[name][path] if path in known[name] else read_model_shape(path)
+                paths[name] = path
             pids = {proc.pid: name for name, (proc, _n) in processes.items() if proc is not None}
-            return _Local(processes, layers, self._gpu.read(pids), read_host())
+            return _Local(processes, shapes, paths, self._gpu.read(pids), read_host())
 
         local = await asyncio.get_running_loop().run_in_executor(self._pool, work)
-        for name in backends:
-            proc = local.processes.get(name, (None, None))[0]
-            path = model_paths.get(name) or (proc.flags.model if proc else None)
-            if path and name in local.layers:
-                self._states[name].layers[path] = local.layers[name]
+        for name, path in local.paths.items():
+            self._states[name].shapes[path] = local.shapes.get(name)
         return local
 
     def _backend_status(self, name: str, cfg: BackendConfig, reading: LlamaReading, local: _Local) -> BackendStatus:
@@ -298,6 +306,7 @@ class BackendMonitor:
         busy = sum(1 for s in slots if s.busy) if slots_body is not None else (
             metrics.requests_processing if metrics is not None else None)
         proc, note = local.processes.get(name, (None, None))
+        shape = local.shapes.get(name)
         if proc is not None and proc.started_at != state.process_started:
             if state.process_started is not None:
                 state.info_at = None  # a new llama-server process: its model or flags may differ
@@ -324,7 +333,8 @@ class BackendMonitor:
             total_slots=info.total_slots or (len(slots) or None),
             busy_slots=busy,
             slots=slots,
-            n_layers=local.layers.get(name),
+            n_layers=shape.n_layers if shape is not None else None,
+            swa=swa_status(shape, *self._flags(proc, cfg), info.n_ctx_slot, info.total_slots),
             gen_tps=gen_tps,
             prompt_tps=prompt_tps,
             metrics=metrics,
@@ -332,11 +342,21 @@ class BackendMonitor:
             process_note=note,
         )
 
+    @staticmethod
+    def _flags(proc: ProcessStatus | None, cfg: BackendConfig) -> tuple[ProcessFlags | None, str | None]:
+        """llama-server's flags: its process's, else (while that cannot be read) its configured command's."""
+        if proc is not None and proc.is_llama_server:
+            return proc.flags, "process"
+        flags = command_flags(cfg.command)
+        return (flags, "command") if flags is not None else (None, None)
+
     def _derive(self, snap: MonitorSnapshot) -> MonitorSnapshot:
         """Cache report and advice from the folded records and the snapshot's readings."""
         version = self._cache.version
         facts = {b.name: SlotFacts(b.total_slots, b.n_ctx_slot,
-                                   b.process.flags.cache_ram_mib if b.process else None) for b in snap.backends}
+                                   b.process.flags.cache_ram_mib if b.process else None,
+                                   swa_window=b.swa.window if b.swa else None,
+                                   swa_full=b.swa.full if b.swa else None) for b in snap.backends}
         cache = self._cache.report(facts)
         advice = advise(snap.backends, snap.gpu, cache, tuple(self._failures), self._max_tokens,
                         managed=self._managed)

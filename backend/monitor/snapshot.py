@@ -144,6 +144,18 @@ class ProcessFlags:
     default, 8192 in 0.3.36's; 0: off, so a session that loses its slot recomputes its prompt)."""
     threads: int | None = None
     """`-t/--threads`."""
+    swa_full: bool = False
+    """`--swa-full` (or LLAMA_ARG_SWA_FULL): sliding-window layers keep every cell, not just the
+    window, so a new prompt can reuse any shared start of the cached one (off by default)."""
+    kv_unified: bool | None = None
+    """`-kvu/--kv-unified` (True) or `-no-kvu/--no-kv-unified` (False); None: the build's default
+    (unified when -np is not given)."""
+    ubatch: int | None = None
+    """`-ub/--ubatch-size` (default 512)."""
+    cache_type_k: str | None = None
+    """`-ctk/--cache-type-k` (default f16)."""
+    cache_type_v: str | None = None
+    """`-ctv/--cache-type-v` (default f16)."""
     host: str | None = None
     """`--host`."""
     port: int | None = None
@@ -176,6 +188,50 @@ class ProcessStatus:
     """Seconds since start, at sampling time."""
     flags: ProcessFlags
     """Parsed start flags."""
+
+
+@dataclass(frozen=True, slots=True)
+class SwaStatus:
+    """Sliding-window attention: the model's window and layers (from its GGUF), whether llama-server
+    keeps the full cache of those layers (--swa-full), and the KV memory either way.
+
+    Without --swa-full llama-server keeps only about the last window of a sliding-window layer, so a
+    prompt that differs from the cached one before its end (a new Claude Code session, a subagent)
+    cannot reuse the shared start and is read again in full. Byte figures follow `backend.monitor.kv`
+    and are None when a dimension, the context or a cache type is unknown.
+    """
+
+    window: int
+    """`<arch>.attention.sliding_window`: tokens a sliding-window layer attends to."""
+    swa_layers: int
+    """Layers that use the window."""
+    n_layers: int
+    """All layers."""
+    pattern_source: str | None
+    """Where the layer pattern came from: "gguf" or "llama.cpp default for <arch>"."""
+    full: bool | None
+    """llama-server runs with --swa-full (True), without (False), or its flags cannot be read (None)."""
+    full_source: str | None = None
+    """Where `full` was read: "process" (its command line and LLAMA_ARG_* environment) or "command"
+    (the backend's configured `command`, while its process cannot be read)."""
+    n_ctx: int | None = None
+    """Total context the figures are computed for (-c)."""
+    slots: int | None = None
+    """Slots (-np) the figures are computed for."""
+    cache_types: str | None = None
+    """KV cache types, K/V (e.g. "f16/f16")."""
+    swa_cells: int | None = None
+    """Tokens per slot a sliding-window layer keeps without --swa-full (window + ubatch, padded)."""
+    kv_bytes: int | None = None
+    """The whole KV cache as llama-server runs now."""
+    base_bytes: int | None = None
+    """Full-attention layers' share of it."""
+    swa_bytes: int | None = None
+    """Sliding-window layers without --swa-full."""
+    swa_full_bytes: int | None = None
+    """Sliding-window layers with --swa-full."""
+    extra_bytes: int | None = None
+    """What --swa-full adds: swa_full_bytes - swa_bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +283,8 @@ class BackendStatus:
     n_layers: int | None = None
     """Repeating layers of the model (`<arch>.block_count` read from the GGUF file when it is on
     this machine); compare with the process's -ngl."""
+    swa: SwaStatus | None = None
+    """Sliding-window attention, when the model uses it (read from its GGUF file on this machine)."""
     gen_tps: float | None = None
     """Generation speed over the last interval, tokens/s: /slots n_decoded deltas while a slot
     generates, else /metrics counter deltas (requests that ended in the interval); 0.0 when the
@@ -276,6 +334,11 @@ class CacheStats:
     """Time to first token of the most recent request."""
     low_turns: int = 0
     """Later turns (not a session's first) whose share was under 50%."""
+    first_share: float | None = None
+    """Share over the first turns of sessions that came after another session's prompt on the same
+    backend: what a new session (or a subagent) took from the previous one's cache."""
+    missed_first_turns: int = 0
+    """Such first turns that served (nearly) nothing from cache (under 5%)."""
     reason: str | None = None
     """Why the share was low on a later turn, when it can be told."""
     fix: str | None = None
@@ -403,7 +466,7 @@ class Advice:
     """error: requests will fail; warn: they will be slow or fail later; info: worth knowing."""
     code: str
     """Stable id, e.g. "ctx_too_small", "ctx_below_compact", "no_metrics", "no_slots",
-    "ngl_partial", "gpu_mem_full", "request_context_exceeded", "cache_low"."""
+    "ngl_partial", "gpu_mem_full", "request_context_exceeded", "cache_low", "swa_no_full"."""
     text: str
     """What is wrong, with the numbers."""
     fix: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.monitor.snapshot import BackendStatus, GpuStatus, HostStatus, ProcessStatus
+from backend.monitor.snapshot import BackendStatus, GpuStatus, HostStatus, ProcessStatus, SwaStatus
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -80,10 +80,24 @@ def describe_process(p: ProcessStatus) -> str:
         flags.append("--no-slots")
     if f.jinja is not None:
         flags.append("--jinja" if f.jinja else "--no-jinja")
+    if f.swa_full:
+        flags.append("--swa-full")
     cpu = f"{p.cpu_percent:.0f}% CPU" if p.cpu_percent is not None else "CPU ?"
     return (f"pid {p.pid} {p.name or '?'}: {cpu}, {human_bytes(p.rss_bytes)} resident, "
             f"{p.threads if p.threads is not None else '?'} threads, up {human_duration(p.uptime_s)}; "
             f"flags: {' '.join(flags) or '(defaults)'}")
+
+
+def describe_swa(swa: SwaStatus) -> str:
+    """Window, layers, --swa-full and the KV cache without and with it."""
+    full = {True: "on", False: "off", None: "unknown (flags not readable)"}[swa.full]
+    text = (f"sliding-window attention: {swa.window}-token window on {swa.swa_layers} of {swa.n_layers} layers; "
+            f"--swa-full {full}")
+    if swa.base_bytes is not None and swa.swa_bytes is not None and swa.swa_full_bytes is not None:
+        text += (f"; KV cache {human_bytes(swa.base_bytes + swa.swa_bytes)} without it, "
+                 f"{human_bytes(swa.base_bytes + swa.swa_full_bytes)} with it (-c {swa.n_ctx}, {swa.slots} slot(s), "
+                 f"{swa.cache_types})")
+    return text
 
 
 def describe_gpu(gpu: GpuStatus, host: HostStatus | None = None) -> list[str]:

@@ -59,6 +59,16 @@ def command_argv(command: str, api_base: str) -> list[str]:
     return argv
 
 
+def command_with_flag(command: str, flag: str) -> str:
+    """`command` with a switch such as `--swa-full` appended, the user's own text kept as written;
+    unchanged when the switch is already there."""
+    try:
+        present = flag in {a.split("=", 1)[0] for a in shlex.split(command)}
+    except ValueError:
+        present = False
+    return command if present else f"{command.rstrip()} {flag}"
+
+
 class LlamaServerService(SupervisedService):
     """One supervised llama-server (same façade as LiteLLMService: start, stop, restart, status, log)."""
 

@@ -15,6 +15,7 @@ from backend.monitor.snapshot import (
     GpuStatus,
     ProcessFlags,
     ProcessStatus,
+    SwaStatus,
 )
 
 NO_GPU = GpuStatus(note="no GPU telemetry here")
@@ -141,3 +142,39 @@ def test_an_unreachable_backend_ccbridge_runs_points_at_its_service():
     down = backend(None, health="unreachable", health_detail="connection refused")
     (a,) = advise([down], NO_GPU, CacheReport(), managed={"local"})
     assert "backends.local.command" in a.fix and "llama:local" in a.fix
+
+
+GEMMA_SWA = SwaStatus(window=512, swa_layers=15, n_layers=18, pattern_source="llama.cpp default for gemma3",
+                      full=False, full_source="process", n_ctx=8192, slots=1, cache_types="f16/f16", swa_cells=1024,
+                      kv_bytes=39 * 2**20, base_bytes=24 * 2**20, swa_bytes=15 * 2**20, swa_full_bytes=120 * 2**20,
+                      extra_bytes=105 * 2**20)
+"""What the monitor computed for gemma-3-270m at -c 8192 -np 1 (llama-server logged 24 + 15 MiB)."""
+
+
+def test_a_sliding_window_model_without_swa_full_gets_the_fix_with_its_memory_cost():
+    b = backend(model="/models/gemma-3-270m-q4_k_m.gguf", swa=GEMMA_SWA)
+    (a,) = advise([b], NO_GPU, CacheReport())
+    assert a.level == "warn" and a.code == "swa_no_full" and a.backend == "local"
+    assert "gemma-3-270m-q4_k_m.gguf uses sliding-window attention" in a.text
+    assert "15 of 18 layers" in a.text and "512 tokens" in a.text and "last 1024 tokens" in a.text
+    assert "a new Claude Code session, a subagent" in a.text and "read again in full" in a.text
+    assert a.fix.startswith("restart llama-server with --swa-full")
+    assert "105.0 MiB" in a.fix and "-c 8192 with 1 slot(s)" in a.fix and "39.0 MiB -> 144.0 MiB" in a.fix
+
+
+def test_swa_advice_for_a_managed_server_names_the_key_and_what_was_seen():
+    row = CacheStats(key="local", backend="local", session_id=None, requests=2, prompt_tokens=8000,
+                     cached_tokens=1, share=0.0, last_share=0.0, later_share=None, prompt_tps=None, ttft_ms=None,
+                     last_ttft_ms=None, missed_first_turns=2)
+    (a,) = advise([backend(swa=GEMMA_SWA)], NO_GPU, CacheReport(by_backend=(row,)), managed={"local"})
+    assert "backends.local.command" in a.fix and "llama:local" in a.fix and "w on the GPU screen" in a.fix
+    assert "seen here: 2 new session(s)" in a.text
+
+
+def test_no_swa_advice_with_swa_full_and_a_hedge_when_flags_are_unknown():
+    assert advise([backend(swa=replace(GEMMA_SWA, full=True))], NO_GPU, CacheReport()) == ()
+    (a,) = advise([backend(swa=replace(GEMMA_SWA, full=None, full_source=None))], NO_GPU, CacheReport())
+    assert "flags cannot be read here: unless it runs with --swa-full" in a.text
+    bare = replace(GEMMA_SWA, kv_bytes=None, base_bytes=None, swa_bytes=None, swa_full_bytes=None, extra_bytes=None)
+    (b,) = advise([backend(swa=bare)], NO_GPU, CacheReport())
+    assert b.fix == "restart llama-server with --swa-full"

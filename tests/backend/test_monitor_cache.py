@@ -125,3 +125,62 @@ def test_client_usage_is_the_fallback_without_llama_server_timings():
     folder.add(RequestRecord(id="u3", started_at=3.0, method="POST", path="/v1/messages", session_id="s",
                              routed_backend="local", input_tokens=90))  # no cache figure at all
     assert folder.report().by_session[0].requests == 2
+
+
+SWA_OFF = SlotFacts(1, 8192, swa_window=512, swa_full=False)
+
+
+def test_a_new_sessions_first_turn_missing_on_a_sliding_window_model_names_swa():
+    # Measured with Gemma 3 270M: the second Claude Code session re-read all ~4,000 tokens (cache_n 0-1)
+    folder = CacheFolder()
+    folder.add(rec("aaaa1111-0000", 1.0, 4028, 0, output=11))
+    folder.add(rec("bbbb2222-0000", 2.0, 4025, 1, output=10))
+    rows = {r.key: r for r in folder.report({"local": SWA_OFF}).by_session}
+    new = rows["bbbb2222-0000"]
+    assert new.missed_first_turns == 1 and new.low_turns == 0
+    assert new.first_share is not None and new.first_share < 0.01
+    assert new.reason and "first turn served 0%" in new.reason and "aaaa1111" in new.reason
+    assert "sliding-window attention (512-token window)" in new.reason and "without --swa-full" in new.reason
+    assert new.fix and "--swa-full" in new.fix
+    first = rows["aaaa1111-0000"]  # nothing came before it: nothing to reuse, nothing to explain
+    assert first.first_share is None and first.missed_first_turns == 0 and first.reason is None
+    (backend,) = folder.report({"local": SWA_OFF}).by_backend
+    assert backend.missed_first_turns == 1 and backend.reason == new.reason
+
+
+def test_with_swa_full_the_new_session_reuses_the_shared_start_and_nothing_is_said():
+    # Measured: with --swa-full the second session took 1,787 of 4,026 tokens from cache
+    folder = CacheFolder()
+    folder.add(rec("a", 1.0, 4022, 0))
+    folder.add(rec("b", 2.0, 2239, 1787))
+    facts = {"local": SlotFacts(1, 8192, swa_window=512, swa_full=True)}
+    row = next(r for r in folder.report(facts).by_session if r.key == "b")
+    assert row.first_share is not None and 0.4 < row.first_share < 0.5
+    assert row.missed_first_turns == 0 and row.reason is None
+
+
+def test_a_first_turn_miss_without_a_sliding_window_is_not_blamed_on_it():
+    folder = CacheFolder()
+    folder.add(rec("a", 1.0, 4022, 0))
+    folder.add(rec("b", 2.0, 4025, 0))  # e.g. another folder: the prompts differ from the start
+    for facts in (SlotFacts(1, 8192), SlotFacts(1, 8192, swa_window=512, swa_full=True)):
+        row = next(r for r in folder.report({"local": facts}).by_session if r.key == "b")
+        assert row.missed_first_turns == 1 and row.reason is None
+
+
+def test_a_previous_prompt_inside_the_window_lost_nothing():
+    folder = CacheFolder()
+    folder.add(rec("a", 1.0, 300, 0, output=10))
+    folder.add(rec("b", 2.0, 4000, 0))
+    row = next(r for r in folder.report({"local": SWA_OFF}).by_session if r.key == "b")
+    assert row.missed_first_turns == 1 and row.reason is None
+
+
+def test_unknown_swa_full_says_so_and_a_later_unexplained_miss_names_swa():
+    folder = CacheFolder()
+    folder.add(rec("s", 1.0, 15000, 0))
+    folder.add(rec("s", 2.0, 15300, 0))  # e.g. a subagent or /compact: the prompt changed before its end
+    row = folder.report({"local": SlotFacts(1, 131072, swa_window=1024, swa_full=None)}).by_session[0]
+    assert row.low_turns == 1 and row.reason and "not clear" not in row.reason
+    assert "unless llama-server runs with --swa-full (its flags cannot be read here)" in row.reason
+    assert row.fix and "--swa-full" in row.fix

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from backend.monitor.llama import (
     Answer,
-    gguf_block_count,
     health_state,
     live_rates,
     metrics_from_samples,
@@ -141,9 +140,3 @@ def test_health_states():
     assert health_state(loading) == ("loading", "Loading model")
     assert health_state(Answer("unreachable", None, None, "refused"))[0] == "unreachable"
     assert health_state(Answer("error", 500, None, "boom")) == ("error", "boom")
-
-
-def test_gguf_block_count_of_the_tiny_model(tiny_model):
-    assert gguf_block_count(str(tiny_model)) == 2
-    assert gguf_block_count(str(FIXTURES / "models.json")) is None
-    assert gguf_block_count("/no/such/file.gguf") is None

@@ -6,7 +6,7 @@ import pytest
 
 from backend.config import ConfigError
 from backend.config.loader import command_problem, parse_config
-from backend.services.llama_service import command_argv, service_name
+from backend.services.llama_service import command_argv, command_with_flag, service_name
 
 
 def config_text(command: str) -> str:
@@ -44,3 +44,9 @@ def test_host_and_port_come_from_api_base_when_missing():
     given = command_argv("llama-server --host 0.0.0.0 --port 8081", "http://127.0.0.1:8081/v1")
     assert given == ["llama-server", "--host", "0.0.0.0", "--port", "8081"]
     assert service_name("local") == "llama:local"
+
+
+def test_a_switch_is_added_once_keeping_the_users_text():
+    cmd = "llama-server -m '/models/my gemma.gguf'  -c 8192 "
+    assert command_with_flag(cmd, "--swa-full") == "llama-server -m '/models/my gemma.gguf'  -c 8192 --swa-full"
+    assert command_with_flag("llama-server --swa-full -c 8192", "--swa-full") == "llama-server --swa-full -c 8192"

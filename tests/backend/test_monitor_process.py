@@ -7,6 +7,7 @@ import socket
 
 from backend.monitor.process import (
     ProcessProbe,
+    command_flags,
     host_port,
     is_local_host,
     looks_like_llama_server,
@@ -45,6 +46,26 @@ def test_environment_is_the_fallback():
     env = {"LLAMA_ARG_CTX_SIZE": "32768", "LLAMA_ARG_ENDPOINT_METRICS": "1", "LLAMA_ARG_N_PARALLEL": "2"}
     f = parse_flags(["llama-server", "-c", "65536"], env)
     assert f.ctx == 65536 and f.metrics is True and f.parallel == 2
+
+
+def test_kv_cache_flags_and_swa_full():
+    f = parse_flags(["llama-server", "-m", "g.gguf", "--swa-full", "-kvu", "-ub", "256", "-ctk", "q8_0",
+                     "--cache-type-v=q4_0"])
+    assert f.swa_full is True and f.kv_unified is True and f.ubatch == 256
+    assert f.cache_type_k == "q8_0" and f.cache_type_v == "q4_0"
+    plain = parse_flags(["llama-server", "-m", "g.gguf", "--no-kv-unified"])
+    assert plain.swa_full is False and plain.kv_unified is False and plain.ubatch is None
+    assert parse_flags(["llama-server"]).kv_unified is None  # the build decides (unified without -np)
+    env = {"LLAMA_ARG_SWA_FULL": "1", "LLAMA_ARG_KV_UNIFIED": "false", "LLAMA_ARG_CACHE_TYPE_K": "q8_0"}
+    from_env = parse_flags(["llama-server"], env)
+    assert from_env.swa_full is True and from_env.kv_unified is False and from_env.cache_type_k == "q8_0"
+
+
+def test_flags_of_a_configured_command():
+    f = command_flags("llama-server -m '/models/my model.gguf' -c 8192 --swa-full")
+    assert f is not None and f.model == "/models/my model.gguf" and f.ctx == 8192 and f.swa_full
+    assert command_flags(None) is None and command_flags("") is None
+    assert command_flags("llama-server -m 'unclosed") is None
 
 
 def test_secrets_are_masked():

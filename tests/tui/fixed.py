@@ -140,6 +140,11 @@ class FixedBackend:
         self._status = {**self._status, "aliases": [{"pattern": p, "target": t} for p, t in aliases]}
 
 
+    def enable_swa_full(self, backend: str) -> tuple[str, ...]:
+        self.calls.append(("enable_swa_full", backend))
+        return (f"llama:{backend}",)
+
+
 def fixed_app(**kw: Any):  # type: ignore[no-untyped-def]
     """A PanelApp over FixedBackend with a fixed clock, history already loaded."""
     from tui.app import PanelApp

@@ -1,8 +1,16 @@
-"""llama-server and GPU: filled from `status()["monitor"]` when the backend provides it."""
+"""llama-server and GPU: filled from `status()["monitor"]` when the backend provides it.
+
+`w` applies the monitor's sliding-window advice to a llama-server ccbridge runs:
+through the backend façade (`enable_swa_full`), never by touching the service.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
@@ -47,6 +55,23 @@ def gpu_lines(gpu: dict) -> list[str]:
     return lines
 
 
+def swa_line(swa: dict | None) -> str | None:
+    """The sliding-window state of a backend: window, layers, --swa-full and the KV memory either way."""
+    if not swa:
+        return None
+    full = {True: "on", False: "off", None: "unknown"}[swa.get("full")]
+    line = (f"    sliding window {swa.get('window')} tokens on {swa.get('swa_layers')}/{swa.get('n_layers')} layers"
+            f"  --swa-full {full}")
+    base, part, whole = swa.get("base_bytes"), swa.get("swa_bytes"), swa.get("swa_full_bytes")
+    if isinstance(base, int) and isinstance(part, int) and isinstance(whole, int):
+        line += f"  KV {_mib(base + part)} without, {_mib(base + whole)} with"
+    return line
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
+
+
 def monitor_text(monitor: dict | None) -> str:
     """A plain summary of the monitor section: servers, slots, speed, process, GPU, cache, advice."""
     if not monitor:
@@ -67,6 +92,9 @@ def monitor_text(monitor: dict | None) -> str:
                          f"rss {_gib(proc.get('rss_bytes'))}  threads {proc.get('threads', '-')}")
             if shown:
                 lines.append(f"    flags {shown}")
+        swa = swa_line(b.get("swa"))
+        if swa:
+            lines.append(swa)
     gpu = monitor.get("gpu") or {}
     lines.append("GPU")
     lines.extend(gpu_lines(gpu))
@@ -81,7 +109,9 @@ def monitor_text(monitor: dict | None) -> str:
                      f"tokens from cache ({c.get('requests', 0)} requests)")
     for c in (cache.get("by_session") or [])[:5]:
         why = f"  ({c['reason']})" if c.get("reason") else ""
-        lines.append(f"  session {str(c.get('key'))[:8]}: later turns {_pct(c.get('later_share'))} from cache{why}")
+        first = f", first turn {_pct(c['first_share'])}" if c.get("first_share") is not None else ""
+        lines.append(f"  session {str(c.get('key'))[:8]}: later turns {_pct(c.get('later_share'))}{first} "
+                     f"from cache{why}")
     for a in monitor.get("advice") or []:
         lines.append(f"{a.get('level', 'note')}: {a.get('text', '')}")
         if a.get("fix"):
@@ -112,8 +142,25 @@ def dashboard_card(monitor: dict | None) -> str:
     return "\n".join(lines)
 
 
+def swa_target(status: dict[str, Any]) -> tuple[str | None, str]:
+    """(backend to give --swa-full, what to tell the user): a backend the monitor advised it for that
+    ccbridge runs itself; None with the reason when there is none."""
+    advised = [a.get("backend") for a in (status.get("monitor") or {}).get("advice") or []
+               if a.get("code") == "swa_no_full" and a.get("backend")]
+    if not advised:
+        return None, "no backend needs --swa-full (no sliding-window model served without it)"
+    services = {s.get("name") for s in status.get("services") or []}
+    for name in advised:
+        if f"llama:{name}" in services:
+            return name, f"adding --swa-full to backends.{name}.command and restarting llama:{name} ..."
+    return None, (f"backend '{advised[0]}' is not run by ccbridge: add --swa-full to the llama-server command "
+                  "line you start it with")
+
+
 class GpuScreen(PanelScreen):
-    """A place held for the llama-server/GPU view."""
+    """llama-server, GPU, prompt cache and the monitor's advice; `w` applies --swa-full."""
+
+    BINDINGS = [Binding("w", "swa_full", "--swa-full", id="gpu.swa_full")]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -124,3 +171,27 @@ class GpuScreen(PanelScreen):
     def refresh_view(self, finished: list[RequestRecord]) -> None:
         text = monitor_text(self.panel.state.status.get("monitor"))
         self.query_one("#gpu-body", Static).update(text)
+
+    def action_swa_full(self) -> None:
+        name, message = swa_target(self.panel.state.status)
+        self.notify(message, severity="information" if name else "warning", markup=False)
+        if name is not None:
+            self.panel.state.activity[f"llama:{name}"] = "restarting"
+            self._enable_swa_full(name)
+
+    @work(thread=True, group="swa-full")
+    def _enable_swa_full(self, backend: str) -> None:
+        bridge = self.panel.bridge
+        assert bridge is not None  # the screen is only shown once the backend is there
+        try:
+            restarted = bridge.backend.enable_swa_full(backend)
+            message, severity = (f"--swa-full added to backends.{backend}.command; restarted: "
+                                 f"{', '.join(restarted) or 'nothing (it was there already)'}"), "information"
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the panel goes on
+            message, severity = f"--swa-full for backend '{backend}' failed: {exc}", "error"
+        self.app.call_from_thread(self._swa_done, backend, message, severity)
+
+    def _swa_done(self, backend: str, message: str, severity: str) -> None:
+        self.panel.state.activity.pop(f"llama:{backend}", None)
+        self.notify(message, severity=severity, markup=False)  # type: ignore[arg-type]
+        self.panel.poll_status()

@@ -15,6 +15,7 @@ SCREEN_KEYS = [
     ("Aliases", "a add   e/enter edit   x delete   shift+up/down (K/J) reorder   m map an unknown model   "
                 "ctrl+s save and apply   u revert"),
     ("Services", "r restart selected   R restart all   s stop/start   f follow log   / search log"),
+    ("GPU", "w add --swa-full to a sliding-window model's llama-server (one ccbridge runs) and restart it"),
 ]
 
 
