@@ -44,6 +44,7 @@ class RequestRecord:
     stop_reason: str | None = None
     client_hung_up: bool = False
     error: str | None = None
+    subagent: bool = False  # a Claude Code subagent's request (its billing line said so)
 
     @property
     def cache_share(self) -> float | None:

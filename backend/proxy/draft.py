@@ -43,11 +43,22 @@ class RequestDraft:
     client_hung_up: bool = False
     error: str | None = None
     backend_calls: int = 0
+    subagent: bool = False
     # lifecycle bookkeeping, not recorded
     first_at: float | None = None  # monotonic time of the first content delta
     sent_status: int | None = None  # status of a streamed response already sent
     pinned_slot: int | None = None  # llama-server slot the native route pinned (told to the pinner)
     assemble: bool = False  # a plain request the native route asked llama-server to stream
+
+    family: str | None = None  # the system prompt's family (see prompt.prompt_family)
+
+    @property
+    def agent_key(self) -> str | None:
+        """Who the request belongs to, for slot pinning: the Claude session, with its
+        main agent and each kind of subagent apart (one session id, different prompts)."""
+        if self.session_id is None:
+            return None
+        return f"{self.session_id}/{self.family}" if self.family else self.session_id
 
     def fail(self, message: str) -> None:
         """Note why the request failed; the first reason wins."""

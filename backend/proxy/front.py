@@ -60,7 +60,7 @@ from backend.proxy.errors import (
 )
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
-from backend.proxy.prompt import strip_billing_line
+from backend.proxy.prompt import is_subagent, prompt_family, strip_billing_line
 from backend.proxy.slots import SlotPinner
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
@@ -270,7 +270,7 @@ class FrontProxy:
                     return response
                 body, backend, model, upstream = routed.body, routed.backend, routed.model, routed.upstream
                 if upstream.paired:
-                    pair = self._registry.open(draft.id, backend, model, draft.session_id)
+                    pair = self._registry.open(draft.id, backend, model, draft.agent_key)
             self._bus.publish(RequestStarted(draft.id, draft.started_at, draft.method, draft.path,
                                              draft.requested_model, draft.routed_backend, draft.session_id))
             response = await self._forward(request, body, routing, upstream, draft, pair)
@@ -327,6 +327,11 @@ class FrontProxy:
                 "<backend>); it applies to the next request.",
                 "not_found_error",
             )
+        billing = strip_billing_line(obj)
+        if billing is not None:
+            self.billing_lines_removed += 1
+            draft.subagent = is_subagent(billing)
+        draft.family = prompt_family(obj)
         backend = routing.backends[rule.backend]
         draft.alias_rule = rule.pattern
         draft.routed_backend = backend.name
@@ -334,7 +339,7 @@ class FrontProxy:
         draft.routed_model = routed_model or self._resolved_model(backend)
         if backend.route == "native":
             upstream = self._native(backend)
-            slot = await self._pinner.slot_for(backend, draft.session_id)
+            slot = await self._pinner.slot_for(backend, draft.agent_key)
             if slot is not None:
                 obj["id_slot"] = slot
                 draft.pinned_slot = slot
@@ -353,8 +358,6 @@ class FrontProxy:
         cap = backend.max_tokens
         if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
             obj["max_tokens"] = cap
-        if strip_billing_line(obj):
-            self.billing_lines_removed += 1
         # Key order and values are kept, so the prompt LiteLLM renders (and
         # llama-server's prompt cache) is the same as for the original bytes.
         return _Routed(fastjson.dumps(obj, fast), backend.name, routed_model, upstream)

@@ -199,3 +199,27 @@ def test_native_route_does_not_queue_a_session_behind_its_own_request(tmp_path):
         assert third.status_code == 200 and up.seen[-1].json()["id_slot"] == slots[0]  # free again: pinned
 
     run_with_bridge(tmp_path, body, upstream=SlotServer(delay=0.05), backend_extra="    route: native\n")
+
+
+def test_a_subagent_is_pinned_apart_from_its_session(tmp_path):
+    """Same session id, different system prompt: the subagent gets its own slot, so it does
+    not evict the main agent's prompt from llama-server's cache (and vice versa)."""
+    main_system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.330.a42; cc_entrypoint=cli;"},
+                   {"type": "text", "text": "You are a Claude agent."},
+                   {"type": "text", "text": "You are an agent working with the user toward their goals."}]
+    sub_system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.330.440; cc_entrypoint=cli; "
+                                           "cc_is_subagent=true;"},
+                  {"type": "text", "text": "You are a Claude agent."},
+                  {"type": "text", "text": "You are an agent for Claude Code."}]
+
+    async def body(bridge, up, client):
+        headers = {"x-claude-code-session-id": "s1"}
+        for system in (main_system, sub_system, main_system):
+            resp = await client.post("/v1/messages", json=messages_body(system=system), headers=headers)
+            assert resp.status_code == 200
+        main1, sub, main2 = (s.json()["id_slot"] for s in up.seen if s.path == "/v1/messages")
+        assert main1 == main2 and sub != main1
+        records = bridge.recent(3)
+        assert [r.subagent for r in reversed(records)] == [False, True, False]
+
+    run_with_bridge(tmp_path, body, upstream=SlotServer(), backend_extra="    route: native\n")
