@@ -360,6 +360,34 @@ def _conversation(url: str) -> dict[str, float]:
             "turns_without_usage": missing}
 
 
+def request_check_cost() -> dict:
+    """What the front's request shape check costs on a body the size of a long Claude Code
+    session (tools with schemas, many tool calls and results), against parsing it."""
+    import timeit
+
+    from backend.proxy import fastjson
+    from backend.proxy.validate import check_messages_request
+
+    tools = [{"name": f"Tool{i}", "description": "d" * 2000,
+              "input_schema": {"type": "object", "properties": {f"p{j}": {"type": "string"} for j in range(6)}}}
+             for i in range(20)]
+    messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": "task " * 200}]}]
+    for i in range(60):
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": "step " * 20},
+            {"type": "tool_use", "id": f"toolu_{i}", "name": "Tool1", "input": {"p0": "x" * 40}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": [{"type": "text", "text": "r" * 600}]}]})
+    body = {"model": "claude-opus-5-5", "max_tokens": 8000, "stream": True, "tools": tools,
+            "system": [{"type": "text", "text": "s" * 8000}], "messages": messages}
+    raw = json.dumps(body).encode()
+    n = 300
+    check = timeit.timeit(lambda: check_messages_request(body), number=n) / n
+    parse = timeit.timeit(lambda: fastjson.loads(raw), number=n) / n
+    return {"body_kb": len(raw) / 1024, "blocks": sum(len(m["content"]) for m in messages),
+            "check_us": check * 1e6, "parse_us": parse * 1e6}
+
+
 # -- main -------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -402,6 +430,7 @@ def main() -> None:
                 total = 20_000 if args.quick else 100_000
                 asyncio.run(throughput(proxy_url, total, 32))
                 data["rss_mb"] = {"idle": idle, "after": rss_mb(proxy_pid), "requests": total}
+        data["request_check"] = request_check_cost()
         if not args.no_real:
             data["real"] = real_chain(tmp, env, 30 if args.quick else 100, args.quick)
     data["retried_requests"] = FAILURES
@@ -418,6 +447,10 @@ def render(d: dict) -> str:
     rows = [("figure", "measured", "target")]
     rows.append(("added latency, non-streaming, p50 / p99",
                  f"{add['ccbridge']['p50']:+.2f} / {add['ccbridge']['p99']:+.2f} ms", "<= 0.3 / <= 1 ms"))
+    if "request_check" in d:
+        c = d["request_check"]
+        rows.append((f"request shape check, {c['body_kb']:.0f} KB body ({c['blocks']} blocks)",
+                     f"{c['check_us']:.0f} us (parse {c['parse_us']:.0f} us)", "in the p50 above"))
     rows.append(("added time to first byte, p50 / p99",
                  f"{add['ccbridge']['ttfb50']:+.2f} / {add['ccbridge']['ttfb99']:+.2f} ms", "<= 0.3 ms (p50)"))
     rows.append(("inter-event gap p99, ccbridge vs direct",

@@ -60,57 +60,76 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _string(obj: dict[str, Any], key: str, path: str, *, required: bool = True) -> None:
+# The walk below returns None when a part is fine, or the problem with its path relative to
+# the part: paths are only formatted for the one request in many that is wrong.
+
+def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     if key not in obj:
-        if required:
-            raise _missing(f"{path}.{key}")
-        return
-    if not isinstance(obj[key], str):
-        raise _fail(f"{path}.{key}", "a string", obj[key])
+        return f"{key}: field required" if required else None
+    value = obj[key]
+    return None if isinstance(value, str) else f"{key}: expected a string, got {_kind(value)}"
 
 
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, "an object", value)
-    return value
+def _object(value: Any, key: str) -> str | None:
+    return None if isinstance(value, dict) else f"{key}: expected an object, got {_kind(value)}"
 
 
-def _block(block: Any, path: str) -> None:
-    block = _object(block, path)
+def _at(prefix: str | int, problem: str | None) -> str | None:
+    return None if problem is None else (f"{prefix}.{problem}" if not problem.startswith(":") else f"{prefix}{problem}")
+
+
+def _block(block: Any) -> str | None:
+    """A content block's problem, relative to the block (":" starts one about the block itself)."""
+    if not isinstance(block, dict):
+        return f": expected an object, got {_kind(block)}"
     kind = block.get("type")
-    if not isinstance(kind, str):
-        raise _missing(f"{path}.type") if kind is None else _fail(f"{path}.type", "a string", kind)
     if kind == "text":
-        _string(block, "text", path)
-    elif kind == "thinking":
-        _string(block, "thinking", path)
-    elif kind == "redacted_thinking":
-        _string(block, "data", path)
-    elif kind in ("image", "document"):
-        _object(block.get("source"), f"{path}.source")
-    elif kind == "tool_use":
-        _string(block, "id", path)
-        _string(block, "name", path)
-        if "input" not in block:
-            raise _missing(f"{path}.input")
-        _object(block["input"], f"{path}.input")
-    elif kind == "tool_result":
-        _string(block, "tool_use_id", path)
+        text = block.get("text")
+        return None if isinstance(text, str) else _string(block, "text")
+    if not isinstance(kind, str):
+        return "type: field required" if kind is None else f"type: expected a string, got {_kind(kind)}"
+    if kind == "tool_result":
+        problem = _string(block, "tool_use_id")
+        if problem:
+            return problem
         content = block.get("content")
         if isinstance(content, list):
             for i, inner in enumerate(content):
-                _block(inner, f"{path}.content.{i}")
+                problem = _block(inner)
+                if problem:
+                    return _at(f"content.{i}", problem)
         elif content is not None and not isinstance(content, str):
-            raise _fail(f"{path}.content", "a string or an array of content blocks", content)
+            return f"content: expected a string or an array of content blocks, got {_kind(content)}"
+        return None
+    if kind == "tool_use":
+        problem = _string(block, "id") or _string(block, "name")
+        if problem:
+            return problem
+        if "input" not in block:
+            return "input: field required"
+        return _object(block["input"], "input")
+    if kind == "thinking":
+        return _string(block, "thinking")
+    if kind == "redacted_thinking":
+        return _string(block, "data")
+    if kind in ("image", "document"):
+        return _object(block.get("source"), "source")
+    return None
 
 
-def _content(content: Any, path: str) -> None:
+def _content(content: Any) -> str | None:
+    """A message's content problem, relative to `content`."""
     if isinstance(content, str):
-        return
+        return None
     if not isinstance(content, list):
-        raise _missing(path) if content is None else _fail(path, "a string or an array of content blocks", content)
+        if content is None:
+            return ": field required"
+        return f": expected a string or an array of content blocks, got {_kind(content)}"
     for i, block in enumerate(content):
-        _block(block, f"{path}.{i}")
+        problem = _block(block)
+        if problem:
+            return _at(i, problem)
+    return None
 
 
 def _messages(messages: Any, *, allow_empty: bool) -> None:
@@ -119,14 +138,16 @@ def _messages(messages: Any, *, allow_empty: bool) -> None:
     if not messages and not allow_empty:
         raise RequestInvalid("messages: at least one message is required")
     for i, message in enumerate(messages):
-        path = f"messages.{i}"
-        message = _object(message, path)
+        if not isinstance(message, dict):
+            raise _fail(f"messages.{i}", "an object", message)
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             if role is None:
-                raise _missing(f"{path}.role")
-            raise RequestInvalid(f"{path}.role: expected one of 'user', 'assistant', got {role!r}"[:300])
-        _content(message.get("content"), f"{path}.content")
+                raise _missing(f"messages.{i}.role")
+            raise RequestInvalid(f"messages.{i}.role: expected one of 'user', 'assistant', got {role!r}"[:300])
+        problem = _content(message.get("content"))
+        if problem:
+            raise RequestInvalid(_at(f"messages.{i}.content", problem) or "")
 
 
 def _system(system: Any) -> None:
@@ -135,40 +156,50 @@ def _system(system: Any) -> None:
     if not isinstance(system, list):
         raise _fail("system", "a string or an array of text blocks", system)
     for i, block in enumerate(system):
-        _block(block, f"system.{i}")
+        problem = _block(block)
+        if problem:
+            raise RequestInvalid(_at(f"system.{i}", problem) or "")
 
 
 def _tools(tools: Any) -> None:
     if not isinstance(tools, list):
         raise _fail("tools", "an array of tools", tools)
     for i, tool in enumerate(tools):
-        path = f"tools.{i}"
-        tool = _object(tool, path)
-        _string(tool, "name", path)
+        if not isinstance(tool, dict):
+            raise _fail(f"tools.{i}", "an object", tool)
         kind = tool.get("type")
         if kind is not None and not isinstance(kind, str):
-            raise _fail(f"{path}.type", "a string", kind)
-        if kind in (None, "custom"):  # server tools (web search, ...) have no schema of ours
+            raise _fail(f"tools.{i}.type", "a string", kind)
+        problem = _string(tool, "name")
+        if not problem and kind in (None, "custom"):  # server tools (web search, ...) have no schema of ours
             if "input_schema" not in tool:
-                raise _missing(f"{path}.input_schema")
-            _object(tool["input_schema"], f"{path}.input_schema")
-            _string(tool, "description", path, required=False)
+                problem = "input_schema: field required"
+            else:
+                problem = _object(tool["input_schema"], "input_schema") or _string(tool, "description", required=False)
+        if problem:
+            raise RequestInvalid(f"tools.{i}.{problem}")
 
 
 def _tool_choice(choice: Any) -> None:
-    choice = _object(choice, "tool_choice")
+    if not isinstance(choice, dict):
+        raise _fail("tool_choice", "an object", choice)
     kind = choice.get("type")
     if not isinstance(kind, str) or kind not in TOOL_CHOICES:
         if kind is None:
             raise _missing("tool_choice.type")
         raise RequestInvalid(f"tool_choice.type: expected one of 'auto', 'any', 'tool', 'none', got {kind!r}"[:300])
     if kind == "tool":
-        _string(choice, "name", "tool_choice")
+        problem = _string(choice, "name")
+        if problem:
+            raise RequestInvalid(f"tool_choice.{problem}")
 
 
 def _thinking(thinking: Any) -> None:
-    thinking = _object(thinking, "thinking")
-    _string(thinking, "type", "thinking")
+    if not isinstance(thinking, dict):
+        raise _fail("thinking", "an object", thinking)
+    problem = _string(thinking, "type")
+    if problem:
+        raise RequestInvalid(f"thinking.{problem}")
     if thinking["type"] == "enabled":
         budget = thinking.get("budget_tokens")
         if not _is_int(budget):
@@ -206,7 +237,11 @@ def check_messages_request(body: dict[str, Any], *, count_tokens: bool = False) 
     stops = body.get("stop_sequences")
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
         raise _fail("stop_sequences", "an array of strings", stops)
-    if "metadata" in body and body["metadata"] is not None:
-        metadata = _object(body["metadata"], "metadata")
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _fail("metadata", "an object", metadata)
         if metadata.get("user_id") is not None:
-            _string(metadata, "user_id", "metadata")
+            problem = _string(metadata, "user_id")
+            if problem:
+                raise RequestInvalid(f"metadata.{problem}")
