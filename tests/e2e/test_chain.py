@@ -136,16 +136,22 @@ class StreamReader(threading.Thread):
         self.status: int | None = None
         self.hang_up = threading.Event()
         self.closed_at: float | None = None
+        self.tail = b""  # the last bytes received
+        self.error: str | None = None  # how reading failed, if it did
 
     def run(self) -> None:
-        with httpx.Client(timeout=60, trust_env=False) as client:
-            with client.stream("POST", self.url, json=self.body) as resp:
-                self.status = resp.status_code
-                for chunk in resp.iter_raw():
-                    self.deltas += chunk.count(b"content_block_delta")
-                    if self.hang_up.is_set():
-                        break
-                self.closed_at = time.monotonic()  # leaving the block closes the connection
+        try:
+            with httpx.Client(timeout=60, trust_env=False) as client:
+                with client.stream("POST", self.url, json=self.body) as resp:
+                    self.status = resp.status_code
+                    for chunk in resp.iter_raw():
+                        self.deltas += chunk.count(b"content_block_delta")
+                        self.tail = (self.tail + chunk)[-2000:]
+                        if self.hang_up.is_set():
+                            break
+                    self.closed_at = time.monotonic()  # leaving the block closes the connection
+        except httpx.HTTPError as exc:
+            self.error = repr(exc)
 
 
 def test_hang_up_mid_stream_frees_the_slot(tiny_model, tmp_path):

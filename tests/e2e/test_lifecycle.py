@@ -257,9 +257,14 @@ def test_ccbridge_stopping_ends_streams_and_stops_the_model(tiny_model, tmp_path
         assert wait_for(lambda: all(r.deltas >= 20 for r in readers), 60)
         assert sum(s["is_processing"] for s in slots()) == 2
         stopped_at = time.monotonic()
-        assert serve.stop(signal.SIGTERM) == 0
+        serve.proc.send_signal(signal.SIGTERM)
         assert wait_for(lambda: not any(s["is_processing"] for s in slots()), 10, interval=0.05)
         FREED["ccbridge stopped (SIGTERM)"] = took = (time.monotonic() - stopped_at) * 1000
+        assert serve.stop() == 0
+        for reader in readers:  # each stream ended with an error event that says why, not a cut
+            reader.join(10)
+            assert reader.error is None, reader.error
+            assert b"event: error" in reader.tail and b"ccbridge stopped" in reader.tail, reader.tail[-300:]
         print(f"\nccbridge stopped: both slots free {took:.0f} ms after SIGTERM")
         time.sleep(1)
         assert not any(s["is_processing"] for s in slots())
