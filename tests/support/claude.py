@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .llama import cache_dir
 
-CLAUDE_VERSIONS = ("2.1.197", "2.1.330")
+CLAUDE_VERSIONS = ("2.1.197", "2.1.330", "2.1.332")
 INSTALL_SCRIPT = "bash scripts/install_claude_code.sh"
 
 
