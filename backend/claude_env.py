@@ -68,10 +68,10 @@ class EnvSetting:
     value: str | None
     why: str = ""
 
-    def shell(self) -> str:
-        """The line for a POSIX shell, with the reason as a comment."""
+    def shell(self, *, why: bool = True) -> str:
+        """The line for a POSIX shell, with the reason as a comment unless `why` is False."""
         line = f"unset {self.name}" if self.value is None else f"export {self.name}={shlex.quote(self.value)}"
-        return f"{line}  # {self.why}" if self.why else line
+        return f"{line}  # {self.why}" if self.why and why else line
 
 
 def base_url(config: Config) -> str:
@@ -113,9 +113,9 @@ def claude_settings(config: Config, info: BackendInfo | None) -> list[EnvSetting
     return settings
 
 
-def shell_lines(settings: list[EnvSetting]) -> list[str]:
+def shell_lines(settings: list[EnvSetting], *, why: bool = True) -> list[str]:
     """`ccbridge env`'s output: paste it into a shell, or `eval "$(ccbridge env)"`."""
-    return [s.shell() for s in settings]
+    return [s.shell(why=why) for s in settings]
 
 
 def apply(settings: list[EnvSetting], environ: Mapping[str, str]) -> dict[str, str]:
