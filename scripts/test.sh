@@ -15,14 +15,16 @@ if ! command -v tmux >/dev/null; then
   fi
 fi
 
-# The three heavy set-ups are independent: run them side by side.
+# The heavy set-ups are independent: run them side by side.
 pids=()
 bash scripts/build_llama_server.sh > .logs/llama-build.log 2>&1 & pids+=($!)
 bash scripts/install_claude_code.sh > .logs/claude-install.log 2>&1 & pids+=($!)
 .venv/bin/python -c 'from backend.services.litellm_env import ensure_env; ensure_env()' \
   > .logs/litellm-env.log 2>&1 & pids+=($!)
-names=("llama-server build" "Claude Code install" "LiteLLM environment")
-logs=(.logs/llama-build.log .logs/claude-install.log .logs/litellm-env.log)
+# wheels for tests/e2e/test_install.py, which installs ccbridge's wheel with no network
+.venv/bin/python -m tests.support.wheelhouse > .logs/wheelhouse.log 2>&1 & pids+=($!)
+names=("llama-server build" "Claude Code install" "LiteLLM environment" "wheelhouse")
+logs=(.logs/llama-build.log .logs/claude-install.log .logs/litellm-env.log .logs/wheelhouse.log)
 failed=0
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then
