@@ -147,7 +147,8 @@ def test_wheel_holds_every_data_file_the_program_reads(installed):
 
 
 def test_installed_ccbridge_serves_through_the_cached_litellm_and_runs_env_and_doctor(installed, llama_server):
-    where = subprocess.run([installed.bin("python"), "-c", "import backend, tui; print(backend.__file__, tui.__file__)"],
+    code = "import backend, tui; print(backend.__file__, tui.__file__)"
+    where = subprocess.run([installed.bin("python"), "-c", code],
                            cwd=installed.root, env=installed.env("cmd"), capture_output=True, text=True, check=True)
     assert str(REPO) not in where.stdout and str(installed.venv) in where.stdout, where.stdout
 
@@ -190,7 +191,8 @@ def test_installed_panel_draws_its_first_frame_and_quits(installed, llama_server
     env = {**installed.env("panel"), "TERM": "xterm-256color"}
     t0 = time.monotonic()
     subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30", "-s", "panel",
-                    f"{installed.bin('ccbridge')} --config {config}; sleep 60"], check=True, env=env, cwd=installed.root)
+                    f"{installed.bin('ccbridge')} --config {config}; sleep 60"], check=True, env=env,
+                   cwd=installed.root)
     try:
         def screen() -> str:
             return subprocess.run([*tmux, "capture-pane", "-p", "-t", "panel"], capture_output=True, text=True).stdout
