@@ -140,13 +140,15 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_claude(config_path: str | None, claude_args: list[str]) -> int:
     """Run Claude Code against ccbridge (started here when none runs); its exit code."""
-    from backend.launch import LaunchError, claude_session
+    from backend.launch import LaunchError, claude_session, find_claude
 
-    config, created = _load(config_path, create=True)
-    if created:
-        print(f"ccbridge: wrote a default config to {config.source}", file=sys.stderr)
     try:
-        return claude_session(config, claude_args, say=lambda line: print(line, file=sys.stderr, flush=True))
+        claude = find_claude()  # before anything is written or started
+        config, created = _load(config_path, create=True)
+        if created:
+            print(f"ccbridge: wrote a default config to {config.source}", file=sys.stderr)
+        return claude_session(config, claude, claude_args,
+                              say=lambda line: print(line, file=sys.stderr, flush=True))
     except LaunchError as exc:
         print(f"ccbridge: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -201,9 +201,9 @@ def run_claude(claude: str, args: list[str], env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
-def claude_session(config: Config, args: list[str], say: Callable[[str], None]) -> int:
-    """`ccbridge claude`: the bridge up, Claude Code run with every setting, the bridge down again."""
-    claude = find_claude()
+def claude_session(config: Config, claude: str, args: list[str], say: Callable[[str], None]) -> int:
+    """`ccbridge claude`: the bridge up, Claude Code (`claude`, from `find_claude`) run with every
+    setting, the bridge down again."""
     with running_bridge(config, say):
         first = next(iter(config.backends.values()), None)
         info = probe_backend(first) if first is not None else None

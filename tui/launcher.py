@@ -15,7 +15,9 @@ def _panel_args(argv: list[str]) -> Path | None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="ccbridge", description="Open ccbridge's control panel. "
-                                     "Subcommands: " + ", ".join(sorted(SUBCOMMANDS)) + " (see ccbridge --help).")
+                                     "Subcommands: " + ", ".join(sorted(SUBCOMMANDS))
+                                     + " (`ccbridge SUBCOMMAND --help`; `ccbridge claude` hands its "
+                                     "arguments to Claude Code).")
     parser.add_argument("--config", help="ccbridge.yaml to use (default: the user config dir)")
     args = parser.parse_args(argv)
     return Path(args.config).expanduser() if args.config else None
