@@ -47,8 +47,9 @@ class PermanentFailure(RuntimeError):
 class ExitStreak:
     """Counts a service's exits in a row that look the same (a crash loop, not bad luck).
 
-    Two exits look the same when their reasons match once numbers are blanked out
-    (ports, pids and timestamps differ between attempts, the cause does not).
+    Two exits look the same when their reasons match once numbers other than the
+    exit code are blanked out (ports, pids and timestamps differ between attempts,
+    the cause does not).
     """
 
     def __init__(self) -> None:
@@ -57,7 +58,7 @@ class ExitStreak:
 
     @staticmethod
     def signature(reason: str) -> str:
-        return re.sub(r"\d+", "#", reason)
+        return re.sub(r"(code -?\d+)|\d+", lambda m: m.group(1) or "#", reason)
 
     def add(self, reason: str) -> int:
         """Record one exit; return how many in a row looked like this one."""
