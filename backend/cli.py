@@ -1,4 +1,4 @@
-"""The `ccbridge` command line: serve, env, import, doctor."""
+"""The `ccbridge` command line: serve, env, claude, import, doctor."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
 from backend import __version__, paths
-from backend.backend_probe import output_cap, probe_backend
+from backend.backend_probe import probe_backend
+from backend.claude_env import claude_settings, shell_lines
 from backend.config import ConfigError, ensure_config, load_config, write_imported
 from backend.config.model import Config
 from backend.console import ConsoleWriter
@@ -61,23 +61,11 @@ def _load(path: str | None, *, create: bool) -> tuple[Config, bool]:
 
 
 def env_lines(config: Config) -> list[str]:
-    """The export lines that point Claude Code at ccbridge and suit a local model."""
-    host = config.proxy.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    lines = [f"export ANTHROPIC_BASE_URL=http://{host}:{config.proxy.port}"]
-    key = config.proxy.api_key or "ccbridge-local"
-    comment = "" if config.proxy.api_key else "  # any value: the proxy has no api_key"
-    lines.append(f"export ANTHROPIC_API_KEY={shlex.quote(key)}{comment}")
+    """The shell lines that point Claude Code at ccbridge and suit a local model
+    (sized from the first backend's context, asked for now)."""
     first = next(iter(config.backends.values()), None)
     info = probe_backend(first) if first is not None else None
-    cap = output_cap(info if info and info.reachable else None, first.max_tokens if first else None)
-    ctx = f"context {info.n_ctx_slot} per slot" if info and info.n_ctx_slot else "context unknown"
-    lines.append(f"export CLAUDE_CODE_MAX_OUTPUT_TOKENS={cap}  # fits the backend ({ctx})")
-    lines.append("export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1  # no calls to Anthropic's hosts")
-    lines.append("export API_TIMEOUT_MS=600000  # local prompts can take minutes")
-    if info and info.n_ctx_slot and info.n_ctx_slot >= 100_000:
-        lines.append(f"export CLAUDE_CODE_AUTO_COMPACT_WINDOW={info.n_ctx_slot}  # compact before the context is full")
-    return lines
+    return shell_lines(claude_settings(config, info))
 
 
 # -- commands -----------------------------------------------------------------
@@ -143,6 +131,46 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claude(config_path: str | None, claude_args: list[str]) -> int:
+    """Run Claude Code against ccbridge (started here when none runs); its exit code."""
+    from backend.launch import LaunchError, claude_session, find_claude
+
+    try:
+        claude = find_claude()  # before anything is written or started
+        config, created = _load(config_path, create=True)
+        if created:
+            print(f"ccbridge: wrote a default config to {config.source}", file=sys.stderr)
+        return claude_session(config, claude, claude_args,
+                              say=lambda line: print(line, file=sys.stderr, flush=True))
+    except LaunchError as exc:
+        print(f"ccbridge: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def split_claude_args(argv: list[str]) -> tuple[list[str], str | None, list[str]] | None:
+    """`[opts] claude [--config FILE] [--] [claude args]` -> (opts, config, claude args);
+    None when the command is not `claude`. Claude Code's own options are never parsed here."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("-"):
+            if arg != "claude":
+                return None
+            rest = argv[i + 1:]
+            config: str | None = None
+            if rest[:1] == ["--config"] and len(rest) > 1:
+                config, rest = rest[1], rest[2:]
+            elif rest[:1] and rest[0].startswith("--config="):
+                config, rest = rest[0].split("=", 1)[1], rest[1:]
+            if rest[:1] == ["--"]:
+                rest = rest[1:]
+            return argv[:i], config, rest
+    return None
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     dest = Path(args.config).expanduser() if args.config else paths.default_config_file()
     write_imported(Path(args.file), dest, force=args.force)
@@ -170,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verbose", action="store_true", help="also print LiteLLM's own log lines")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("env", help="print the export lines for Claude Code").set_defaults(func=cmd_env)
+    sub.add_parser("claude", help="run Claude Code through ccbridge: `ccbridge claude [--config FILE] "
+                   "[claude args...]` (starts ccbridge when none runs, stops it after)")
     imp = sub.add_parser("import", help="turn a guide-style LiteLLM config into ccbridge.yaml")
     imp.add_argument("file", help="the LiteLLM config (model_list ...)")
     imp.add_argument("--force", action="store_true", help="overwrite an existing ccbridge.yaml")
@@ -183,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="ccbridge: %(levelname)s: %(message)s")
     parser = build_parser()
+    claude = split_claude_args(list(sys.argv[1:] if argv is None else argv))
+    if claude is not None:
+        opts, config_path, claude_args = claude
+        try:
+            return cmd_claude(config_path or parser.parse_args(opts).config, claude_args)
+        except ConfigError as exc:
+            print(f"ccbridge: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -9,7 +9,7 @@
 #   CCBRIDGE_CACHE_DIR   cache root (default: ~/.cache/ccbridge)
 set -euo pipefail
 
-VERSIONS=("2.1.197" "2.1.330")
+VERSIONS=("2.1.197" "2.1.330" "2.1.332")
 CACHE="${CCBRIDGE_CACHE_DIR:-$HOME/.cache/ccbridge}"
 TOOLS="$CACHE/tools"
 mkdir -p "$TOOLS"

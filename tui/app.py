@@ -15,6 +15,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from backend.backend_probe import BackendInfo
+from backend.claude_env import claude_settings, shell_lines
 from tui.bridge import PanelBridge, PanelState
 from tui.commands import PanelCommands
 from tui.screens.aliases import AliasesScreen
@@ -145,18 +147,23 @@ class PanelApp(App[None]):
     def proxy_url(self) -> str:
         return str(self.state.status.get("proxy_url") or "http://127.0.0.1:8082")
 
-    def env_lines(self) -> list[str]:
-        key = "$ANTHROPIC_API_KEY  # the proxy's api_key" if self._has_key() else "ccbridge-local"
-        return [f"export ANTHROPIC_BASE_URL={self.proxy_url()}",
-                f"export ANTHROPIC_API_KEY={key}",
-                "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 API_TIMEOUT_MS=600000",
-                "(ccbridge env prints these sized for your model)"]
+    def env_lines(self, *, hide_key: bool = False) -> list[str]:
+        """What `ccbridge env` prints (without its comments), sized from the monitor's last look at
+        the first backend, so nothing is asked of the backend from here. `hide_key`: for the screen."""
+        config = getattr(self.bridge.backend, "config", None) if self.bridge is not None else None
+        if config is None:
+            return [f"export ANTHROPIC_BASE_URL={self.proxy_url()}", "(`ccbridge env` prints the rest)"]
+        lines = shell_lines(claude_settings(config, self._first_backend_info(config)), why=False)
+        key = config.proxy.api_key
+        return [line.replace(key, "<proxy.api_key>") for line in lines] if key and hide_key else lines
 
-    def _has_key(self) -> bool:
-        try:
-            return bool(self.bridge.backend.config.proxy.api_key)  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):
-            return False
+    def _first_backend_info(self, config: Any) -> BackendInfo | None:
+        first = next(iter(config.backends.values()), None)
+        for seen in (self.state.status.get("monitor") or {}).get("backends", []):
+            if first is not None and seen.get("name") == first.name:
+                return BackendInfo(first.name, first.api_base, seen.get("health") == "ok", seen.get("model"),
+                                   seen.get("n_ctx_slot"), seen.get("n_ctx_train"), seen.get("total_slots"))
+        return None
 
     # -- actions ---------------------------------------------------------------
     def action_show(self, mode: str) -> None:
@@ -167,7 +174,7 @@ class PanelApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_copy_env(self) -> None:
-        self.copy_to_clipboard("\n".join(self.env_lines()[:3]))
+        self.copy_to_clipboard("\n".join(self.env_lines()))
         self.notify("env lines copied")
 
     async def action_on_screen(self, mode: str, action: str) -> None:

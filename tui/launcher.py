@@ -8,14 +8,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = {"serve", "env", "import", "doctor"}
+SUBCOMMANDS = {"serve", "env", "claude", "import", "doctor"}
 
 
 def _panel_args(argv: list[str]) -> Path | None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="ccbridge", description="Open ccbridge's control panel. "
-                                     "Subcommands: serve, env, import, doctor (see ccbridge serve --help).")
+                                     "Subcommands: " + ", ".join(sorted(SUBCOMMANDS))
+                                     + " (`ccbridge SUBCOMMAND --help`; `ccbridge claude` hands its "
+                                     "arguments to Claude Code).")
     parser.add_argument("--config", help="ccbridge.yaml to use (default: the user config dir)")
     args = parser.parse_args(argv)
     return Path(args.config).expanduser() if args.config else None

@@ -398,8 +398,20 @@ def ensure_env(
     if is_ready(venv, lock_file):
         return litellm_executable(venv)
     if not lock_file.is_file():
-        raise LiteLLMEnvError(f"the LiteLLM lock file {lock_file} is missing: reinstall ccbridge.")
+        raise LiteLLMEnvError(
+            f"the LiteLLM lock file {lock_file} is missing from this ccbridge installation: reinstall "
+            "ccbridge (`pipx reinstall ccbridge`, or `pip install --force-reinstall` of the wheel)."
+        )
+    try:
+        return _install(venv, lock_file, progress)
+    except OSError as exc:  # a cache folder that cannot be written: retrying will not help
+        raise LiteLLMEnvError(
+            f"cannot create LiteLLM's environment in {venv}: {exc}. Make that folder writable (about "
+            "1 GB is needed), or point CCBRIDGE_CACHE_DIR at a folder that is."
+        ) from exc
 
+
+def _install(venv: Path, lock_file: Path, progress: Callable[[str], None]) -> Path:
     with _install_lock(venv, progress):
         if is_ready(venv, lock_file):  # another process finished it while we waited
             return litellm_executable(venv)

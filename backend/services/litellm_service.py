@@ -32,12 +32,17 @@ from backend.proxy.upstream import UpstreamUnavailable, no_release
 from backend.services import litellm_env
 from backend.services.process import ChildProcess
 from backend.services.supervised import (
+    FAILED,
     INSTALLING,
     READY,
     RESTARTING,
+    SAME_EXIT_LIMIT,
+    STABLE_AFTER,
     STARTING,
     STOPPED,
     STOPPING,
+    ExitStreak,
+    PermanentFailure,
     ServiceStatus,
     SupervisedService,
     port_in_use,
@@ -105,7 +110,10 @@ class LiteLLMService(SupervisedService):
     requests switch to it once it is healthy, and the old one is stopped when
     its streams have finished (bounded by `drain_timeout`). A crash is noticed
     at once (the child's exit), restarted with backoff, and requests arriving
-    meanwhile wait for it instead of failing.
+    meanwhile wait for it instead of failing. A failure that retrying cannot fix
+    (its environment cannot be made, its port belongs to another program, it
+    exits the same way three times in a row) ends in FAILED: no more restarts,
+    and requests get that reason at once until a user restarts it.
     """
 
     paired = True
@@ -136,6 +144,7 @@ class LiteLLMService(SupervisedService):
         self._draining: set[_Instance] = set()
         self._drainers: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        self._gave_up = asyncio.Event()  # set in FAILED: wakes requests waiting for LiteLLM
         self._swapped = asyncio.Event()
         self._restart_lock = asyncio.Lock()
         self._master_key = self._load_master_key()
@@ -169,17 +178,31 @@ class LiteLLMService(SupervisedService):
         return backend.name
 
     async def wait_ready(self, timeout: float) -> None:
+        """Return once LiteLLM serves; raise UpstreamUnavailable at once when it is
+        stopped or has failed for good, or after `timeout` seconds of waiting."""
         if self._ready.is_set():
             return
+        if self.state == FAILED:
+            raise UpstreamUnavailable(self._failed_message())
         if self.state in (STOPPED, STOPPING):
             raise UpstreamUnavailable(
                 "ccbridge: LiteLLM is stopped. Start it from the panel (s), with "
                 "POST /ccbridge/api/services/litellm/restart, or restart `ccbridge serve`."
             )
+        waits = (asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._gave_up.wait()))
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            raise UpstreamUnavailable(self._not_ready_message(timeout)) from None
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        if self._ready.is_set():
+            return
+        if self.state == FAILED:
+            raise UpstreamUnavailable(self._failed_message())
+        raise UpstreamUnavailable(self._not_ready_message(timeout))
+
+    def _failed_message(self) -> str:
+        return f"ccbridge: LiteLLM has failed and is not being restarted. {self.last_error}"
 
     def describe_unreachable(self, exc: BaseException) -> str:
         return (
@@ -201,13 +224,17 @@ class LiteLLMService(SupervisedService):
             self._ready.set()
         else:
             self._ready.clear()
+        if state == FAILED:
+            self._gave_up.set()
+        else:
+            self._gave_up.clear()
         super()._set_state(state, detail)
 
     async def start(self) -> None:
         """Begin supervising: install if needed, start, restart on crashes."""
         if self.supervising:
             return
-        if self.state == STOPPED:
+        if self.state in (STOPPED, FAILED):
             self._set_state(STARTING)
         self._supervise_with(self._supervise())
 
@@ -271,6 +298,7 @@ class LiteLLMService(SupervisedService):
     async def _supervise(self) -> None:
         failures = 0
         first = True
+        same_exits = ExitStreak()
         while not self._stopping:
             try:
                 if self._current is None or not self._current.child.running:
@@ -287,18 +315,31 @@ class LiteLLMService(SupervisedService):
                     continue  # swapped by a restart: watch the new one
                 if self._stopping:
                     return
-                code = self._current.child.proc.returncode if self._current.child.proc else None
+                child = self._current.child
+                if child.started_at is not None and time.time() - child.started_at >= STABLE_AFTER:
+                    same_exits.reset()  # it served a while: this exit does not continue a crash loop
+                code = child.proc.returncode if child.proc else None
                 self.last_error = f"LiteLLM exited with code {code}: " + " | ".join(self.log.tail(3))
                 self._current = None
             except asyncio.CancelledError:
                 raise
+            except (PermanentFailure, litellm_env.LiteLLMEnvError) as exc:
+                await self._stop_current()
+                self._give_up(str(exc))
+                return
             except Exception as exc:  # noqa: BLE001 - reported as the service's error, then retried
                 self.last_error = str(exc)
-                if self._current is not None:
-                    await self._current.child.stop()
-                    self._current = None
+                await self._stop_current()
             failures += 1
+            if same_exits.add(self.last_error or "") >= SAME_EXIT_LIMIT:
+                self._give_up(f"LiteLLM failed the same way {SAME_EXIT_LIMIT} times in a row: {self.last_error}")
+                return
             await self._crashed(failures)
+
+    async def _stop_current(self) -> None:
+        if self._current is not None:
+            await self._current.child.stop()
+            self._current = None
 
     async def _watch(self, inst: _Instance) -> bool:
         """Wait until `inst` exits (False) or a restart replaced it (True)."""
@@ -381,7 +422,7 @@ class LiteLLMService(SupervisedService):
             return
         owner = port_owner(port)
         who = f"{owner.name()} (pid {owner.pid})" if owner is not None else "another program"
-        raise RuntimeError(
+        raise PermanentFailure(
             f"port {port} is already in use by {who}. Stop it, or set litellm.port in "
             "ccbridge.yaml to a free port (or litellm.url to use that server instead)."
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 from collections.abc import Coroutine
@@ -25,12 +26,49 @@ STOPPED, INSTALLING, STARTING, READY, CRASHED, STOPPING = (
 )
 RESTARTING = "restarting"
 """A zero-loss restart in progress: the running instance keeps serving meanwhile."""
+FAILED = "failed"
+"""Stopped for good after a failure that retrying cannot fix; a restart (panel, API) tries again."""
+SAME_EXIT_LIMIT = 3
+"""This many exits in a row that look the same turn a crash loop into FAILED."""
+STABLE_AFTER = 60.0
+"""An instance that served this many seconds before it exited breaks a streak of same exits."""
 _BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # the first crash restarts at once
 
 
 def backoff(failures: int) -> float:
     """Seconds to wait before restart number `failures` (1-based) after crashes."""
     return _BACKOFF[min(max(failures, 1) - 1, len(_BACKOFF) - 1)]
+
+
+class PermanentFailure(RuntimeError):
+    """A start failure that waiting and retrying will not fix; the message says what to do."""
+
+
+class ExitStreak:
+    """Counts a service's exits in a row that look the same (a crash loop, not bad luck).
+
+    Two exits look the same when their reasons match once numbers other than the
+    exit code are blanked out (ports, pids and timestamps differ between attempts,
+    the cause does not).
+    """
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+        self.count = 0
+
+    @staticmethod
+    def signature(reason: str) -> str:
+        return re.sub(r"(code -?\d+)|\d+", lambda m: m.group(1) or "#", reason)
+
+    def add(self, reason: str) -> int:
+        """Record one exit; return how many in a row looked like this one."""
+        sig = self.signature(reason)
+        self.count = self.count + 1 if sig == self._last else 1
+        self._last = sig
+        return self.count
+
+    def reset(self) -> None:
+        self._last, self.count = None, 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +144,12 @@ class SupervisedService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._supervisor
             self._supervisor = None
+
+    def _give_up(self, reason: str) -> None:
+        """Enter FAILED: say once what is wrong and what to do; nothing restarts it but a user."""
+        self.last_error = (f"{reason.rstrip(' .')}. ccbridge stopped retrying: fix that, then restart {self.name} "
+                           f"(panel: Services, r; or POST /ccbridge/api/services/{self.name}/restart).")
+        self._set_state(FAILED, self.last_error)
 
     async def _crashed(self, failures: int) -> None:
         """Count a crash, say why, and wait the back-off before the next start."""

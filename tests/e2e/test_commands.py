@@ -24,14 +24,26 @@ def test_env_sizes_output_cap_from_the_backend_context(llama_server, tmp_path):
     config = write_chain_config(tmp_path / "ccbridge.yaml", llama_server.api_base)
     result = ccbridge("env", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    lines = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    out = result.stdout.splitlines()
+    lines = dict(line.split("  #")[0].split("=", 1) for line in out if line.startswith("export "))
     port = load_config(config).proxy.port
     assert lines["export ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{port}"
-    assert lines["export ANTHROPIC_API_KEY"].startswith("ccbridge-local")
+    # a Bearer token, not an API key: interactive Claude Code asks before it uses an API key
+    assert lines["export ANTHROPIC_AUTH_TOKEN"] == "ccbridge-local"
+    assert "export ANTHROPIC_API_KEY" not in lines
+    assert any(line.startswith("unset ANTHROPIC_API_KEY") for line in out)
     # the session llama-server has 65536 tokens per slot: a quarter of it for output
-    assert lines["export CLAUDE_CODE_MAX_OUTPUT_TOKENS"].split()[0] == "16384"
-    assert lines["export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"].split()[0] == "1"
-    assert int(lines["export API_TIMEOUT_MS"].split()[0]) >= 600000
+    assert lines["export CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "16384"
+    assert lines["export CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "65536"
+    assert lines["export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert lines["export CLAUDE_CODE_ATTRIBUTION_HEADER"] == "0"
+    assert int(lines["export API_TIMEOUT_MS"]) >= 600000
+    assert lines["export ANTHROPIC_MODEL"] == "claude-opus-ccbridge"
+    assert lines["export ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "claude-haiku-ccbridge"
+    # what the shell makes of it
+    shell = subprocess.run(["sh", "-c", result.stdout + '\necho "$ANTHROPIC_AUTH_TOKEN ${ANTHROPIC_API_KEY-unset}"'],
+                           capture_output=True, text=True, env={**os.environ, "ANTHROPIC_API_KEY": "stray"})
+    assert shell.stdout.strip() == "ccbridge-local unset", shell.stderr
 
 
 def test_doctor_names_a_too_small_context_and_the_fix(start_llama_server, tmp_path):

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 from .llama import cache_dir
 
-CLAUDE_VERSIONS = ("2.1.197", "2.1.330")
+CLAUDE_VERSIONS = ("2.1.197", "2.1.330", "2.1.332")
 INSTALL_SCRIPT = "bash scripts/install_claude_code.sh"
 
 
@@ -81,3 +85,33 @@ def run_claude(
             timeout=timeout,
             check=False,
         )
+
+
+def trusted_home(root: Path) -> tuple[Path, Path]:
+    """A scratch HOME for interactive Claude Code: (home, work folder).
+
+    Its ~/.claude.json holds the two keys that skip the first-run screens: `hasCompletedOnboarding`
+    (theme and welcome) and `projects.<folder>.hasTrustDialogAccepted` ("Is this a project you trust?").
+    """
+    home = root.resolve() / "home"
+    work = home / "work"
+    work.mkdir(parents=True)
+    settings = {"hasCompletedOnboarding": True, "projects": {str(work): {"hasTrustDialogAccepted": True}}}
+    (home / ".claude.json").write_text(json.dumps(settings))
+    return home, work
+
+
+def assert_nothing_left(config: Path, data: Path, timeout: float = 30) -> None:
+    """No `ccbridge serve` for `config` and no LiteLLM of the data dir `data` still running
+    (they may take a moment to stop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for proc in psutil.process_iter(["cmdline"]):
+            line = " ".join(proc.info["cmdline"] or [])
+            if f"serve --config {config}" in line or str(data / "run") in line:
+                left.append(line)
+        if not left:
+            return
+        assert time.monotonic() < deadline, left
+        time.sleep(0.3)

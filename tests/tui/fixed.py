@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from backend.config import parse_config
 from backend.events import Event, RequestRecord
 
 NOW = 1_795_000_000.0  # a fixed "now" for every screen
@@ -92,10 +93,24 @@ def fixed_monitor() -> dict[str, Any]:
     }
 
 
+FIXED_CONFIG = """
+proxy:
+  port: 8082
+backends:
+  local:
+    api_base: http://127.0.0.1:8080/v1
+aliases:
+  "claude-haiku-*": local
+  "*": local
+"""
+"""The config behind `fixed_status()` (the env card is computed from it)."""
+
+
 class FixedBackend:
     """Answers from fixed data; records calls so tests can assert them."""
 
     def __init__(self, records: list[RequestRecord] | None = None, status: dict[str, Any] | None = None) -> None:
+        self.config = parse_config(FIXED_CONFIG)
         self.records = fixed_records() if records is None else records
         self._status = fixed_status() if status is None else status
         self.listeners: list[Callable[[Event], None]] = []

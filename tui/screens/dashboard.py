@@ -63,4 +63,7 @@ class DashboardScreen(PanelScreen):
         self.query_one("#stats", Static).update(
             f"requests/min {state.requests_per_minute()}   in flight {len(state.in_flight)}   "
             f"TTFT p50 {secs(p50)} p95 {secs(p95)}   total {num(state.total_requests)}")
-        self.query_one("#env", Static).update("\n".join(self.panel.env_lines()))
+        lines = self.panel.env_lines(hide_key=True)
+        if len(lines) > 4:  # 80x24 has room for four: the ones that connect, then where the rest are
+            lines = [*lines[:3], f"+ {len(lines) - 3} more: ctrl+p Copy env lines; `ccbridge claude` sets all"]
+        self.query_one("#env", Static).update("\n".join(lines))
