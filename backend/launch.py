@@ -29,7 +29,7 @@ from backend import paths
 from backend.backend_probe import probe_backend
 from backend.claude_env import apply, base_url, claude_settings
 from backend.config.model import Config
-from backend.services.process import _die_with_parent
+from backend.services.process import DIE_WITH_PARENT
 
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
 SERVING_STATES = frozenset({"ready", "external", "unused"})
@@ -102,7 +102,7 @@ class BackgroundBridge:
         with open(self.log_path, "wb") as log:
             # own session: the terminal's Ctrl-C is Claude Code's, not the bridge's
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+                                         start_new_session=True, preexec_fn=DIE_WITH_PARENT)
 
     @property
     def running(self) -> bool:

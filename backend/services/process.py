@@ -39,6 +39,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# For `preexec_fn`: the child gets SIGTERM when ccbridge dies (None where prctl is missing).
+DIE_WITH_PARENT: Callable[[], None] | None = _die_with_parent if _PRCTL is not None else None
+
+
 class LogBuffer:
     """The last N lines of a service's output, with secrets blanked out."""
 
@@ -100,7 +104,7 @@ class ChildProcess:
             env=self._env,
             cwd=self._cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            preexec_fn=DIE_WITH_PARENT,
         )
         self.started_at = time.time()
         self._reader = asyncio.create_task(self._read(self.proc))
