@@ -3,8 +3,11 @@
 Pure functions of a snapshot's parts (no I/O): the sampler calls `advise`
 after each sample, `ccbridge doctor` prints the result. Thresholds come from
 FACTS: Claude Code's first turn is ~15k (2.1.197) to ~20k (2.1.330) tokens, so
-a slot under 32k fails at once; 2.1.330 will not compact before a 100k
-window, so a slot under ~100k fails later in long sessions.
+a slot under 32k fails at once. Claude Code will not compact before a 100k
+window on its own (its default model names assume 1M or 200k), so a slot under
+~100k fails later in long sessions unless it is told the window: `ccbridge env`
+and `ccbridge claude` do (model names it does not know plus
+CLAUDE_CODE_MAX_CONTEXT_TOKENS, which 2.1.330 and later honour; 2.1.197 does not).
 """
 
 from __future__ import annotations
@@ -67,10 +70,11 @@ def context_advice(b: BackendStatus, max_tokens: int | None = None) -> Advice | 
     if n < COMFORTABLE_CONTEXT:
         return Advice(
             "warn", "ctx_below_compact",
-            f"context per slot is {n} tokens{_slots_note(b)}: enough to start, but Claude Code 2.1.330 will "
-            "not compact before a 100k window, so long sessions will hit the limit",
-            f"restart llama-server with {_ctx_for(131072, b)} if memory allows; or keep it and cap output "
-            f"with CLAUDE_CODE_MAX_OUTPUT_TOKENS={cap} (`eval \"$(ccbridge env)\"` sets it)",
+            f"context per slot is {n} tokens{_slots_note(b)}: enough to start, but Claude Code on its own "
+            "will not compact before a 100k window, so long sessions will hit the limit",
+            f"run Claude Code with `ccbridge claude` or `eval \"$(ccbridge env)\"`: they tell 2.1.330 and later "
+            f"the real window and cap output (CLAUDE_CODE_MAX_OUTPUT_TOKENS={cap}); for 2.1.197, or to be safe, "
+            f"restart llama-server with {_ctx_for(131072, b)} if memory allows",
             b.name)
     return None
 
