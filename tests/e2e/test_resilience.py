@@ -179,25 +179,6 @@ def test_next_start_clears_a_litellm_left_behind(llama_server, tmp_path):
         assert serve.status()["services"][1]["port"] == port
 
 
-def test_port_held_by_someone_else_is_named_in_the_error(llama_server, tmp_path):
-    config = write_chain_config(tmp_path / "ccbridge.yaml", llama_server.api_base)
-    port = int(config.read_text().split("litellm:\n  port: ")[1].split()[0])
-    squatter = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: _listening(port), 10)
-        serve = ServeProcess(config, _env(tmp_path))
-        with pytest.raises(RuntimeError):
-            serve.start(timeout=15)  # LiteLLM never becomes ready; the failed start stops serve
-        log = serve.log()
-        assert "litellm crashed" in log
-        assert f"port {port} is already in use by" in log and str(squatter.pid) in log
-        assert serve.proc.poll() is not None
-    finally:
-        squatter.terminate()
-        squatter.wait(10)
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
