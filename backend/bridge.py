@@ -23,7 +23,7 @@ from aiohttp import ClientSession, TCPConnector, web
 from backend import __version__, paths
 from backend.api.server import ControlAPI
 from backend.config import AliasTable, Config, ConfigDocument, ConfigError, load_config
-from backend.config.model import LOOPBACK_HOSTS
+from backend.config.model import LOOPBACK_HOSTS, BackendConfig
 from backend.control import Alias, ServiceNotFound
 from backend.events import (
     ConfigApplied,
@@ -157,7 +157,7 @@ class Bridge:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        self._resolver = ModelResolver(self._backend_session)
+        self._resolver = ModelResolver(self._backend_session, known=self._monitored_model)
         self._pinner = SlotPinner(self._backend_session)
         self.leg = BackendLeg(
             backends=lambda: self._routing.backends,
@@ -230,6 +230,14 @@ class Bridge:
 
     async def restart_service(self, name: str) -> None:
         await self._service(name).restart()
+
+    def _monitored_model(self, backend: BackendConfig) -> str | None:
+        """The model the monitor last read from this backend's /v1/models (None while it has not, or
+        while the backend is not healthy: then the resolver asks, and says what failed)."""
+        for b in self.monitor.snapshot().backends:
+            if b.name == backend.name and b.api_base == backend.api_base and b.health == "ok":
+                return b.model
+        return None
 
     def _route_of(self, backend: str | None) -> str:
         """The route a backend's requests take: native, litellm (ours) or external (litellm.url)."""
