@@ -168,3 +168,24 @@ def fixed_app(**kw: Any):  # type: ignore[no-untyped-def]
     state.seed(backend.records[:500])
     state.status = backend._status  # noqa: SLF001 - drawn at once, as after the first poll
     return PanelApp(PanelBridge(backend), state=state)
+
+
+class FixedLink:
+    """Stands where a `backend.api.link.ServeLink` would: "attached" to a FixedBackend at once."""
+
+    def __init__(self, backend: FixedBackend | None = None, url: str = "http://127.0.0.1:8082") -> None:
+        self.client = backend or FixedBackend()
+        self.url = url
+        self.process = None
+        self.log_path = None
+        self.closed = False
+
+    @property
+    def started_here(self) -> bool:
+        return False
+
+    async def connect(self) -> str:
+        return "attached"
+
+    async def close(self, *, stop_started: bool = True) -> None:
+        self.closed = True
