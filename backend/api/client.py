@@ -20,7 +20,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from backend.api.server import EVENTS_PATH
-from backend.api.wire import event_from_dict, record_from_dict
+from backend.api.wire import event_from_wire, record_from_dict
 from backend.config import ConfigError
 from backend.control import Alias, ControlUnavailable, ControlUnreachable, ServiceNotFound
 from backend.events import Event, RequestRecord, RequestStarted
@@ -135,7 +135,7 @@ class BridgeClient:
 
     async def in_flight(self) -> list[RequestStarted]:
         data = await self._call("GET", "/ccbridge/api/in_flight")
-        return [e for e in map(event_from_dict, data["in_flight"]) if isinstance(e, RequestStarted)]
+        return [e for e in map(event_from_wire, data["in_flight"]) if isinstance(e, RequestStarted)]
 
     async def aliases(self) -> list[Alias]:
         data = await self._call("GET", "/ccbridge/api/aliases")
@@ -192,14 +192,14 @@ class BridgeClient:
                             data = json.loads(sse.data) if sse.data else {}
                             if sse.event == "hello":
                                 self.connected, self.link_error = True, None
-                                started = tuple(e for e in map(event_from_dict, data.get("in_flight", []))
+                                started = tuple(e for e in map(event_from_wire, data.get("in_flight", []))
                                                 if isinstance(e, RequestStarted))
                                 self._deliver(StreamOpened(started, reconnected=opened > 0))
                                 opened += 1
                             elif sse.event == "events":
                                 for item in data.get("events", []):
                                     with contextlib.suppress(ValueError, KeyError, TypeError):
-                                        self._deliver(event_from_dict(item))
+                                        self._deliver(event_from_wire(item))
                         self.link_error = f"ccbridge at {self.url} closed the event stream (stopped?)"
             except (httpx.HTTPError, SSEError, ValueError) as exc:
                 self.link_error = str(self.unreachable(exc))

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from backend import __version__
-from backend.api.wire import event_to_dict, record_to_dict
+from backend.api.wire import encode, events_payload
 from backend.config import ConfigError
 from backend.control import BridgeControl, ServiceNotFound
 from backend.events import Event
@@ -50,7 +50,7 @@ _VERBS = ("restart", "stop", "start")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
+    return web.Response(status=status, body=encode(data), content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -104,9 +104,9 @@ class ControlAPI:
                 record = await control.record(path.rsplit("/", 1)[1])
                 if record is None:
                     return _error(404, f"no request with id {path.rsplit('/', 1)[1]!r} in the history")
-                return _json(record_to_dict(record))
+                return _json(record)
             if path == "/ccbridge/api/in_flight" and method == "GET":
-                return _json({"in_flight": [event_to_dict(e) for e in await control.in_flight()]})
+                return _json({"in_flight": events_payload(await control.in_flight())})
             if path == "/ccbridge/api/aliases":
                 if method == "GET":
                     return _json({"aliases": [list(a) for a in await control.aliases()]})
@@ -148,7 +148,7 @@ class ControlAPI:
         except ValueError as exc:
             return _error(400, str(exc))
         records = await self._control.recent(limit, **filters)
-        return _json({"requests": [record_to_dict(r) for r in records]})
+        return _json({"requests": records})
 
     async def _put_aliases(self, request: web.BaseRequest) -> web.Response:
         try:
@@ -183,13 +183,13 @@ class ControlAPI:
         self.streams += 1
         try:
             await response.prepare(request)
-            hello = {"version": __version__, "in_flight": [event_to_dict(e) for e in await self._control.in_flight()]}
+            hello = {"version": __version__, "in_flight": events_payload(await self._control.in_flight())}
             await response.write(_sse("hello", hello))
             quiet_since = time.monotonic()
             while not self._closing:
                 await asyncio.sleep(FLUSH_S)
                 if pending:
-                    batch = [event_to_dict(pending.popleft()) for _ in range(len(pending))]
+                    batch = events_payload([pending.popleft() for _ in range(len(pending))])
                     lost, dropped = dropped, 0
                     await response.write(_sse("events", {"events": batch, "dropped": lost}))
                     quiet_since = time.monotonic()
@@ -228,4 +228,4 @@ class ControlAPI:
 
 
 def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return b"event: " + event.encode() + b"\ndata: " + encode(data) + b"\n\n"

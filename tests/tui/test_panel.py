@@ -148,3 +148,25 @@ def test_detail_and_palette():
             await wait_until(pilot, lambda: app.current_mode == "aliases", 5, "palette")
 
     run(drive())
+
+
+def test_requests_screen_exports_what_the_filter_shows(tmp_path):
+    app = fixed_app()
+    target = tmp_path / "opus.csv"
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2", "slash", *"opus", "enter")
+            await pilot.pause()
+            await pilot.press("e")
+            await wait_until(pilot, lambda: app.screen.query("#export-path"), 5, "the export dialog")
+            app.screen.query_one("#export-path").value = str(target)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: target.exists() and target.read_text().count("\n") == 4, 5, "the file")
+
+    run(drive())
+    import csv
+
+    rows = list(csv.DictReader(target.open()))
+    assert [r["id"] for r in rows] == ["req-0003", "req-0004", "req-0006"]  # the opus rows, oldest first
+    assert all(r["requested_model"] == "claude-opus-4-8" for r in rows)
