@@ -11,12 +11,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from backend import __version__, paths
 from backend.backend_probe import output_cap, probe_backend
 from backend.config import ConfigError, ensure_config, load_config, write_imported
 from backend.config.model import Config
 from backend.events import Event, LogLine, RequestFinished, RequestRecord, ServiceStateChanged
+
+SUMMARY_SECONDS = 60.0
 
 
 def _fmt_tokens(n: int | None) -> str:
@@ -138,10 +141,24 @@ async def _serve(config: Config, *, verbose: bool) -> int:
     print("Point Claude Code at it:", flush=True)
     print(f"  export ANTHROPIC_BASE_URL={bridge.proxy_url}", flush=True)
     print("  (`ccbridge env` prints every line, sized for your backend)", flush=True)
+    summaries = asyncio.create_task(_summaries(bridge))
     await stop.wait()
+    summaries.cancel()
     print("ccbridge: stopping", flush=True)
     await bridge.stop()
     return 0
+
+
+async def _summaries(bridge: Any, every: float = SUMMARY_SECONDS) -> None:
+    """A line a minute while requests come in: the panel's and /metrics' numbers (one fold)."""
+    from backend.metrics import summary_line
+
+    seen = bridge.metrics.requests_total
+    while True:
+        await asyncio.sleep(every)
+        if bridge.metrics.requests_total != seen:
+            seen = bridge.metrics.requests_total
+            print(f"ccbridge: {summary_line(bridge.metrics.snapshot())}", flush=True)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
