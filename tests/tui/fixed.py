@@ -59,7 +59,7 @@ def fixed_status() -> dict[str, Any]:
         "api_key_set": False,
         "services": [
             {"name": "proxy", "state": "ready", "url": "http://127.0.0.1:8082", "port": 8082,
-             "started_at": NOW - 3725, "in_flight": 1, "restarts": 0, "last_error": None},
+             "started_at": NOW - 3725, "in_flight": 0, "restarts": 0, "last_error": None},
             {"name": "litellm", "state": "ready", "pid": 4242, "port": 4000, "url": "http://127.0.0.1:4000",
              "restarts": 1, "started_at": NOW - 600, "state_since": NOW - 600, "version": "1.102.4",
              "last_error": None, "log_tail": ["INFO:     Uvicorn running on http://127.0.0.1:4000",
