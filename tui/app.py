@@ -72,6 +72,7 @@ class PanelApp(App[None]):
         self.backend_up = link is None and bridge is not None
         self.clean_exit = False  # q was pressed (not a crash): what was started here is stopped
         self.polls_started = 0
+        self._logs_seeded = False
         self._polling = False
         self._poll_again = False
         self._status_timer: Timer | None = None
@@ -126,6 +127,15 @@ class PanelApp(App[None]):
         await self._reseed()
         self.poll_status()
 
+    async def _seed_logs(self) -> None:
+        """Each service's log so far (the events bring only the lines from now on)."""
+        for svc in self.state.status.get("services", []):
+            try:
+                lines = await self.bridge.control.log_tail(str(svc["name"]), 2000)
+            except (ControlUnavailable, KeyError):
+                continue
+            self.state.seed_log(str(svc["name"]), lines)
+
     async def _reseed(self) -> None:
         self.state.seed(await self.bridge.control.recent(ROW_WINDOW))
         self.refresh_screens()
@@ -172,6 +182,9 @@ class PanelApp(App[None]):
         else:
             self.backend_error = None
             self.state.status = status
+            if not self._logs_seeded:
+                self._logs_seeded = True
+                await self._seed_logs()
             self.refresh_screens()
         finally:
             self._polling = False

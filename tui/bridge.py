@@ -131,6 +131,12 @@ class PanelState:
             self.in_flight.clear()
         return finished
 
+    def seed_log(self, service: str, lines: list[str]) -> None:
+        """A service's earlier lines, before the ones that arrived as events."""
+        seen = list(self.logs.get(service, ()))
+        self.logs[service] = deque([*lines, *seen], maxlen=2000)
+        self.log_counts[service] = self.log_counts.get(service, 0) + len(lines)
+
     def _log(self, service: str, line: str) -> None:
         self.logs.setdefault(service, deque(maxlen=2000)).append(line)
         self.log_counts[service] = self.log_counts.get(service, 0) + 1

@@ -75,7 +75,7 @@ class RequestTable(DataTable[Any]):
             elif old != cells:
                 for col, before, after in zip(REQUEST_COLUMNS, old, cells, strict=True):
                     if col != "time" and before != after:
-                        self.update_cell(rid, col, _cell(col, after))
+                        self.update_cell(rid, col, _cell(col, after), update_width=True)
             self._cells[rid] = cells
         if added:
             selected = self.cursor_row
