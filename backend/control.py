@@ -15,6 +15,7 @@ moved to a thread there), over HTTP they are requests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from backend.events import Event, RequestRecord, RequestStarted
@@ -36,6 +37,23 @@ class ControlUnavailable(ConnectionError):
 
 class ControlUnreachable(ControlUnavailable):
     """Nothing answers at the bridge's address (no `ccbridge serve` there, or the tunnel is down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The event stream of a bridge reached over HTTP (re)connected; `in_flight` are the requests
+    under way at that moment.
+
+    Not a bridge event: `backend.api.client.BridgeClient` hands it to its listeners
+    before the events that follow, so they can drop what they thought was in
+    flight and, when `reconnected`, fetch the history they missed."""
+
+    in_flight: tuple[RequestStarted, ...]
+    reconnected: bool
+
+
+ControlEvent = Event | StreamOpened
+"""What a `BridgeControl` listener may receive."""
 
 
 @runtime_checkable
@@ -84,9 +102,8 @@ class BridgeControl(Protocol):
         """The last lines of a service's log ("proxy" is ccbridge's own)."""
         ...
 
-    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+    def subscribe(self, listener: Callable[[ControlEvent], None]) -> Callable[[], None]:
         """Call `listener` with every event from now on; returns the call that stops it.
 
-        The listener must only hand the event over (it may run on the proxy's loop),
-        and ignore types it does not know (a client adds its own, see `backend.api.client`)."""
+        The listener must only hand the event over (it may run on the proxy's loop)."""
         ...

@@ -38,5 +38,5 @@ done
 [ "$failed" = 0 ] || exit 1
 
 .venv/bin/ruff check backend tests bench tui
-.venv/bin/mypy backend
+.venv/bin/mypy backend tui
 .venv/bin/python -m pytest "$@"

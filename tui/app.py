@@ -20,7 +20,7 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from backend.api.link import ServeLink
-from backend.control import ControlUnavailable
+from backend.control import BridgeControl, ControlUnavailable
 from tui.bridge import ROW_WINDOW, PanelBridge, PanelState
 from tui.commands import PanelCommands
 from tui.screens.aliases import AliasesScreen
@@ -103,7 +103,7 @@ class PanelApp(App[None]):
                 self.bridge = PanelBridge(self.link.client)
             self.notify(f"connecting to ccbridge at {self.link.url} ...")
             self._connect()
-        else:
+        elif self.bridge is not None:
             self.bridge.start()
             self.poll_status()
 
@@ -117,6 +117,7 @@ class PanelApp(App[None]):
             self.refresh_screens()
             self.notify(str(exc), severity="error", timeout=20, markup=False)
             return
+        assert self.bridge is not None
         self.bridge.start()
         if how == "started":
             self.notify(f"started ccbridge serve (pid {self.link.process.pid if self.link.process else '?'}); "
@@ -131,14 +132,21 @@ class PanelApp(App[None]):
         """Each service's log so far (the events bring only the lines from now on)."""
         for svc in self.state.status.get("services", []):
             try:
-                lines = await self.bridge.control.log_tail(str(svc["name"]), 2000)
+                lines = await self.control.log_tail(str(svc["name"]), 2000)
             except (ControlUnavailable, KeyError):
                 continue
             self.state.seed_log(str(svc["name"]), lines)
 
     async def _reseed(self) -> None:
-        self.state.seed(await self.bridge.control.recent(ROW_WINDOW))
+        self.state.seed(await self.control.recent(ROW_WINDOW))
         self.refresh_screens()
+
+    @property
+    def control(self) -> BridgeControl:
+        """The control interface of the serve this panel shows."""
+        if self.bridge is None:
+            raise RuntimeError("the panel is not connected yet")
+        return self.bridge.control
 
     # -- data ------------------------------------------------------------------
     def flush_events(self) -> None:
@@ -175,7 +183,7 @@ class PanelApp(App[None]):
     @work(group="status")
     async def _poll_status(self) -> None:
         try:
-            status = await self.bridge.control.status()
+            status = await self.control.status()
         except ControlUnavailable as exc:
             self.backend_error = f"{exc} (retrying)"
             self.refresh_screens()
@@ -223,7 +231,7 @@ class PanelApp(App[None]):
             self.notify("still under way: its record is complete once it ends")
             return
         if record is None:
-            record = await self.bridge.control.record(request_id)
+            record = await self.control.record(request_id)
         if record is not None:
             self.push_screen(RequestDetail(record, self.proxy_url()))
 

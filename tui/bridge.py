@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.api.client import StreamOpened
-from backend.control import BridgeControl
+from backend.control import BridgeControl, StreamOpened
 from backend.events import (
     LogLine,
     RequestFinished,

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,25 +21,10 @@ from httpx_sse import SSEError, aconnect_sse
 from backend.api.server import EVENTS_PATH
 from backend.api.wire import event_from_wire, record_from_dict
 from backend.config import ConfigError
-from backend.control import Alias, ControlUnavailable, ControlUnreachable, ServiceNotFound
-from backend.events import Event, RequestRecord, RequestStarted
+from backend.control import Alias, ControlEvent, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
+from backend.events import RequestRecord, RequestStarted
 
 RECONNECT_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """The event stream (re)connected: `in_flight` are the requests under way at that moment.
-
-    Not a bridge event: the client hands it to its listeners before the events
-    that follow, so they can drop what they thought was in flight and, when
-    `reconnected`, fetch the history they missed."""
-
-    in_flight: tuple[RequestStarted, ...]
-    reconnected: bool
-
-
-ClientEvent = Event | StreamOpened
 
 
 def _message(resp: httpx.Response) -> str:
@@ -61,7 +45,7 @@ class BridgeClient:
         self._headers = {"x-api-key": key} if key else {}  # the key is sent, never logged or shown
         self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
-        self._listeners: list[Callable[[ClientEvent], None]] = []
+        self._listeners: list[Callable[[ControlEvent], None]] = []
         self._stream: asyncio.Task[None] | None = None
         self.connected = False
         """The event stream is open now."""
@@ -159,7 +143,7 @@ class BridgeClient:
         data = await self._call("GET", f"/ccbridge/api/services/{service}/log", params={"n": n})
         return [str(x) for x in data["lines"]]
 
-    def subscribe(self, listener: Callable[[ClientEvent], None]) -> Callable[[], None]:
+    def subscribe(self, listener: Callable[[ControlEvent], None]) -> Callable[[], None]:
         """Events from the serve, delivered on this loop; starts the stream (call it on a running loop)."""
         self._listeners.append(listener)
         if self._stream is None:
@@ -172,7 +156,7 @@ class BridgeClient:
         return unsubscribe
 
     # -- the event stream ----------------------------------------------------------------
-    def _deliver(self, event: ClientEvent) -> None:
+    def _deliver(self, event: ControlEvent) -> None:
         for listener in list(self._listeners):
             listener(event)
 

@@ -34,7 +34,7 @@ from aiohttp import web
 from backend import __version__
 from backend.api.wire import encode, events_payload
 from backend.config import ConfigError
-from backend.control import BridgeControl, ServiceNotFound
+from backend.control import BridgeControl, ControlEvent, ServiceNotFound, StreamOpened
 from backend.events import Event
 from backend.proxy.errors import anthropic_error
 from backend.proxy.headers import client_key
@@ -171,8 +171,10 @@ class ControlAPI:
         pending: deque[Event] = deque(maxlen=EVENT_BUFFER)
         dropped = 0
 
-        def listener(event: Event) -> None:  # the proxy's hot path: only append (deque.append is atomic)
+        def listener(event: ControlEvent) -> None:  # the proxy's hot path: only append (deque.append is atomic)
             nonlocal dropped
+            if isinstance(event, StreamOpened):
+                return  # a client's own marker, never sent by a bridge
             if len(pending) == EVENT_BUFFER:
                 dropped += 1
             pending.append(event)

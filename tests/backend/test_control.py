@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 
-from backend.api.client import BridgeClient, StreamOpened
+from backend.api.client import BridgeClient
 from backend.config import ConfigError
-from backend.control import BridgeControl, ControlUnavailable, ControlUnreachable, ServiceNotFound
+from backend.control import BridgeControl, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
 from backend.events import RequestFinished, RequestStarted
 from tests.backend.test_front import SECRET, messages_body, run_with_bridge
 from tests.support.llama import free_port

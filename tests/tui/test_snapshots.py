@@ -20,9 +20,12 @@ def test_dashboard_at_120x40_with_a_request_in_flight(snap_compare):
         from backend.events import RequestStarted
         from tests.tui.fixed import NOW
 
+        from tests.tui.conftest import wait_until
+
         pilot.app.bridge.control.emit(RequestStarted("req-0007", NOW - 2, "POST", "/v1/messages",
                                                      "claude-sonnet-4-6", "local", "0b9d7c11-bbbb"))
-        await pilot.pause(0.6)
+        await wait_until(pilot, lambda: pilot.app.screen.query_one("#live").row_count == 6, 10, "the row")
+        await pilot.pause(0.3)
 
     assert snap_compare(fixed_app(), terminal_size=(120, 40), run_before=in_flight)
 

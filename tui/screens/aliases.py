@@ -197,7 +197,7 @@ class AliasesScreen(PanelScreen):
     @work(exclusive=True, group="aliases")
     async def _save(self, rules: list[tuple[str, str]]) -> None:
         try:
-            await self.panel.bridge.control.save_aliases(rules)
+            await self.panel.control.save_aliases(rules)
         except ConfigError as exc:
             self.notify(str(exc), severity="error", title="not saved", markup=False)
             return

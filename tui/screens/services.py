@@ -136,7 +136,7 @@ class ServicesScreen(PanelScreen):
 
     @work(group="services")
     async def _run_control(self, name: str, verb: str) -> None:
-        control = self.panel.bridge.control
+        control = self.panel.control
         call = {"restart": control.restart_service, "stop": control.stop_service, "start": control.start_service}
         try:
             await call[verb](name)
