@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from backend.api.server import EVENTS_PATH
-from backend.api.wire import event_from_wire, record_from_dict
+from backend.api.wire import EVENTS_PATH, event_from_wire, record_from_dict
 from backend.config import ConfigError
 from backend.control import Alias, ControlEvent, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
 from backend.events import RequestRecord, RequestStarted

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from backend import __version__
-from backend.api.wire import encode, events_payload
+from backend.api.wire import EVENTS_PATH, encode, events_payload
 from backend.config import ConfigError
 from backend.control import BridgeControl, ControlEvent, ServiceNotFound, StreamOpened
 from backend.events import Event
@@ -40,7 +40,6 @@ from backend.proxy.errors import anthropic_error
 from backend.proxy.headers import client_key
 
 _MAX_LIMIT = 1000
-EVENTS_PATH = "/ccbridge/api/events"
 FLUSH_S = 0.2
 """The event stream is written at most five times a second, however many requests there are."""
 KEEPALIVE_S = 15.0

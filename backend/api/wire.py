@@ -27,6 +27,9 @@ from backend.events import (
     UnknownModel,
 )
 
+EVENTS_PATH = "/ccbridge/api/events"
+"""Where serve's event stream is (server-sent events)."""
+
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RequestStarted, RequestFinished, UnknownModel, ProbeAnswered, ServiceStateChanged, LogLine, ConfigApplied)}
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRecord))

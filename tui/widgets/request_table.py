@@ -75,7 +75,8 @@ class RequestTable(DataTable[Any]):
             elif old != cells:
                 for col, before, after in zip(REQUEST_COLUMNS, old, cells, strict=True):
                     if col != "time" and before != after:
-                        self.update_cell(rid, col, _cell(col, after), update_width=True)
+                        # measuring is the costly part of an update: only a longer value can widen its column
+                        self.update_cell(rid, col, _cell(col, after), update_width=len(after) > len(before))
             self._cells[rid] = cells
         if added:
             selected = self.cursor_row
