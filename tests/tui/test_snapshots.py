@@ -18,9 +18,8 @@ def test_dashboard_at_120x40_with_a_request_in_flight(snap_compare):
     """The size the issue was tried at: the live log fills the space under the cards."""
     async def in_flight(pilot) -> None:
         from backend.events import RequestStarted
-        from tests.tui.fixed import NOW
-
         from tests.tui.conftest import wait_until
+        from tests.tui.fixed import NOW
 
         pilot.app.bridge.control.emit(RequestStarted("req-0007", NOW - 2, "POST", "/v1/messages",
                                                      "claude-sonnet-4-6", "local", "0b9d7c11-bbbb"))
