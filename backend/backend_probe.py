@@ -1,16 +1,19 @@
 """What a model server says about itself: model id, context per slot, slots.
 
-Used by `ccbridge env` (to size Claude Code's output cap) and `ccbridge doctor`.
-Synchronous (httpx), off the proxy's hot path. Never raises: a missing value
-stays None and `error` says why.
+Used by `ccbridge env` (to size Claude Code's output cap). It asks with the
+monitor's own probe (`backend.monitor.llama`: the same endpoints, the same
+parsing), once, off the proxy's hot path. Never raises: a missing value stays
+None and `error` says why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from backend.config.model import BackendConfig
 
@@ -44,28 +47,26 @@ def server_root(api_base: str) -> str:
 
 
 def probe_backend(backend: BackendConfig, timeout: float = 3.0) -> BackendInfo:
-    headers = {"authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
-    base = backend.api_base.rstrip("/")
-    model = n_ctx = n_train = slots = None
-    try:
-        with httpx.Client(timeout=timeout, headers=headers, trust_env=False) as client:
-            resp = client.get(f"{base}/models")
-            resp.raise_for_status()
-            items = resp.json().get("data") or []
-            if items and isinstance(items[0], dict):
-                model = items[0].get("id")
-                meta = items[0].get("meta") or {}
-                n_train = meta.get("n_ctx_train")
-            props = client.get(f"{server_root(base)}/props")
-            if props.status_code == 200:
-                data = props.json()
-                slots = data.get("total_slots")
-                n_ctx = (data.get("default_generation_settings") or {}).get("n_ctx")
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        if model is None:
-            return BackendInfo(backend.name, backend.api_base, False,
-                               error=f"{type(exc).__name__}: {exc}")
-    return BackendInfo(backend.name, backend.api_base, True, model, n_ctx, n_train, slots)
+    """Ask one backend now (synchronous: for command-line tools, never on a running event loop)."""
+    return asyncio.run(_probe(backend, timeout))
+
+
+async def _probe(backend: BackendConfig, timeout: float) -> BackendInfo:
+    from backend.monitor.llama import parse_model_info, parse_slots, probe_llama
+
+    async with aiohttp.ClientSession(trust_env=False, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        reading = await probe_llama(session, backend.api_base, backend.api_key, at=time.time())
+    models = reading.body("models")
+    if models is None:
+        answer = reading.answers.get("models") or reading.answers.get("health")
+        why = answer.detail if answer is not None and answer.detail else reading.health_detail
+        return BackendInfo(backend.name, backend.api_base, False,
+                           error=why or f"{backend.api_base}/models did not answer with a model list")
+    info = parse_model_info(reading.body("props"), models)
+    slots = parse_slots(reading.body("slots")) if reading.body("slots") is not None else ()
+    n_ctx = info.n_ctx_slot or (slots[0].n_ctx if slots else None)
+    return BackendInfo(backend.name, backend.api_base, True, info.model, n_ctx, info.n_ctx_train,
+                       info.total_slots or (len(slots) or None))
 
 
 def output_cap(info: BackendInfo | None, configured: int | None) -> int:

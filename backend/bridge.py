@@ -1,8 +1,10 @@
 """The whole backend as one object: what `ccbridge serve` runs and the panel drives.
 
-`Bridge` is the narrow façade: start, stop, restart a service, save aliases,
-query history, subscribe to events, read status. Everything else (servers,
-LiteLLM, the store, config reloads) hangs off it and is not reached directly.
+`Bridge` implements the control interface (`backend.control.BridgeControl`):
+status, history, aliases, services, logs, events. It serves that interface
+over HTTP (`backend.api.server`) on the proxy's port, with Prometheus at
+/metrics. Everything else (servers, LiteLLM, the store, the metrics fold,
+config reloads) hangs off it and is not reached directly.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from typing import Any
 from aiohttp import ClientSession, TCPConnector, web
 
 from backend import __version__, paths
+from backend.api.server import ControlAPI
+from backend.backend_probe import BackendInfo
+from backend.claude_env import claude_settings, shell_lines
 from backend.config import AliasTable, Config, ConfigDocument, ConfigError, load_config
-from backend.config.model import LOOPBACK_HOSTS
+from backend.config.model import LOOPBACK_HOSTS, BackendConfig
+from backend.control import Alias, ServiceNotFound
 from backend.events import (
     ConfigApplied,
     Event,
@@ -29,10 +35,12 @@ from backend.events import (
     LogLine,
     RequestFinished,
     RequestRecord,
+    RequestStarted,
     UnknownModel,
 )
+from backend.metrics import RequestMetrics
+from backend.metrics.prometheus import CONTENT_TYPE, BridgeCollector, render
 from backend.monitor.sampler import BackendMonitor
-from backend.proxy.admin import AdminAPI
 from backend.proxy.body import byte_limit
 from backend.proxy.front import FrontProxy, Routing
 from backend.proxy.guard import GuardedServer
@@ -66,7 +74,7 @@ def check_exposure(config: Config) -> None:
 
 
 class Bridge:
-    """Front proxy + backend leg + LiteLLM + history, driven as one."""
+    """Front proxy + backend leg + LiteLLM + history + metrics, driven as one (a `BridgeControl`)."""
 
     def __init__(self, config: Config, *, bus: EventBus | None = None, run_dir: Path | None = None,
                  history: HistoryStore | None = None) -> None:
@@ -96,7 +104,11 @@ class Bridge:
         self._resolver: ModelResolver | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.monitor = BackendMonitor(lambda: self.config.backends)
+        self.metrics = RequestMetrics(route_of=self._route_of)
         self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session)
+        self.api = ControlAPI(self, api_key=lambda: self.config.proxy.api_key, prometheus=self.prometheus)
+        self._prometheus = BridgeCollector(self.metrics, self.services,
+                                           self.monitor.snapshot, __version__)
         self._config_mtime = self._mtime()
         self._unsubscribe = self.bus.subscribe(self._on_event)
 
@@ -108,10 +120,27 @@ class Bridge:
         return f"http://{host}:{self.config.proxy.port}"
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Every event from now on (called on the publishing thread: hand over only)."""
         return self.bus.subscribe(listener)
 
-    def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]:
-        return self.history.recent(limit, **filters)
+    async def recent(self, limit: int = 100, *, model: str | None = None, status: int | str | None = None,
+                     session_id: str | None = None, since: float | None = None) -> list[RequestRecord]:
+        """History, newest first: read off the event loop (SQLite)."""
+        return await asyncio.to_thread(self.history.recent, limit, model=model, status=status,
+                                       session_id=session_id, since=since)
+
+    async def record(self, request_id: str) -> RequestRecord | None:
+        return await asyncio.to_thread(self.history.get, request_id)
+
+    async def in_flight(self) -> list[RequestStarted]:
+        return self.metrics.in_flight()
+
+    async def aliases(self) -> list[Alias]:
+        return [(r.pattern, r.target) for r in self.config.aliases]
+
+    def prometheus(self) -> tuple[bytes, str]:
+        """One scrape of /metrics."""
+        return render(self._prometheus), CONTENT_TYPE
 
     async def start(self) -> None:
         """Accept connections at once; LiteLLM comes up in the background."""
@@ -131,7 +160,7 @@ class Bridge:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        self._resolver = ModelResolver(self._backend_session)
+        self._resolver = ModelResolver(self._backend_session, known=self._monitored_model)
         self._pinner = SlotPinner(self._backend_session)
         self.leg = BackendLeg(
             backends=lambda: self._routing.backends,
@@ -144,7 +173,6 @@ class Bridge:
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
         self._choose_upstream()
-        admin = AdminAPI(self)
         resolver = self._resolver
         self.front = FrontProxy(
             routing=lambda: self._routing,
@@ -153,13 +181,13 @@ class Bridge:
             session=self._session,
             backend_session=self._backend_session,
             bus=self.bus,
-            admin=admin.handle,
+            admin=self.api.handle,
             resolved_model=self._resolver.cached,
             native=lambda backend: NativeUpstream(backend, resolver.cached),
             pinner=self._pinner,
         )
         try:
-            await self._serve(self.front.handle, self.config.proxy.host, self.config.proxy.port)
+            await self._serve(self._handle, self.config.proxy.host, self.config.proxy.port)
         except OSError as exc:
             await self.stop()
             raise StartupError(
@@ -171,8 +199,17 @@ class Bridge:
             await self.litellm.start()
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
         await self.llamas.sync(self.config.backends)
-        self.monitor.seed(await asyncio.to_thread(self.history.recent, 500))
+        earlier = await asyncio.to_thread(self.history.recent, 500)
+        self.monitor.seed(earlier)
+        self.metrics.seed(earlier)
         await self.monitor.start(session=self._backend_session)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The proxy port: /metrics here (Prometheus' fixed path), everything else to the front proxy."""
+        if request.path == "/metrics":
+            return await self.api.metrics(request)
+        assert self.front is not None
+        return await self.front.handle(request)
 
     async def stop(self) -> None:
         """End the requests in flight (each stops its model call), stop LiteLLM and every
@@ -183,6 +220,7 @@ class Bridge:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self.api.close()
         await self.monitor.stop()
         if self.litellm is not None:
             await self.litellm.stop()
@@ -199,6 +237,23 @@ class Bridge:
 
     async def restart_service(self, name: str) -> None:
         await self._service(name).restart()
+
+    def _monitored_model(self, backend: BackendConfig) -> str | None:
+        """The model the monitor last read from this backend's /v1/models (None while it has not, or
+        while the backend is not healthy: then the resolver asks, and says what failed)."""
+        for b in self.monitor.snapshot().backends:
+            if b.name == backend.name and b.api_base == backend.api_base and b.health == "ok":
+                return b.model
+        return None
+
+    def _route_of(self, backend: str | None) -> str:
+        """The route a backend's requests take: native, litellm (ours) or external (litellm.url)."""
+        cfg = self.config.backends.get(backend or "")
+        if cfg is None:
+            return "-"
+        if cfg.route == "native":
+            return "native"
+        return "external" if self.config.litellm.url else "litellm"
 
     def _choose_upstream(self) -> None:
         """LiteLLM when a backend needs it (ccbridge's own, or the one at litellm.url);
@@ -234,28 +289,35 @@ class Bridge:
             return llama
         if name != "litellm":
             known = ", ".join(["litellm", *self.llamas.names()])
-            raise KeyError(f"no service named {name!r} (known: {known})")
+            raise ServiceNotFound(f"no service named {name!r} (known: {known})")
         if self.litellm is None:
-            raise KeyError("LiteLLM is not managed by ccbridge here (litellm.url is set)")
+            raise ServiceNotFound("LiteLLM is not managed by ccbridge here (litellm.url is set, or every "
+                                  "backend has route: native)")
         return self.litellm
 
-    def log_tail(self, service: str, n: int = 200) -> list[str]:
+    async def log_tail(self, service: str, n: int = 200) -> list[str]:
         """The last lines of a service's log ("proxy" is ccbridge's own)."""
         if service == "proxy":
             return self.proxy_log.tail(n)
         return self._service(service).log.tail(n)
 
-    async def save_aliases(self, aliases: list[tuple[str, str]]) -> Config:
-        """Validate, write ccbridge.yaml (comments kept), apply to the next request."""
-        if self.config.source is None:
+    async def save_aliases(self, aliases: list[Alias]) -> list[Alias]:
+        """Validate, write ccbridge.yaml (comments kept, fsynced, off the event loop), apply to the next request."""
+        source = self.config.source
+        if source is None:
             raise ConfigError("this bridge was started without a config file; nothing to save to")
-        doc = ConfigDocument.load(self.config.source)
-        doc.set_aliases(aliases)
-        new = doc.to_config()  # raises ConfigError with the reason; nothing written
-        doc.save()
+
+        def write() -> Config:
+            doc = ConfigDocument.load(source)
+            doc.set_aliases(aliases)
+            new = doc.to_config()  # raises ConfigError with the reason; nothing written
+            doc.save()
+            return new
+
+        new = await asyncio.to_thread(write)
         self._config_mtime = self._mtime()
         await self.apply_config(new)
-        return new
+        return [(r.pattern, r.target) for r in new.aliases]
 
     async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
         """Add `--swa-full` to a ccbridge-run llama-server's `command` in ccbridge.yaml (comments kept)
@@ -308,9 +370,54 @@ class Bridge:
         self.bus.publish(ConfigApplied(str(new.source), time.time(), restarted))
         return restarted
 
-    def status(self) -> dict[str, Any]:
-        """Everything the status API and the panel's cards show."""
-        services = []
+    async def status(self) -> dict[str, Any]:
+        """Everything the status API and the panel show."""
+        return self.status_now()
+
+    def status_now(self) -> dict[str, Any]:
+        """`status()` for a caller on the bridge's loop that cannot await."""
+        metrics = self.metrics.snapshot()
+        services = self.services(metrics.in_flight)
+        return {
+            "version": __version__,
+            "config_path": str(self.config.source) if self.config.source else None,
+            "proxy_url": self.proxy_url,
+            "api_key_set": bool(self.config.proxy.api_key),  # whether clients need one; the key is never sent
+            "services": services,
+            "aliases": [{"pattern": r.pattern, "target": r.target} for r in self.config.aliases],
+            "backends": [
+                {"name": b.name, "api_base": b.api_base, "model": b.model,
+                 "resolved_model": self._resolver.cached(b) if self._resolver else None,
+                 "max_tokens": b.max_tokens}
+                for b in self.config.backends.values()
+            ],
+            "unknown_models": [
+                {"model": m, **info} for m, info in sorted(
+                    self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
+            ],
+            "history_warning": self.history.warning,
+            "metrics": metrics.to_dict(),
+            "monitor": self.monitor.snapshot().to_dict(),
+            "claude_env": self.claude_env_lines(),
+        }
+
+    def claude_env_lines(self) -> list[str]:
+        """What `ccbridge env` prints (without its comments), sized from the monitor's last look
+        at the first backend; `proxy.api_key` is never sent: a placeholder stands for it."""
+        config = self.config
+        first = next(iter(config.backends.values()), None)
+        info = None
+        for seen in self.monitor.snapshot().backends:
+            if first is not None and seen.name == first.name:
+                info = BackendInfo(first.name, first.api_base, seen.health == "ok", seen.model,
+                                   seen.n_ctx_slot, seen.n_ctx_train, seen.total_slots)
+        lines = shell_lines(claude_settings(config, info), why=False)
+        key = config.proxy.api_key
+        return [line.replace(key, "<proxy.api_key>") for line in lines] if key else lines
+
+    def services(self, in_flight: int | None = None) -> list[dict[str, Any]]:
+        """One dict per service: the proxy, LiteLLM (or why there is none), each managed llama-server."""
+        services: list[dict[str, Any]] = []
         if self.litellm is not None:
             services.append(asdict(self.litellm.status()))
         else:
@@ -327,32 +434,14 @@ class Bridge:
             "port": self.config.proxy.port,
             "started_at": self.started_at,
             "version": __version__,
-            "in_flight": self.front.in_flight,
+            "in_flight": self.metrics.snapshot().in_flight if in_flight is None else in_flight,
             "probes_answered": self.front.probes_answered,
             "billing_lines_removed": self.front.billing_lines_removed,
             "refused_retries": self.leg.refused_total if self.leg else 0,
             "restarts": 0,
             "last_error": None,
         })
-        return {
-            "version": __version__,
-            "config_path": str(self.config.source) if self.config.source else None,
-            "proxy_url": self.proxy_url,
-            "services": services,
-            "aliases": [{"pattern": r.pattern, "target": r.target} for r in self.config.aliases],
-            "backends": [
-                {"name": b.name, "api_base": b.api_base, "model": b.model,
-                 "resolved_model": self._resolver.cached(b) if self._resolver else None,
-                 "max_tokens": b.max_tokens}
-                for b in self.config.backends.values()
-            ],
-            "unknown_models": [
-                {"model": m, **info} for m, info in sorted(
-                    self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
-            ],
-            "history_warning": self.history.warning,
-            "monitor": self.monitor.snapshot().to_dict(),
-        }
+        return services
 
     # -- internals -------------------------------------------------------------
     @staticmethod
@@ -374,6 +463,7 @@ class Bridge:
         return int(listener.sockets[0].getsockname()[1])
 
     def _on_event(self, event: Event) -> None:
+        self.metrics.on_event(event)
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
             self.monitor.add_record(event.record)

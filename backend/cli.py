@@ -1,4 +1,4 @@
-"""The `ccbridge` command line: serve, env, claude, import, doctor."""
+"""The `ccbridge` command line: serve, env, claude, import, doctor, export (attach and web: tui/launcher.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from backend import __version__, paths
 from backend.backend_probe import probe_backend
@@ -18,6 +19,8 @@ from backend.config import ConfigError, ensure_config, load_config, write_import
 from backend.config.model import Config
 from backend.console import ConsoleWriter
 from backend.events import Event, LogLine, RequestFinished, RequestRecord, ServiceStateChanged
+
+SUMMARY_SECONDS = 60.0
 
 
 def _fmt_tokens(n: int | None) -> str:
@@ -118,11 +121,25 @@ async def _serve(config: Config, *, verbose: bool) -> int:
     out.write("Point Claude Code at it:")
     out.write(f"  export ANTHROPIC_BASE_URL={bridge.proxy_url}")
     out.write("  (`ccbridge env` prints every line, sized for your backend)")
+    summaries = asyncio.create_task(_summaries(bridge, out))
     await stop.wait()
+    summaries.cancel()
     out.write("ccbridge: stopping")
     await bridge.stop()
     out.close()
     return 0
+
+
+async def _summaries(bridge: Any, out: ConsoleWriter, every: float = SUMMARY_SECONDS) -> None:
+    """A line a minute while requests come in: the panel's and /metrics' numbers (one fold)."""
+    from backend.metrics import summary_line
+
+    seen = bridge.metrics.requests_total
+    while True:
+        await asyncio.sleep(every)
+        if bridge.metrics.requests_total != seen:
+            seen = bridge.metrics.requests_total
+            out.write(f"ccbridge: {summary_line(bridge.metrics.snapshot())}")
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -180,6 +197,45 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Request records from the history (SQLite) as JSON lines or CSV, oldest first."""
+    from backend.export import parse_since, write_records
+    from backend.store import HistoryStore
+
+    config, _ = _load(args.config, create=False)
+    path = Path(config.history.path).expanduser() if config.history.path else paths.history_db()
+    if not path.exists():
+        print(f"ccbridge: no request history at {path} yet (history.path); run `ccbridge serve` first",
+              file=sys.stderr)
+        return 2
+    fmt = args.format or ("csv" if args.output and args.output.lower().endswith(".csv") else "jsonl")
+    filters: dict[str, object] = {"model": args.model, "session_id": args.session}
+    if args.status:
+        if not (args.status.isdigit() or args.status == "error"):
+            print("ccbridge: --status takes an HTTP status (200, 404 ...) or 'error'", file=sys.stderr)
+            return 2
+        filters["status"] = int(args.status) if args.status.isdigit() else "error"
+    if args.since:
+        try:
+            filters["since"] = parse_since(args.since)
+        except ValueError as exc:
+            print(f"ccbridge: {exc}", file=sys.stderr)
+            return 2
+    store = HistoryStore(path, retention_days=config.history.retention_days, max_rows=config.history.max_rows)
+    try:
+        records = store.recent(10**9, **filters)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    records.reverse()
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            count = write_records(records, fmt, out)
+        print(f"ccbridge: exported {count} requests to {args.output} ({fmt})", file=sys.stderr)
+    else:
+        write_records(records, fmt, sys.stdout)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from backend.doctor import run_doctor
 
@@ -205,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--force", action="store_true", help="overwrite an existing ccbridge.yaml")
     imp.set_defaults(func=cmd_import)
     sub.add_parser("doctor", help="check ports, LiteLLM, backends; say what to fix").set_defaults(func=cmd_doctor)
+    export = sub.add_parser("export", help="write request records (history) as JSON lines or CSV")
+    export.add_argument("--format", choices=("jsonl", "csv"), help="default: csv for -o *.csv, else jsonl")
+    export.add_argument("--model", help="requested or routed model")
+    export.add_argument("--status", help="an HTTP status, or 'error' (status >= 400 or an error)")
+    export.add_argument("--session", help="a Claude Code session id")
+    export.add_argument("--since", help="30m, 2h, 7d, a date (2026-11-26), a date and time or a unix time")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(func=cmd_export)
     for p in sub.choices.values():  # `ccbridge serve --config X` as well as `ccbridge --config X serve`
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.panel [--quick]
 
 Proxy-only chain (`litellm.url` pointed at bench/zero_backend.py), so every
-millisecond measured is ccbridge's own. Load comes from a separate process
-(paced requests at --rate per second) so it does not share the panel's GIL.
-The panel runs with Textual's headless driver: it lays out and renders every
-frame as in a terminal, minus writing the bytes to the tty.
+millisecond measured is ccbridge's own. `ccbridge serve` runs as its own
+process, as `ccbridge` starts it; the panel attaches to it over the HTTP API
+and its event stream, in this process. Load comes from a separate process
+(paced requests at --rate per second). The panel runs with Textual's headless
+driver: it lays out and renders every frame as in a terminal, minus writing
+the bytes to the tty.
 """
 
 from __future__ import annotations
@@ -80,27 +82,26 @@ def config_for(tmp: Path, upstream: str) -> Path:
 
 
 def without_panel(config: Path, tmp: Path, rate: float, seconds: float) -> dict:
-    from backend.config import load_config
-    from backend.runner import BridgeThread
+    from tests.support.serve import ServeProcess
 
-    bt = BridgeThread(load_config(config), run_dir=tmp / "run-a")
-    bt.start()
-    try:
-        return finish(load(bt.proxy_url, rate, seconds))
-    finally:
-        bt.stop()
+    with ServeProcess(config) as serve:
+        return finish(load(serve.url, rate, seconds))
 
 
 def with_panel(config: Path, tmp: Path, rate: float, seconds: float) -> dict:
+
+    from backend.api.link import ServeLink
+    from tests.support.serve import ServeProcess
+    from tui.app import PanelApp
+
+    with ServeProcess(config) as serve:
+        app = PanelApp(None, link=ServeLink(serve.url, spawn=False))
+        return _drive_panel(app, serve.url, rate, seconds)
+
+
+def _drive_panel(app, url: str, rate: float, seconds: float) -> dict:  # type: ignore[no-untyped-def]
     from textual import events
 
-    from backend.config import load_config
-    from backend.runner import BridgeThread
-    from tui.app import PanelApp
-    from tui.bridge import PanelBridge
-
-    bt = BridgeThread(load_config(config), run_dir=tmp / "run-b")
-    app = PanelApp(PanelBridge(bt))
     result: dict = {}
 
     async def drive() -> None:
@@ -108,7 +109,7 @@ def with_panel(config: Path, tmp: Path, rate: float, seconds: float) -> dict:
             while not app.backend_up:
                 await pilot.pause(0.05)
             await pilot.press("2")  # the live table: the busiest screen
-            proc = load(bt.proxy_url, rate, seconds)
+            proc = load(url, rate, seconds)
             keys: list[float] = []
             await pilot.pause(1.0)
             t_end = time.monotonic() + seconds - 1.5
@@ -126,7 +127,8 @@ def with_panel(config: Path, tmp: Path, rate: float, seconds: float) -> dict:
                 await asyncio.sleep(0.2)
             result["load"] = await asyncio.to_thread(finish, proc)
             result["key_ms"] = keys
-            result["rows"] = app.state.total_requests
+            await pilot.pause(1.5)  # the last events and a status poll
+            result["rows"] = app.state.metrics.get("requests_total")
             await pilot.press("q")
             while app.is_running:
                 await pilot.pause(0.05)
@@ -164,7 +166,7 @@ def memory(n: int) -> dict:
     async def drive() -> None:
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("2")
-            emit = app.bridge.backend.emit
+            emit = app.bridge.control.emit
             now = time.time()
             for i in range(n):
                 rid = f"r{i}"

@@ -3,10 +3,11 @@
     .venv/bin/python scripts/screenshots.py      # writes screenshots/*.svg
 
 Starts the tiny llama-server (tests/support: built by scripts/test.sh), runs the
-panel over a real BridgeThread (real LiteLLM), sends `claude -p` through it
-(Claude Code 2.1.197 and 2.1.330 when installed, plus a few direct requests,
-one of them for a model no alias matches), then saves an 100x30 SVG per screen.
-Regenerate them whenever the UI changes.
+panel as `ccbridge` does (it starts `ccbridge serve` with a real LiteLLM in the
+background and talks to it over its API), sends `claude -p` through it (Claude
+Code 2.1.197 and 2.1.330 when installed, plus a few direct requests, one of
+them for a model no alias matches, one still under way for the dashboard),
+then saves an 100x30 SVG per screen. Regenerate them whenever the UI changes.
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ SIZE = (100, 30)
 
 
 def main() -> None:
+    import threading
+
     import httpx
 
-    from backend.config import load_config
-    from backend.runner import BridgeThread
     from tests.support.claude import run_claude
     from tests.support.llama import LlamaServer
     from tests.support.serve import write_chain_config
     from tests.support.tiny_model import write_tiny_model
     from tui.app import PanelApp
-    from tui.bridge import PanelBridge
+    from tui.launcher import link_for_config
 
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ccbridge-shots-") as d:
@@ -46,7 +47,7 @@ def main() -> None:
         with LlamaServer(model, ctx=65536, extra_args=("--slots", "--metrics")) as llama:
             config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base,
                                         extra='  "claude-haiku-*": local\n')
-            app = PanelApp(PanelBridge(BridgeThread(load_config(config), run_dir=tmp / "run")))
+            app = PanelApp(None, link=link_for_config(config))
 
             async def drive() -> None:
                 async with app.run_test(size=SIZE) as pilot:
@@ -73,6 +74,17 @@ def main() -> None:
 
                     for model in ("claude-haiku-4-5", "claude-sonnet-4-6", "gpt-4o"):
                         print(f"direct {model}: {await asyncio.to_thread(direct, model)}")
+
+                    def long_prompt() -> None:  # still under way when the dashboard is saved
+                        httpx.post(f"{url}/v1/messages", json={
+                            "model": "claude-opus-4-8", "max_tokens": 64, "stream": True, "messages": [
+                                {"role": "user", "content": " ".join(f"word{i % 977}" for i in range(1500))}]},
+                            headers={"x-api-key": "ccbridge-local", "anthropic-version": "2023-06-01"},
+                            timeout=300, trust_env=False)
+
+                    slow = threading.Thread(target=long_prompt, daemon=True)
+                    slow.start()
+                    await until(lambda: bool(app.state.in_flight), 30)
                     await pilot.pause(2.5)  # a status poll and a flush
 
                     async def shot(name: str, *keys: str) -> None:
@@ -83,6 +95,8 @@ def main() -> None:
                         print(f"wrote screenshots/{name}.svg")
 
                     await shot("dashboard", "1")
+                    await asyncio.to_thread(slow.join, 300)
+                    await pilot.pause(1.0)
                     await shot("requests", "2")
                     await shot("request-detail", "enter")
                     await shot("aliases", "escape", "3")

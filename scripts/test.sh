@@ -6,12 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .logs
 bash scripts/setup.sh --dev
-# the panel's real-terminal test drives tmux
-if ! command -v tmux >/dev/null; then
+# the panel's real-terminal test drives tmux; the web view's test drives headless Chromium
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && apt-get install -y -qq tmux) >/dev/null
+    echo "setup: installing ${missing[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
   else
-    echo "setup: tmux is missing; install it (apt-get install tmux / brew install tmux)"; exit 1
+    echo "setup: ${missing[*]} missing; install (apt-get install ${missing[*]} / brew install tmux chromium)"; exit 1
   fi
 fi
 
@@ -36,6 +40,6 @@ for i in "${!pids[@]}"; do
 done
 [ "$failed" = 0 ] || exit 1
 
-.venv/bin/ruff check backend tests bench
-.venv/bin/mypy backend
+.venv/bin/ruff check backend tests bench tui
+.venv/bin/mypy backend tui
 .venv/bin/python -m pytest "$@"

@@ -1,39 +1,42 @@
 """The panel application: screens, global keys, and the timers that feed them.
 
-Thin on purpose: data arrives through `tui.bridge.PanelBridge` (drained a few
-times a second), the status is polled in a worker, and each screen draws itself.
+Thin on purpose. The panel is a client of a `ccbridge serve` (started here in
+the background, or already running, here or through a tunnel): every call goes
+through the control interface (`backend.control.BridgeControl`, over HTTP in
+real use). Events arrive through `tui.bridge.PanelBridge` and are drained a
+few times a second; the status is polled one call at a time (the next poll is
+armed when the last one ended); each screen draws itself.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from backend.backend_probe import BackendInfo
-from backend.claude_env import claude_settings, shell_lines
-from tui.bridge import PanelBridge, PanelState
+from backend.api.link import ServeLink
+from backend.control import BridgeControl, ControlUnavailable
+from tui.bridge import ROW_WINDOW, PanelBridge, PanelState
 from tui.commands import PanelCommands
 from tui.screens.aliases import AliasesScreen
 from tui.screens.base import PanelScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.gpu import GpuScreen
 from tui.screens.help import HelpScreen
-from tui.screens.requests import RequestsScreen
+from tui.screens.requests import RequestDetail, RequestsScreen
 from tui.screens.services import ServicesScreen
 
 FLUSH_SECONDS = 0.25  # coalescing: at most four screen updates per second
 STATUS_SECONDS = 1.0
-SWITCH_INTERVAL = 0.001
 
 
 class PanelApp(App[None]):
-    """ccbridge's control panel over a running backend."""
+    """ccbridge's control panel over a running bridge."""
 
     TITLE = "ccbridge"
     CSS_PATH = Path(__file__).parent / "panel.tcss"
@@ -55,22 +58,27 @@ class PanelApp(App[None]):
         Binding("q", "quit", "Quit", id="panel.quit"),
     ]
 
-    def __init__(self, bridge: PanelBridge | None, *, state: PanelState | None = None, start_backend: bool = True,
+    def __init__(self, bridge: PanelBridge | None, *, state: PanelState | None = None, link: ServeLink | None = None,
                  setup_path: Path | None = None, setup_options: dict[str, Any] | None = None, **kw: Any) -> None:
+        """`bridge` over a control interface that is ready; or `link` to a serve to find or start first;
+        or neither with `setup_path`: the first-run screen writes that config, then a link is made for it."""
         super().__init__(**kw)
         self.bridge = bridge  # type: ignore[assignment]
         self.state = state or PanelState()
-        self.start_backend = start_backend
+        self.link = link
         self.setup_path = setup_path
         self.setup_options = setup_options or {}
         self.backend_error: str | None = None
-        self.backend_up = not start_backend
+        self.backend_up = link is None and bridge is not None
+        self.clean_exit = False  # q was pressed (not a crash): what was started here is stopped
+        self.polls_started = 0
+        self._logs_seeded = False
+        self._polling = False
+        self._poll_again = False
+        self._status_timer: Timer | None = None
 
     def on_mount(self) -> None:
-        # The proxy shares this process's GIL: hand it over every 1 ms (default 5 ms) so a
-        # frame being drawn delays a proxied request by at most about that much.
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        if self.bridge is None and self.setup_path is not None:
+        if self.bridge is None and self.link is None and self.setup_path is not None:
             from tui.screens.setup import SetupScreen
 
             self.push_screen(SetupScreen(self.setup_path, **self.setup_options), self._setup_done)
@@ -79,59 +87,120 @@ class PanelApp(App[None]):
 
     def _setup_done(self, path: Path | None) -> None:
         if path is None:
+            self.clean_exit = True
             self.exit()
             return
-        from backend.config import load_config
-        from backend.runner import BridgeThread
+        from tui.launcher import link_for_config
 
-        self.bridge = PanelBridge(BridgeThread(load_config(path)))
+        self.link = link_for_config(path)
         self._begin()
 
     def _begin(self) -> None:
         self.switch_mode("dashboard")
         self.set_interval(FLUSH_SECONDS, self.flush_events)
-        self.set_interval(STATUS_SECONDS, self.poll_status)
-        if self.start_backend:
-            self.notify("starting the proxy and LiteLLM ...")
-            self._start_backend()
-        else:
+        if self.link is not None:
+            if self.bridge is None:
+                self.bridge = PanelBridge(self.link.client)
+            self.notify(f"connecting to ccbridge at {self.link.url} ...")
+            self._connect()
+        elif self.bridge is not None:
+            self.bridge.start()
             self.poll_status()
 
-    @work(thread=True, exclusive=True, group="backend-start")
-    def _start_backend(self) -> None:
-        self.bridge.backend.start()
-        history = self.bridge.backend.recent(500)
-        self.call_from_thread(self._started, history)
-
-    def _started(self, history: list[Any]) -> None:
+    @work(exclusive=True, group="backend-start")
+    async def _connect(self) -> None:
+        assert self.link is not None
+        try:
+            how = await self.link.connect()
+        except ControlUnavailable as exc:
+            self.backend_error = str(exc)
+            self.refresh_screens()
+            self.notify(str(exc), severity="error", timeout=20, markup=False)
+            return
+        assert self.bridge is not None
+        self.bridge.start()
+        if how == "started":
+            self.notify(f"started ccbridge serve (pid {self.link.process.pid if self.link.process else '?'}); "
+                        "q stops it", markup=False)
+        else:
+            self.notify(f"attached to the ccbridge serve at {self.link.url}; q leaves it running", markup=False)
         self.backend_up = True
-        self.state.seed(history)
+        await self._reseed()
         self.poll_status()
+
+    async def _seed_logs(self) -> None:
+        """Each service's log so far (the events bring only the lines from now on)."""
+        for svc in self.state.status.get("services", []):
+            try:
+                lines = await self.control.log_tail(str(svc["name"]), 2000)
+            except (ControlUnavailable, KeyError):
+                continue
+            self.state.seed_log(str(svc["name"]), lines)
+
+    async def _reseed(self) -> None:
+        self.state.seed(await self.control.recent(ROW_WINDOW))
+        self.refresh_screens()
+
+    @property
+    def control(self) -> BridgeControl:
+        """The control interface of the serve this panel shows."""
+        if self.bridge is None:
+            raise RuntimeError("the panel is not connected yet")
+        return self.bridge.control
 
     # -- data ------------------------------------------------------------------
     def flush_events(self) -> None:
         events = self.bridge.drain() if self.bridge else []
         finished = self.state.apply(events) if events else []
-        if events:
+        if self.state.reconnected:
+            self.state.reconnected = False
+            self.run_worker(self._reseed(), exclusive=True, group="reseed")
+        if events or self.state.in_flight:  # in-flight rows show their time so far
             self.refresh_screens(finished)
 
     def refresh_screens(self, finished: list[Any] | None = None) -> None:
+        if not self.screen_stack:  # shutting down
+            return
         screen = self.screen
         if isinstance(screen, PanelScreen) and screen.is_mounted:
             screen.redraw(finished)
 
     def poll_status(self) -> None:
-        if self.bridge is not None and self.backend_up:
-            self._poll_status()
+        """Poll now (or right after the poll under way). One poll at a time: each arms the next when it
+        ends (dolphie's pattern), so a stalled loop or a slow serve never piles polls up."""
+        if self.bridge is None or not self.backend_up:
+            return
+        if self._polling:
+            self._poll_again = True
+            return
+        if self._status_timer is not None:
+            self._status_timer.stop()
+            self._status_timer = None
+        self._polling = True
+        self.polls_started += 1
+        self._poll_status()
 
-    @work(thread=True, exclusive=True, group="status")
-    def _poll_status(self) -> None:
-        status = self.bridge.backend.status()
-        self.call_from_thread(self._status, status)
-
-    def _status(self, status: dict[str, Any]) -> None:
-        self.state.status = status
-        self.refresh_screens()
+    @work(group="status")
+    async def _poll_status(self) -> None:
+        try:
+            status = await self.control.status()
+        except ControlUnavailable as exc:
+            self.backend_error = f"{exc} (retrying)"
+            self.refresh_screens()
+        else:
+            self.backend_error = None
+            self.state.status = status
+            if not self._logs_seeded:
+                self._logs_seeded = True
+                await self._seed_logs()
+            self.refresh_screens()
+        finally:
+            self._polling = False
+            if self._poll_again:
+                self._poll_again = False
+                self.call_later(self.poll_status)
+            else:
+                self._status_timer = self.set_timer(STATUS_SECONDS, self.poll_status)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """One place for worker failures: say what failed, keep the panel up."""
@@ -145,25 +214,27 @@ class PanelApp(App[None]):
 
     # -- what screens ask for --------------------------------------------------
     def proxy_url(self) -> str:
-        return str(self.state.status.get("proxy_url") or "http://127.0.0.1:8082")
+        return str(self.state.status.get("proxy_url") or (self.link.url if self.link else "http://127.0.0.1:8082"))
 
-    def env_lines(self, *, hide_key: bool = False) -> list[str]:
-        """What `ccbridge env` prints (without its comments), sized from the monitor's last look at
-        the first backend, so nothing is asked of the backend from here. `hide_key`: for the screen."""
-        config = getattr(self.bridge.backend, "config", None) if self.bridge is not None else None
-        if config is None:
-            return [f"export ANTHROPIC_BASE_URL={self.proxy_url()}", "(`ccbridge env` prints the rest)"]
-        lines = shell_lines(claude_settings(config, self._first_backend_info(config)), why=False)
-        key = config.proxy.api_key
-        return [line.replace(key, "<proxy.api_key>") for line in lines] if key and hide_key else lines
+    def env_lines(self) -> list[str]:
+        """What `ccbridge env` prints (without its comments), as serve computes it from its
+        monitor; before the first status arrives, the one line that matters most."""
+        lines = self.state.status.get("claude_env")
+        if isinstance(lines, list) and lines:
+            return [str(line) for line in lines]
+        return [f"export ANTHROPIC_BASE_URL={self.proxy_url()}", "(`ccbridge env` prints the rest)"]
 
-    def _first_backend_info(self, config: Any) -> BackendInfo | None:
-        first = next(iter(config.backends.values()), None)
-        for seen in (self.state.status.get("monitor") or {}).get("backends", []):
-            if first is not None and seen.get("name") == first.name:
-                return BackendInfo(first.name, first.api_base, seen.get("health") == "ok", seen.get("model"),
-                                   seen.get("n_ctx_slot"), seen.get("n_ctx_train"), seen.get("total_slots"))
-        return None
+    @work(exclusive=True, group="request-detail")
+    async def open_request(self, request_id: str) -> None:
+        """The detail view of one request (from the window, else from the history)."""
+        record = next((r for r in self.state.records if r.id == request_id), None)
+        if record is None and request_id in self.state.in_flight:
+            self.notify("still under way: its record is complete once it ends")
+            return
+        if record is None:
+            record = await self.control.record(request_id)
+        if record is not None:
+            self.push_screen(RequestDetail(record, self.proxy_url()))
 
     # -- actions ---------------------------------------------------------------
     def action_show(self, mode: str) -> None:
@@ -189,11 +260,15 @@ class PanelApp(App[None]):
             screen.action_restart()
 
     async def action_quit(self) -> None:
-        self.notify("stopping LiteLLM and every child ...")
+        if self.link is not None and self.link.started_here:
+            self.notify("stopping ccbridge serve (LiteLLM and every child) ...")
+        self.clean_exit = True
         self._stop_backend()
 
-    @work(thread=True, exclusive=True, group="backend-stop")
-    def _stop_backend(self) -> None:
+    @work(exclusive=True, group="backend-stop")
+    async def _stop_backend(self) -> None:
         if self.bridge is not None:
-            self.bridge.backend.stop()
-        self.call_from_thread(self.exit)
+            self.bridge.stop()
+        if self.link is not None:
+            await self.link.close(stop_started=True)
+        self.exit()

@@ -1,11 +1,13 @@
-"""The one adapter between the backend and Textual.
+"""The one adapter between the bridge's control interface and Textual.
 
-`PanelBridge` subscribes to the backend's events (delivered on the backend
-thread), keeps them in a bounded buffer and hands them to the UI in batches a
-few times a second (`EventsFlushed`), so a proxy at hundreds of requests per
-second costs the screen a handful of updates. `PanelState` is the panel's view
-of the world: a bounded window of recent records and per-second token counts.
-Nothing here draws; nothing here imports a backend module beyond the façade's types.
+`PanelBridge` holds the control interface (`backend.control.BridgeControl`:
+over HTTP to a `ccbridge serve` in real use, fixed data in tests), subscribes
+to its events and keeps them in a bounded buffer that the app drains a few
+times a second, so hundreds of requests per second cost the screen a handful
+of redraws. `PanelState` is the panel's view of the world: the status (with
+the backend's folded metrics), a bounded window of recent records, the
+requests in flight and the services' logs. Nothing here draws, and nothing
+here computes a metric: tokens/s, TTFT and rates come folded from the backend.
 """
 
 from __future__ import annotations
@@ -15,12 +17,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from textual.message import Message
-
+from backend.control import BridgeControl, StreamOpened
 from backend.events import (
-    Event,
     LogLine,
     RequestFinished,
     RequestRecord,
@@ -28,55 +28,41 @@ from backend.events import (
     ServiceStateChanged,
 )
 
-ROW_WINDOW = 500  # newest rows the request table keeps; older ones stay in SQLite
-CHART_SECONDS = 300  # the dashboard's throughput chart covers the last five minutes
-BUCKET_SECONDS = 5
-
-
-class Backend(Protocol):
-    """What the panel needs from the backend: `backend.runner.BridgeThread` or a fixed stand-in."""
-
-    def subscribe(self, listener: Callable[[Event], None]) -> None: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def status(self) -> dict[str, Any]: ...
-    def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]: ...
-    def record(self, request_id: str) -> RequestRecord | None: ...
-    def log_tail(self, service: str, n: int = 200) -> list[str]: ...
-    def restart_service(self, name: str) -> None: ...
-    def stop_service(self, name: str) -> None: ...
-    def start_service(self, name: str) -> None: ...
-    def save_aliases(self, aliases: list[tuple[str, str]]) -> Any: ...
-    def enable_swa_full(self, backend: str) -> Any: ...
-
-
-class EventsFlushed(Message):
-    """A batch of backend events, delivered on the UI thread."""
-
-    def __init__(self, events: list[Event]) -> None:
-        super().__init__()
-        self.events = events
+ROW_WINDOW = 500  # newest rows the panel keeps; older ones stay in SQLite
 
 
 class PanelBridge:
-    """Owns the backend façade and the event buffer between its thread and the UI."""
+    """Owns the control interface and the event buffer between it and the UI."""
 
-    def __init__(self, backend: Backend, *, buffer: int = 20_000) -> None:
-        self.backend = backend
-        self._buffer: deque[Event] = deque(maxlen=buffer)  # bounded: a stalled UI drops the oldest
+    def __init__(self, control: BridgeControl, *, buffer: int = 20_000) -> None:
+        self.control = control
+        self._buffer: deque[Any] = deque(maxlen=buffer)  # bounded: a stalled UI drops the oldest
         self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
         self.dropped = 0
-        backend.subscribe(self._on_event)
 
-    def _on_event(self, event: Event) -> None:
-        # Backend thread: only hand over. deque.append is atomic; the lock guards the swap in drain().
-        if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1
-        self._buffer.append(event)
+    def start(self) -> None:
+        """Subscribe (on the app's running loop: an HTTP client starts its event stream there)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self.control.subscribe(self._on_event)
 
-    def drain(self) -> list[Event]:
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_event(self, event: Any) -> None:
+        # May run on another thread: append and swap under one lock, so drain() never loses an event.
+        with self._lock:
+            if len(self._buffer) == self._buffer.maxlen:
+                self.dropped += 1
+            self._buffer.append(event)
+
+    def drain(self) -> list[Any]:
         """Take every buffered event (UI thread, on a timer)."""
         with self._lock:
+            if not self._buffer:
+                return []
             events = list(self._buffer)
             self._buffer.clear()
         return events
@@ -92,18 +78,30 @@ class PanelState:
     in_flight: dict[str, RequestStarted] = field(default_factory=dict)
     logs: dict[str, deque[str]] = field(default_factory=dict)
     log_counts: dict[str, int] = field(default_factory=dict)  # lines ever seen (the deques are bounded)
-    # per-second sums keyed by int(unix second): (output tokens, prompt tokens, requests)
-    seconds: dict[int, list[float]] = field(default_factory=dict)
-    total_requests: int = 0
     # what the panel knows is under way per service ("restarting", "stopping", ...), shown over its state
     activity: dict[str, str] = field(default_factory=dict)
+    reconnected: bool = False  # the event stream came back: the records missed meanwhile need fetching
+    _ids: set[str] = field(default_factory=set)  # ids in `records`: a record seen twice is kept once
 
     def seed(self, records: list[RequestRecord]) -> None:
-        """History from SQLite (newest first), so the panel opens with what happened before."""
-        for r in reversed(records):
-            self._add_record(r)
+        """History (newest first), so the panel opens with what happened before; merged by id."""
+        merged = {r.id: r for r in self.records}
+        for r in records:
+            merged.setdefault(r.id, r)
+        ordered = sorted(merged.values(), key=lambda r: r.started_at, reverse=True)[:ROW_WINDOW]
+        self.records = deque(ordered, maxlen=ROW_WINDOW)
+        self._ids = {r.id for r in ordered}
 
-    def apply(self, events: list[Event]) -> list[RequestRecord]:
+    def _add(self, r: RequestRecord) -> bool:
+        if r.id in self._ids:
+            return False
+        if len(self.records) == self.records.maxlen:
+            self._ids.discard(self.records[-1].id)
+        self.records.appendleft(r)
+        self._ids.add(r.id)
+        return True
+
+    def apply(self, events: list[Any]) -> list[RequestRecord]:
         """Fold a batch in; return the records that finished in it."""
         finished: list[RequestRecord] = []
         for ev in events:
@@ -111,8 +109,8 @@ class PanelState:
                 self.in_flight[ev.id] = ev
             elif isinstance(ev, RequestFinished):
                 self.in_flight.pop(ev.record.id, None)
-                self._add_record(ev.record)
-                finished.append(ev.record)
+                if self._add(ev.record):
+                    finished.append(ev.record)
             elif isinstance(ev, LogLine):
                 self._log(ev.service, ev.line)
             elif isinstance(ev, ServiceStateChanged):
@@ -125,51 +123,50 @@ class PanelState:
                     self.activity[ev.service] = "restarting"
                 elif ev.state in ("ready", "stopped", "failed", "crashed"):
                     self.activity.pop(ev.service, None)
+            elif isinstance(ev, StreamOpened):
+                self.in_flight = {e.id: e for e in ev.in_flight}
+                self.reconnected = self.reconnected or ev.reconnected
         if len(self.in_flight) > 10_000:  # a lost RequestFinished must not grow this forever
             self.in_flight.clear()
-        self._trim()
         return finished
+
+    def seed_log(self, service: str, lines: list[str]) -> None:
+        """A service's earlier lines, before the ones that arrived as events."""
+        seen = list(self.logs.get(service, ()))
+        self.logs[service] = deque([*lines, *seen], maxlen=2000)
+        self.log_counts[service] = self.log_counts.get(service, 0) + len(lines)
 
     def _log(self, service: str, line: str) -> None:
         self.logs.setdefault(service, deque(maxlen=2000)).append(line)
         self.log_counts[service] = self.log_counts.get(service, 0) + 1
 
-    def _add_record(self, r: RequestRecord) -> None:
-        self.records.appendleft(r)
-        self.total_requests += 1
-        end = r.started_at + (r.duration_ms or 0) / 1000
-        slot = self.seconds.setdefault(int(end), [0.0, 0.0, 0.0])
-        slot[0] += r.output_tokens or 0
-        slot[1] += r.input_tokens or 0
-        slot[2] += 1
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The backend's folded metrics (`backend.metrics.MetricsSnapshot.to_dict()`), {} before the first status."""
+        return self.status.get("metrics") or {}
 
-    def _trim(self) -> None:
-        horizon = int(self.clock()) - CHART_SECONDS - BUCKET_SECONDS
-        for sec in [s for s in self.seconds if s < horizon]:
-            del self.seconds[sec]
+    def live(self, limit: int, match: Callable[[RequestRecord], bool] | None = None) -> list[tuple[RequestRecord, str]]:
+        """The newest requests (in flight and finished), newest first, as (record, phase).
 
-    def series(self, index: int) -> list[float]:
-        """Tokens per second (index 0 output, 1 prompt) in BUCKET_SECONDS buckets, oldest first."""
-        now = int(self.clock())
-        out = []
-        for start in range(now - CHART_SECONDS, now, BUCKET_SECONDS):
-            total = sum(self.seconds.get(s, (0, 0, 0))[index] for s in range(start, start + BUCKET_SECONDS))
-            out.append(total / BUCKET_SECONDS)
-        return out
-
-    def requests_per_minute(self) -> int:
-        now = int(self.clock())
-        return int(sum(self.seconds.get(s, (0, 0, 0))[2] for s in range(now - 60, now + 1)))
-
-    def ttft_percentiles(self) -> tuple[float | None, float | None]:
-        values = sorted(r.ttft_ms for r in self.records if r.ttft_ms is not None)
-        if not values:
-            return None, None
-
-        def pick(q: float) -> float:
-            return values[min(len(values) - 1, int(q * len(values)))]
-
-        return pick(0.5), pick(0.95)
+        Phase is "waiting" for a request under way (a record with no status and
+        its duration so far) and "done" for a finished one."""
+        now = self.clock()
+        rows: list[tuple[RequestRecord, str]] = []
+        for ev in self.in_flight.values():
+            r = RequestRecord(id=ev.id, started_at=ev.started_at, method=ev.method, path=ev.path,
+                              session_id=ev.session_id, requested_model=ev.requested_model,
+                              routed_backend=ev.routed_backend, duration_ms=max(0.0, now - ev.started_at) * 1000)
+            if match is None or match(r):
+                rows.append((r, "waiting"))
+        done = 0
+        for r in self.records:
+            if done >= limit:
+                break
+            if r.id not in self.in_flight and (match is None or match(r)):
+                rows.append((r, "done"))
+                done += 1
+        rows.sort(key=lambda row: (row[0].started_at, row[0].id), reverse=True)
+        return rows[:limit]
 
     def shown_state(self, svc: dict[str, Any]) -> str:
         """The state a card shows: an action under way wins over the service's last state."""

@@ -19,8 +19,9 @@ PANEL_COMMANDS: list[tuple[str, str, str]] = [
     ("Add an alias", "aliases screen: new rule", "app.on_screen('aliases', 'add')"),
     ("Save aliases", "apply the alias table to the next request", "app.on_screen('aliases', 'save')"),
     ("Filter requests", "by model, status or session", "app.on_screen('requests', 'filter')"),
+    ("Export requests", "what the requests filter shows, as CSV or JSON lines", "app.on_screen('requests', 'export')"),
     ("Copy env lines", "export ANTHROPIC_BASE_URL=... for Claude Code", "app.copy_env"),
-    ("Quit", "stop LiteLLM and every child, then exit", "app.quit"),
+    ("Quit", "stop the ccbridge serve the panel started (one it attached to keeps running)", "app.quit"),
 ]
 
 

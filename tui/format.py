@@ -57,18 +57,25 @@ def compact(n: float | None) -> str:
     return f"{n / 1000:.0f}k"
 
 
-def status_text(r: RequestRecord) -> str:
+PHASE_TEXT = {"waiting": "wait", "generating": "gen"}
+"""The status cell of a request still under way: waiting for its first token, or generating."""
+
+
+def status_text(r: RequestRecord, phase: str = "done") -> str:
+    if phase in PHASE_TEXT:
+        return PHASE_TEXT[phase]
     if r.client_hung_up:
         return "hungup"
     return str(r.status) if r.status is not None else "..."
 
 
-def request_row(r: RequestRecord) -> tuple[str, ...]:
+def request_row(r: RequestRecord, phase: str = "done") -> tuple[str, ...]:
+    """The cells of one request under REQUEST_COLUMNS (a request under way shows its phase and time so far)."""
     return (
         hms(r.started_at),
         (r.session_id or "-")[:6],
         routed(r, 20),
-        status_text(r),
+        status_text(r, phase),
         compact(r.input_tokens),
         compact(r.output_tokens),
         "-" if r.ttft_ms is None else f"{r.ttft_ms / 1000:.2f}",

@@ -1,8 +1,14 @@
-"""Finds the model id a backend serves (`model: auto`)."""
+"""Finds the model id a backend serves (`model: auto`).
+
+The monitor (`backend.monitor`) already asks every backend's /v1/models in the
+background; with `known` reading its snapshot, the resolver asks llama-server
+itself only when the monitor has no answer yet (the first seconds after start).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
@@ -12,10 +18,12 @@ _TTL = 60.0
 
 
 class ModelResolver:
-    """GET {api_base}/models -> first id, cached per backend for a minute."""
+    """GET {api_base}/models -> first id, cached per backend for a minute; `known(backend)`, when it
+    answers, is taken first (the monitor's snapshot)."""
 
-    def __init__(self, session: ClientSession) -> None:
+    def __init__(self, session: ClientSession, known: Callable[[BackendConfig], str | None] | None = None) -> None:
         self._session = session
+        self._known = known
         self._cache: dict[str, tuple[float, str | None]] = {}
 
     def cached(self, backend: BackendConfig) -> str | None:
@@ -25,6 +33,10 @@ class ModelResolver:
     async def resolve(self, backend: BackendConfig) -> str | None:
         if backend.model != "auto":
             return backend.model
+        known = self._known(backend) if self._known is not None else None
+        if known:
+            self._cache[backend.api_base] = (time.monotonic(), known)
+            return known
         hit = self._cache.get(backend.api_base)
         if hit and time.monotonic() - hit[0] < _TTL:
             return hit[1]

@@ -117,8 +117,11 @@ def _record(row: Iterable[Any]) -> RequestRecord:
     return RequestRecord(**values)
 
 
-def _matches(record: RequestRecord, model: str | None, status: int | str | None, session_id: str | None) -> bool:
+def _matches(record: RequestRecord, model: str | None, status: int | str | None, session_id: str | None,
+             since: float | None = None) -> bool:
     """The Python twin of the WHERE clause `recent()` builds."""
+    if since is not None and record.started_at < since:
+        return False
     if model is not None and model not in (record.requested_model, record.routed_model):
         return False
     if session_id is not None and record.session_id != session_id:
@@ -435,12 +438,14 @@ class HistoryStore:
         model: str | None = None,
         status: int | str | None = None,
         session_id: str | None = None,
+        since: float | None = None,
     ) -> list[RequestRecord]:
         """The newest records first, up to `limit`.
 
         `model` matches the requested or the routed model; `status` is an HTTP
-        status, or "error" for status >= 400 or a recorded error. Records added
-        but not yet committed are included.
+        status, or "error" for status >= 400 or a recorded error; `since` keeps
+        requests started at or after that unix time. Records added but not yet
+        committed are included.
         """
         if limit <= 0:
             return []
@@ -452,6 +457,9 @@ class HistoryStore:
         if session_id is not None:
             where.append("session_id = ?")
             params.append(session_id)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
         if status == "error":
             where.append("(status >= 400 OR error IS NOT NULL)")
         elif status is not None:
@@ -466,7 +474,7 @@ class HistoryStore:
             record = _record(row)
             merged[record.id] = record
         for record in self._unsaved():
-            if _matches(record, model, status, session_id):
+            if _matches(record, model, status, session_id, since):
                 merged[record.id] = record
             else:
                 merged.pop(record.id, None)

@@ -372,3 +372,18 @@ def test_billing_line_is_removed_and_counted_nothing_else_changes(tmp_path):
         assert status["services"][0]["billing_lines_removed"] == 3
 
     run_with_bridge(tmp_path, body)
+
+
+def test_status_carries_the_env_lines_with_the_key_hidden(tmp_path):
+    """The panel's env card shows what `ccbridge env` prints; serve computes it, never sending proxy.api_key."""
+    from backend.claude_env import claude_settings, shell_lines
+
+    async def body(bridge, up, client):
+        status = (await client.get("/ccbridge/api/status", headers={"x-api-key": SECRET})).json()
+        lines = status["claude_env"]
+        assert lines == [line.replace(SECRET, "<proxy.api_key>")
+                         for line in shell_lines(claude_settings(bridge.config, None), why=False)]
+        assert any(line.startswith("export ANTHROPIC_AUTH_TOKEN=<proxy.api_key>") for line in lines)
+        assert SECRET not in json.dumps(status)
+
+    run_with_bridge(tmp_path, body, extra_proxy=f"  api_key: {SECRET}\n")

@@ -207,7 +207,7 @@ def test_a_backend_command_is_started_supervised_and_restarted(tiny_model, tmp_p
             b = snap.backends[0]
             assert b.health == "ok" and b.process is not None and b.process.pid == first
             assert b.process.flags.ctx == 32768 and b.process.flags.port == port
-            names = [s["name"] for s in bridge.status()["services"]]
+            names = [s["name"] for s in (await bridge.status())["services"]]
             assert names == ["proxy", "litellm", "llama:local"]
 
             await bridge.restart_service("llama:local")  # e.g. after changing -c

@@ -1,7 +1,9 @@
-"""A backend with fixed data, for snapshot tests and the benchmark's UI-only runs.
+"""A bridge with fixed data, for snapshot tests and the benchmark's UI-only runs.
 
-It satisfies `tui.bridge.Backend`: the same calls as `backend.runner.BridgeThread`,
-answered from fixed records and a fixed status (no clock, no random ids).
+`FixedBackend` is a `backend.control.BridgeControl` (the interface the panel
+speaks to a real serve over HTTP), answered from fixed records and a fixed
+status (no clock, no random ids). Its metrics come from the real fold
+(`backend.metrics.RequestMetrics`) run over the fixed records at a fixed time.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from backend.backend_probe import BackendInfo
+from backend.claude_env import claude_settings, shell_lines
 from backend.config import parse_config
-from backend.events import Event, RequestRecord
+from backend.events import Event, RequestFinished, RequestRecord, RequestStarted
+from backend.metrics import RequestMetrics
 
 NOW = 1_795_000_000.0  # a fixed "now" for every screen
 
@@ -40,14 +45,45 @@ def fixed_records() -> list[RequestRecord]:
     return rows
 
 
+def fixed_metrics(records: list[RequestRecord]) -> dict[str, Any]:
+    """What `status()["metrics"]` says after these records, folded by the backend's own code at NOW."""
+    metrics = RequestMetrics(clock=lambda: NOW)
+    metrics.started_at = NOW - 3725
+    for r in reversed(records):
+        metrics.on_event(RequestFinished(r))
+    return metrics.snapshot().to_dict()
+
+
+FIXED_CONFIG = """
+proxy:
+  port: 8082
+backends:
+  local:
+    api_base: http://127.0.0.1:8080/v1
+aliases:
+  "claude-haiku-*": local
+  "*": local
+"""
+"""The config behind `fixed_status()` (the env card is computed from it)."""
+
+
+def fixed_claude_env() -> list[str]:
+    """What serve puts in `status()["claude_env"]` for FIXED_CONFIG and the fixed monitor."""
+    first = fixed_monitor()["backends"][0]
+    info = BackendInfo("local", first["api_base"], True, first["model"], first["n_ctx_slot"], first["n_ctx_train"],
+                       first["total_slots"])
+    return shell_lines(claude_settings(parse_config(FIXED_CONFIG), info), why=False)
+
+
 def fixed_status() -> dict[str, Any]:
     return {
         "version": "0.1.0",
         "config_path": "/home/you/.config/ccbridge/ccbridge.yaml",
         "proxy_url": "http://127.0.0.1:8082",
+        "api_key_set": False,
         "services": [
             {"name": "proxy", "state": "ready", "url": "http://127.0.0.1:8082", "port": 8082,
-             "started_at": NOW - 3725, "in_flight": 1, "restarts": 0, "last_error": None},
+             "started_at": NOW - 3725, "in_flight": 0, "restarts": 0, "last_error": None},
             {"name": "litellm", "state": "ready", "pid": 4242, "port": 4000, "url": "http://127.0.0.1:4000",
              "restarts": 1, "started_at": NOW - 600, "state_since": NOW - 600, "version": "1.102.4",
              "last_error": None, "log_tail": ["INFO:     Uvicorn running on http://127.0.0.1:4000",
@@ -58,7 +94,9 @@ def fixed_status() -> dict[str, Any]:
                       "resolved_model": "tiny-llama.gguf", "max_tokens": None}],
         "unknown_models": [{"model": "gpt-4o", "count": 3, "first_seen": NOW - 300, "last_seen": NOW - 90}],
         "history_warning": None,
+        "metrics": fixed_metrics(fixed_records()),
         "monitor": fixed_monitor(),
+        "claude_env": fixed_claude_env(),
     }
 
 
@@ -93,69 +131,58 @@ def fixed_monitor() -> dict[str, Any]:
     }
 
 
-FIXED_CONFIG = """
-proxy:
-  port: 8082
-backends:
-  local:
-    api_base: http://127.0.0.1:8080/v1
-aliases:
-  "claude-haiku-*": local
-  "*": local
-"""
-"""The config behind `fixed_status()` (the env card is computed from it)."""
-
-
 class FixedBackend:
-    """Answers from fixed data; records calls so tests can assert them."""
+    """Answers from fixed data; records calls so tests can assert them. A `BridgeControl`."""
 
     def __init__(self, records: list[RequestRecord] | None = None, status: dict[str, Any] | None = None) -> None:
-        self.config = parse_config(FIXED_CONFIG)
         self.records = fixed_records() if records is None else records
         self._status = fixed_status() if status is None else status
         self.listeners: list[Callable[[Event], None]] = []
         self.calls: list[tuple[str, Any]] = []
+        self.started: list[RequestStarted] = []
 
-    def subscribe(self, listener: Callable[[Event], None]) -> None:
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
 
     def emit(self, event: Event) -> None:
-        for listener in self.listeners:
+        for listener in list(self.listeners):
             listener(event)
 
-    def start(self) -> None:
-        self.calls.append(("start", None))
-
-    def stop(self) -> None:
-        self.calls.append(("stop", None))
-
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        self.calls.append(("status", None))
         return self._status
 
-    def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]:
+    async def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]:
         return self.records[:limit]
 
-    def record(self, request_id: str) -> RequestRecord | None:
+    async def record(self, request_id: str) -> RequestRecord | None:
         return next((r for r in self.records if r.id == request_id), None)
 
-    def log_tail(self, service: str, n: int = 200) -> list[str]:
+    async def in_flight(self) -> list[RequestStarted]:
+        return list(self.started)
+
+    async def aliases(self) -> list[tuple[str, str]]:
+        return [(a["pattern"], a["target"]) for a in self._status["aliases"]]
+
+    async def log_tail(self, service: str, n: int = 200) -> list[str]:
         return []
 
-    def restart_service(self, name: str) -> None:
+    async def restart_service(self, name: str) -> None:
         self.calls.append(("restart", name))
 
-    def stop_service(self, name: str) -> None:
+    async def stop_service(self, name: str) -> None:
         self.calls.append(("stop_service", name))
 
-    def start_service(self, name: str) -> None:
+    async def start_service(self, name: str) -> None:
         self.calls.append(("start_service", name))
 
-    def save_aliases(self, aliases: list[tuple[str, str]]) -> None:
+    async def save_aliases(self, aliases: list[tuple[str, str]]) -> list[tuple[str, str]]:
         self.calls.append(("save_aliases", aliases))
         self._status = {**self._status, "aliases": [{"pattern": p, "target": t} for p, t in aliases]}
+        return aliases
 
-
-    def enable_swa_full(self, backend: str) -> tuple[str, ...]:
+    async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
         self.calls.append(("enable_swa_full", backend))
         return (f"llama:{backend}",)
 
@@ -167,6 +194,27 @@ def fixed_app(**kw: Any):  # type: ignore[no-untyped-def]
 
     backend = FixedBackend(**kw)
     state = PanelState(clock=lambda: NOW)
-    state.seed(backend.recent(500))
-    state.status = backend.status()
-    return PanelApp(PanelBridge(backend), state=state, start_backend=False)
+    state.seed(backend.records[:500])
+    state.status = backend._status  # noqa: SLF001 - drawn at once, as after the first poll
+    return PanelApp(PanelBridge(backend), state=state)
+
+
+class FixedLink:
+    """Stands where a `backend.api.link.ServeLink` would: "attached" to a FixedBackend at once."""
+
+    def __init__(self, backend: FixedBackend | None = None, url: str = "http://127.0.0.1:8082") -> None:
+        self.client = backend or FixedBackend()
+        self.url = url
+        self.process = None
+        self.log_path = None
+        self.closed = False
+
+    @property
+    def started_here(self) -> bool:
+        return False
+
+    async def connect(self) -> str:
+        return "attached"
+
+    async def close(self, *, stop_started: bool = True) -> None:
+        self.closed = True

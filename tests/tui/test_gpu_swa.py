@@ -46,7 +46,7 @@ def test_the_gpu_screen_and_card_show_it_and_w_applies_it_through_the_facade():
                 in text
             assert "first turn 0% from cache" in text and "fix: add --swa-full to backends.local.command" in text
             await pilot.press("w")
-            await wait_until(pilot, lambda: ("enable_swa_full", "local") in app.bridge.backend.calls, 5)
+            await wait_until(pilot, lambda: ("enable_swa_full", "local") in app.bridge.control.calls, 5)
 
     asyncio.run(drive())
 
@@ -58,7 +58,7 @@ def test_w_does_nothing_to_a_server_ccbridge_does_not_run():
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("5", "w")
             await pilot.pause(0.3)
-            assert not [c for c in app.bridge.backend.calls if c[0] == "enable_swa_full"]
+            assert not [c for c in app.bridge.control.calls if c[0] == "enable_swa_full"]
             assert any("not run by ccbridge" in str(n.message) for n in app._notifications)
 
     asyncio.run(drive())

@@ -17,7 +17,7 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-def test_every_screen_opens_at_80x24_and_q_stops_the_backend():
+def test_every_screen_opens_at_80x24_and_q_unsubscribes_and_exits():
     app = fixed_app()
 
     async def drive():
@@ -32,11 +32,12 @@ def test_every_screen_opens_at_80x24_and_q_stops_the_backend():
             await pilot.pause()
             assert "r restart selected" in screen_text(app)
             await pilot.press("escape")
+            assert app.bridge.control.listeners
             await pilot.press("q")
-            await wait_until(pilot, lambda: ("stop", None) in app.bridge.backend.calls, 5, "stop")
+            await wait_until(pilot, lambda: not app.is_running, 5, "exit")
 
     run(drive())
-    assert app.bridge.backend.calls[-1] == ("stop", None)
+    assert app.clean_exit and not app.bridge.control.listeners
 
 
 def test_new_requests_arrive_coalesced_newest_first_and_filter():
@@ -47,7 +48,7 @@ def test_new_requests_arrive_coalesced_newest_first_and_filter():
             await pilot.press("2")
             table = app.screen.query_one(DataTable)
             assert table.row_count == 5
-            backend = app.bridge.backend
+            backend = app.bridge.control
             for i in range(50):  # one burst: the table is redrawn on the next flush, not 50 times
                 backend.emit(RequestStarted(f"new-{i}", NOW, "POST", "/v1/messages", "claude-opus-4-8", "local",
                                             "s"))
@@ -93,8 +94,8 @@ def test_alias_editor_checks_inline_and_saves_through_the_facade():
             assert screen.rules[0] == ("claude-x-*", "local/special") and screen.dirty
             await pilot.press("J")  # move it below the haiku rule
             await pilot.press("ctrl+s")
-            await wait_until(pilot, lambda: any(c[0] == "save_aliases" for c in app.bridge.backend.calls), 5)
-            saved = next(c[1] for c in app.bridge.backend.calls if c[0] == "save_aliases")
+            await wait_until(pilot, lambda: any(c[0] == "save_aliases" for c in app.bridge.control.calls), 5)
+            saved = next(c[1] for c in app.bridge.control.calls if c[0] == "save_aliases")
             assert saved == [("claude-haiku-*", "local"), ("claude-x-*", "local/special"), ("*", "local")]
 
     run(drive())
@@ -121,9 +122,9 @@ def test_services_keys_restart_and_stop_through_the_facade():
             await pilot.press("4")
             await pilot.pause()
             await pilot.press("r")
-            await wait_until(pilot, lambda: ("restart", "litellm") in app.bridge.backend.calls, 5)
+            await wait_until(pilot, lambda: ("restart", "litellm") in app.bridge.control.calls, 5)
             await pilot.press("s")
-            await wait_until(pilot, lambda: ("stop_service", "litellm") in app.bridge.backend.calls, 5)
+            await wait_until(pilot, lambda: ("stop_service", "litellm") in app.bridge.control.calls, 5)
 
     run(drive())
 
@@ -147,3 +148,25 @@ def test_detail_and_palette():
             await wait_until(pilot, lambda: app.current_mode == "aliases", 5, "palette")
 
     run(drive())
+
+
+def test_requests_screen_exports_what_the_filter_shows(tmp_path):
+    app = fixed_app()
+    target = tmp_path / "opus.csv"
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2", "slash", *"opus", "enter")
+            await pilot.pause()
+            await pilot.press("e")
+            await wait_until(pilot, lambda: app.screen.query("#export-path"), 5, "the export dialog")
+            app.screen.query_one("#export-path").value = str(target)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: target.exists() and target.read_text().count("\n") == 4, 5, "the file")
+
+    run(drive())
+    import csv
+
+    rows = list(csv.DictReader(target.open()))
+    assert [r["id"] for r in rows] == ["req-0003", "req-0004", "req-0006"]  # the opus rows, oldest first
+    assert all(r["requested_model"] == "claude-opus-4-8" for r in rows)

@@ -1,4 +1,5 @@
-"""Pilot tests over the real backend (`BridgeThread`): aliases, restart, redaction, first run."""
+"""Pilot tests over a real `ccbridge serve` (a child process, as in use): aliases, restart, redaction,
+first run, a panel that starts its own serve, a panel crash that leaves serve serving, the api_key."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.api.link import ServeLink
 from backend.backend_probe import probe_backend
 from backend.config import load_config
-from backend.runner import BridgeThread
 from tests.support.llama import free_port
-from tests.support.serve import write_chain_config
+from tests.support.serve import ServeProcess, write_chain_config
 from tests.tui.conftest import screen_text, wait_until
-from tests.tui.fixed import FixedBackend
+from tests.tui.fixed import FixedLink
 from tui.app import PanelApp
-from tui.bridge import PanelBridge
+from tui.launcher import link_for_config
 from tui.screens.aliases import AliasEditor
 from tui.screens.requests import RequestDetail
 
@@ -34,8 +35,8 @@ def _external_config(path: Path, upstream_url: str, *, api_key: str | None = Non
     return path
 
 
-def _app(config: Path, tmp_path: Path) -> PanelApp:
-    return PanelApp(PanelBridge(BridgeThread(load_config(config), run_dir=tmp_path / "run")))
+def _attached(serve: ServeProcess, key: str | None = None) -> PanelApp:
+    return PanelApp(None, link=ServeLink(serve.url, key, spawn=False))
 
 
 def _send(url: str, model: str, key: str = "anything") -> httpx.Response:
@@ -46,71 +47,84 @@ def _send(url: str, model: str, key: str = "anything") -> httpx.Response:
 
 def test_edited_alias_routes_the_next_request(tmp_path, upstream):
     config = _external_config(tmp_path / "ccbridge.yaml", upstream.url)
-    app = _app(config, tmp_path)
+    with ServeProcess(config) as serve:
+        app = _attached(serve)
+        asyncio.run(_edit_alias(app, config, upstream))
+        assert serve.proc.poll() is None  # quitting an attached panel leaves serve running
+        assert serve.status()["aliases"][0]["pattern"] == "claude-special-*"
 
-    async def drive():
-        async with app.run_test(size=(80, 24)) as pilot:
-            await wait_until(pilot, lambda: app.state.status.get("proxy_url"), 30, "backend up")
-            url = app.state.status["proxy_url"]
-            assert (await asyncio.to_thread(_send, url, "claude-special-1")).status_code == 200
-            assert upstream.upstream.seen[-1].json()["model"] == "local"
-            await pilot.press("3", "a")
-            await wait_until(pilot, lambda: isinstance(app.screen, AliasEditor), 5, "editor")
-            await pilot.press(*"claude-special-*", "tab", "end", *"/special-model", "enter")
-            await pilot.press("ctrl+s")
-            await wait_until(pilot, lambda: "claude-special-*" in config.read_text(), 20, "saved")
-            assert "# the panel's test config" in config.read_text()  # comments kept
-            resp = await asyncio.to_thread(_send, url, "claude-special-1")
-            assert resp.status_code == 200
-            assert upstream.upstream.seen[-1].json()["model"] == "special-model"
-            await pilot.press("2")
-            await wait_until(pilot, lambda: "special-1>local" in screen_text(app), 5, "row")
-            await pilot.press("q")
-            await wait_until(pilot, lambda: not app.is_running, 30, "quit")
 
-    asyncio.run(drive())
+async def _edit_alias(app: PanelApp, config: Path, upstream) -> None:  # type: ignore[no-untyped-def]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.state.status.get("proxy_url"), 30, "backend up")
+        url = app.state.status["proxy_url"]
+        assert (await asyncio.to_thread(_send, url, "claude-special-1")).status_code == 200
+        assert upstream.upstream.seen[-1].json()["model"] == "local"
+        await pilot.press("3", "a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AliasEditor), 5, "editor")
+        await pilot.press(*"claude-special-*", "tab", "end", *"/special-model", "enter")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: "claude-special-*" in config.read_text(), 20, "saved")
+        assert "# the panel's test config" in config.read_text()  # comments kept
+        resp = await asyncio.to_thread(_send, url, "claude-special-1")
+        assert resp.status_code == 200
+        assert upstream.upstream.seen[-1].json()["model"] == "special-model"
+        await pilot.press("2")
+        await wait_until(pilot, lambda: "special-1>local" in screen_text(app), 5, "row")
+        await pilot.press("q")
+        await wait_until(pilot, lambda: not app.is_running, 30, "quit")
 
 
 def test_request_detail_never_shows_the_key(tmp_path, upstream):
     config = _external_config(tmp_path / "ccbridge.yaml", upstream.url, api_key=PLANTED)
-    app = _app(config, tmp_path)
+    with ServeProcess(config, api_key=PLANTED) as serve:
+        refused = _attached(serve)  # no key: the panel says what is missing
 
-    async def drive():
-        async with app.run_test(size=(100, 40)) as pilot:
-            await wait_until(pilot, lambda: app.state.status.get("proxy_url"), 30, "backend up")
-            assert (await asyncio.to_thread(_send, app.state.status["proxy_url"], "claude-opus-4-8",
-                                            PLANTED)).status_code == 200
-            seen = []
-            for key in ("1", "2", "3", "4", "5"):
-                await pilot.press(key)
-                await pilot.pause(0.3)
-                seen.append(screen_text(app))
-            await pilot.press("2")
-            await wait_until(pilot, lambda: app.state.records, 5, "record")
-            await pilot.pause(0.5)
-            await pilot.press("enter")
-            await wait_until(pilot, lambda: isinstance(app.screen, RequestDetail), 5, "detail")
-            detail = app.screen
+        async def without_key():
+            async with refused.run_test(size=(100, 40)) as pilot:
+                await wait_until(pilot, lambda: refused.backend_error, 30, "refusal")
+                assert "needs its api_key" in refused.backend_error
+                assert "needs its api_key" in screen_text(refused)
+
+        asyncio.run(without_key())
+        app = _attached(serve, PLANTED)
+        asyncio.run(_no_key_anywhere(app))
+
+
+async def _no_key_anywhere(app: PanelApp) -> None:
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.state.status.get("proxy_url"), 30, "backend up")
+        assert (await asyncio.to_thread(_send, app.state.status["proxy_url"], "claude-opus-4-8",
+                                        PLANTED)).status_code == 200
+        seen = []
+        for key in ("1", "2", "3", "4", "5"):
+            await pilot.press(key)
+            await pilot.pause(0.3)
             seen.append(screen_text(app))
-            assert "claude-opus-4-8" in seen[-1]
-            assert "$ANTHROPIC_API_KEY" in detail.curl
-            for text in [*seen, detail.curl]:
-                assert PLANTED not in text
-            await pilot.press("escape", "q")
-            await wait_until(pilot, lambda: not app.is_running, 30, "quit")
-
-    asyncio.run(drive())
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.state.records, 5, "record")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RequestDetail), 5, "detail")
+        detail = app.screen
+        seen.append(screen_text(app))
+        assert "claude-opus-4-8" in seen[-1]
+        assert "$ANTHROPIC_API_KEY" in detail.curl
+        for text in [*seen, detail.curl]:
+            assert PLANTED not in text
+        await pilot.press("escape", "q")
+        await wait_until(pilot, lambda: not app.is_running, 30, "quit")
 
 
 def test_first_run_setup_writes_a_working_config(tmp_path, llama_server, monkeypatch):
     path = tmp_path / "config" / "ccbridge.yaml"
     started: list[object] = []
 
-    def fake_thread(config, **kw):  # the written config is checked below; the backend itself is the e2e tests'
-        started.append(config)
-        return FixedBackend()
+    def fake_link(config_path):  # the written config is checked below; serving it is the other tests'
+        started.append(config_path)
+        return FixedLink()
 
-    monkeypatch.setattr("backend.runner.BridgeThread", fake_thread)
+    monkeypatch.setattr("tui.launcher.link_for_config", fake_link)
     app = PanelApp(None, setup_path=path)
 
     async def drive():
@@ -135,7 +149,7 @@ def test_first_run_setup_writes_a_working_config(tmp_path, llama_server, monkeyp
 @pytest.mark.e2e
 def test_r_restarts_litellm_and_the_card_goes_restarting_then_ready(tmp_path, llama_server):
     config = write_chain_config(tmp_path / "ccbridge.yaml", llama_server.api_base)
-    app = _app(config, tmp_path)
+    app = PanelApp(None, link=link_for_config(config))  # the panel starts its own serve, as `ccbridge` does
     shown: list[str] = []
 
     def litellm_state() -> str:
@@ -161,8 +175,38 @@ def test_r_restarts_litellm_and_the_card_goes_restarting_then_ready(tmp_path, ll
             await pilot.press("1")
             await pilot.pause(0.3)
             assert "ready" in screen_text(app)
+            serve = app.link.process
+            assert serve is not None and serve.poll() is None
             await pilot.press("q")
             await wait_until(pilot, lambda: not app.is_running, 60, "quit")
+            assert serve.poll() is not None  # q stopped the serve the panel started
 
     asyncio.run(drive())
     assert shown[-2:] == ["restarting", "ready"], shown
+
+
+def test_a_panel_started_serve_outlives_a_panel_crash(tmp_path, upstream, monkeypatch):
+    """`ccbridge` runs serve as a child: an exception in a widget ends the panel, never the bridge."""
+    config = _external_config(tmp_path / "ccbridge.yaml", upstream.url)
+    app = PanelApp(None, link=link_for_config(config))
+
+    def broken(self, finished):  # type: ignore[no-untyped-def]
+        if self.panel.state.records:
+            raise RuntimeError("a widget bug")
+
+    async def drive():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.backend_up and app.state.status.get("proxy_url"), 60, "serve up")
+            monkeypatch.setattr("tui.screens.dashboard.DashboardScreen.refresh_view", broken)
+            assert (await asyncio.to_thread(_send, app.proxy_url(), "claude-opus-4-8")).status_code == 200
+            await wait_until(pilot, lambda: not app.is_running, 30, "the crash")
+
+    with pytest.raises(RuntimeError, match="a widget bug"):
+        asyncio.run(drive())
+    serve = app.link.process
+    try:
+        assert serve is not None and serve.poll() is None and not app.clean_exit
+        assert _send(app.link.url, "claude-opus-4-8").status_code == 200  # still serving
+    finally:
+        app.link.stop()
+    assert serve.poll() is not None

@@ -14,6 +14,21 @@ def test_dashboard(snap_compare):
     assert snap_compare(fixed_app(), terminal_size=SIZE)
 
 
+def test_dashboard_at_120x40_with_a_request_in_flight(snap_compare):
+    """The size the issue was tried at: the live log fills the space under the cards."""
+    async def in_flight(pilot) -> None:
+        from backend.events import RequestStarted
+        from tests.tui.conftest import wait_until
+        from tests.tui.fixed import NOW
+
+        pilot.app.bridge.control.emit(RequestStarted("req-0007", NOW - 2, "POST", "/v1/messages",
+                                                     "claude-sonnet-4-6", "local", "0b9d7c11-bbbb"))
+        await wait_until(pilot, lambda: pilot.app.screen.query_one("#live").row_count == 6, 10, "the row")
+        await pilot.pause(0.3)
+
+    assert snap_compare(fixed_app(), terminal_size=(120, 40), run_before=in_flight)
+
+
 def test_requests(snap_compare):
     assert snap_compare(fixed_app(), terminal_size=SIZE, press=["2"])
 
@@ -52,7 +67,7 @@ def test_help(snap_compare):
 
 
 def _setup_app() -> PanelApp:
-    return PanelApp(None, start_backend=False, setup_path=Path("/home/you/.config/ccbridge/ccbridge.yaml"),
+    return PanelApp(None, setup_path=Path("/home/you/.config/ccbridge/ccbridge.yaml"),
                     setup_options={"find": lambda: [("http://127.0.0.1:8080/v1", "tiny-llama.gguf")],
                                    "check": lambda address: (True, "serves tiny-llama.gguf")})
 

@@ -194,17 +194,13 @@ class AliasesScreen(PanelScreen):
                 return
         self._save(list(self.rules))
 
-    @work(thread=True, exclusive=True, group="aliases")
-    def _save(self, rules: list[tuple[str, str]]) -> None:
+    @work(exclusive=True, group="aliases")
+    async def _save(self, rules: list[tuple[str, str]]) -> None:
         try:
-            self.panel.bridge.backend.save_aliases(rules)
+            await self.panel.control.save_aliases(rules)
         except ConfigError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", title="not saved",
-                                      markup=False)
+            self.notify(str(exc), severity="error", title="not saved", markup=False)
             return
-        self.app.call_from_thread(self._saved)
-
-    def _saved(self) -> None:
         self.dirty = False
         self.notify("aliases saved; the next request uses them")
         self.panel.poll_status()

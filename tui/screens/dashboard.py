@@ -1,31 +1,52 @@
-"""The first screen: service cards, throughput, latency, the lines for Claude Code."""
+"""The first screen: service cards, the live request log, throughput, latency, the lines for Claude Code."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, Label, Sparkline, Static
+from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
 
 from backend.events import RequestRecord
 from tui.format import num, secs
 from tui.screens.base import PanelScreen
 from tui.screens.gpu import dashboard_card
 from tui.widgets.cards import ServiceCard
+from tui.widgets.request_table import RequestTable
+
+LIVE_ROWS = 60  # the dashboard's log: the newest requests (the requests screen keeps more)
+
+
+def stats_line(metrics: dict[str, Any]) -> str:
+    """The numbers the backend folded (`backend.metrics`): the same as the status API and /metrics show."""
+    return (f"req/min {metrics.get('requests_per_min', 0)}   in flight {metrics.get('in_flight', 0)}   "
+            f"TTFT p50 {secs(metrics.get('ttft_p50_ms'))} p95 {secs(metrics.get('ttft_p95_ms'))}   "
+            f"total {num(metrics.get('requests_total', 0))}")
+
+
+def chart_label(name: str, series: list[float], minute: float | None) -> str:
+    """`output 12.3 tok/s (1 min)  peak 40.0`: the chart covers five minutes, the figure the last one."""
+    return f"{name} {minute or 0:,.1f} tok/s (1 min)  peak {max(series, default=0):,.1f}"
 
 
 class DashboardScreen(PanelScreen):
-    """Cards per service, tokens/s over the last five minutes, and the env lines."""
+    """Cards per service, the newest requests as they stream, tokens/s over five minutes, the env lines."""
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="error", markup=False)
         yield Horizontal(id="cards")
         yield Static(id="stats", markup=False)
-        with Vertical(id="charts"):
-            yield Label("output tokens/s (5 min)", id="out-label")
-            yield Sparkline([], id="out-chart")
-            yield Label("prompt tokens/s (5 min)", id="in-label")
-            yield Sparkline([], id="in-chart")
+        with Horizontal(id="charts"):
+            with Vertical():
+                yield Label("output tok/s", id="out-label")
+                yield Sparkline([], id="out-chart")
+            with Vertical():
+                yield Label("prompt tok/s", id="in-label")
+                yield Sparkline([], id="in-chart")
+        yield RequestTable(id="live")
         env = Static(id="env", classes="env", markup=False)
         env.border_title = "for Claude Code (ctrl+p: Copy env lines)"
         yield env
@@ -36,7 +57,7 @@ class DashboardScreen(PanelScreen):
         now = state.clock()
         error = self.query_one("#error", Static)
         error.display = bool(self.panel.backend_error)
-        error.update(f"ccbridge could not start: {self.panel.backend_error}" if self.panel.backend_error else "")
+        error.update(f"ccbridge: {self.panel.backend_error}" if self.panel.backend_error else "")
         cards = self.query_one("#cards", Horizontal)
         services = list(state.status.get("services", []))
         gpu = state.status.get("monitor")
@@ -52,18 +73,24 @@ class DashboardScreen(PanelScreen):
         for card, svc in zip(cards.query(ServiceCard), services, strict=True):
             card.show(svc, now, state.shown_state(svc))
         self.query_one("#card-model", Static).update(dashboard_card(gpu))
-        out, prompt = state.series(0), state.series(1)
+        metrics = state.metrics
+        out = list(metrics.get("output_tps_series") or [])
+        prompt = list(metrics.get("prompt_tps_series") or [])
         self.query_one("#out-chart", Sparkline).data = out
         self.query_one("#in-chart", Sparkline).data = prompt
-        self.query_one("#out-label", Label).update(
-            f"output tokens/s (5 min)   now {out[-1] if out else 0:,.1f}   peak {max(out, default=0):,.1f}")
-        self.query_one("#in-label", Label).update(
-            f"prompt tokens/s (5 min)   now {prompt[-1] if prompt else 0:,.1f}   peak {max(prompt, default=0):,.1f}")
-        p50, p95 = state.ttft_percentiles()
-        self.query_one("#stats", Static).update(
-            f"requests/min {state.requests_per_minute()}   in flight {len(state.in_flight)}   "
-            f"TTFT p50 {secs(p50)} p95 {secs(p95)}   total {num(state.total_requests)}")
-        lines = self.panel.env_lines(hide_key=True)
+        self.query_one("#out-label", Label).update(chart_label("output", out, metrics.get("output_tps")))
+        self.query_one("#in-label", Label).update(chart_label("prompt", prompt, metrics.get("prompt_tps")))
+        self.query_one("#stats", Static).update(stats_line(metrics))
+        rows = state.live(LIVE_ROWS)
+        self.query_one("#live", RequestTable).show(rows)
+        env = self.query_one("#env", Static)
+        lines = self.panel.env_lines()
         if len(lines) > 4:  # 80x24 has room for four: the ones that connect, then where the rest are
             lines = [*lines[:3], f"+ {len(lines) - 3} more: ctrl+p Copy env lines; `ccbridge claude` sets all"]
-        self.query_one("#env", Static).update("\n".join(lines))
+        # Until the first request the lines are the next step; after it, one line is enough.
+        env.update("\n".join(lines) if not rows else f"{lines[0]}   (ctrl+p: Copy env lines)")
+        env.set_class(bool(rows), "-compact")
+
+    @on(DataTable.RowSelected, "#live")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.panel.open_request(str(event.row_key.value))

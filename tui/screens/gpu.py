@@ -32,6 +32,10 @@ def _k(n: object) -> str:
     return f"{n / 1024:.0f}k" if isinstance(n, int) and n >= 1024 else str(n or "-")
 
 
+def _count(n: object) -> str:
+    return str(n) if isinstance(n, int) else "-"
+
+
 def _val(x: object, unit: str = "", fmt: str = "{:.0f}") -> str:
     return (fmt.format(x) + unit) if isinstance(x, int | float) else "-"
 
@@ -81,7 +85,7 @@ def monitor_text(monitor: dict | None) -> str:
         lines.append(f"  {b.get('name', '?')}: {b.get('health', '?')}  {b.get('api_base', '')}")
         lines.append(f"    model {b.get('model_alias') or b.get('model') or '-'}  build {b.get('build') or '-'}")
         lines.append(f"    context per slot {b.get('n_ctx_slot') or '-'} (trained {b.get('n_ctx_train') or '-'})  "
-                     f"slots busy {b.get('busy_slots', '-')}/{b.get('total_slots') or '-'}")
+                     f"slots busy {_count(b.get('busy_slots'))}/{b.get('total_slots') or '-'}")
         lines.append(f"    generation {_val(b.get('gen_tps'), ' tok/s', '{:.1f}')}  "
                      f"prompt {_val(b.get('prompt_tps'), ' tok/s')}")
         proc = b.get("process") or {}
@@ -126,7 +130,7 @@ def dashboard_card(monitor: dict | None) -> str:
     backends = monitor.get("backends") or [{}]
     b = backends[0]
     lines = [f"{b.get('health', '?')}  {str(b.get('model_alias') or b.get('model') or '-').rsplit('/', 1)[-1][:28]}",
-             f"ctx {_k(b.get('n_ctx_slot'))}/slot  busy {b.get('busy_slots', '-')}/{b.get('total_slots') or '-'}"
+             f"ctx {_k(b.get('n_ctx_slot'))}/slot  busy {_count(b.get('busy_slots'))}/{b.get('total_slots') or '-'}"
              f"  {_val(b.get('gen_tps'), ' tok/s', '{:.0f}')}"]
     gpu = monitor.get("gpu") or {}
     devices = gpu.get("devices") or []
@@ -179,17 +183,15 @@ class GpuScreen(PanelScreen):
             self.panel.state.activity[f"llama:{name}"] = "restarting"
             self._enable_swa_full(name)
 
-    @work(thread=True, group="swa-full")
-    def _enable_swa_full(self, backend: str) -> None:
-        bridge = self.panel.bridge
-        assert bridge is not None  # the screen is only shown once the backend is there
+    @work(group="swa-full")
+    async def _enable_swa_full(self, backend: str) -> None:
         try:
-            restarted = bridge.backend.enable_swa_full(backend)
+            restarted = await self.panel.control.enable_swa_full(backend)
             message, severity = (f"--swa-full added to backends.{backend}.command; restarted: "
                                  f"{', '.join(restarted) or 'nothing (it was there already)'}"), "information"
         except Exception as exc:  # noqa: BLE001 - shown to the user, the panel goes on
             message, severity = f"--swa-full for backend '{backend}' failed: {exc}", "error"
-        self.app.call_from_thread(self._swa_done, backend, message, severity)
+        self._swa_done(backend, message, severity)
 
     def _swa_done(self, backend: str, message: str, severity: str) -> None:
         self.panel.state.activity.pop(f"llama:{backend}", None)

@@ -9,9 +9,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 SCREEN_KEYS = [
-    ("Everywhere", "1 dashboard   2 requests   3 aliases   4 services   5 GPU   ? help   "
-                   "ctrl+p command palette   q quit (stops LiteLLM and every child)"),
-    ("Requests", "enter detail   / filter (model, status, session)   esc clear filter   in detail: c copy as curl"),
+    ("Everywhere", "1 dashboard   2 requests   3 aliases   4 services   5 GPU   ? help   ctrl+p palette   "
+                   "q quit (stops the serve the panel started)"),
+    ("Dashboard", "enter detail (the newest requests as they stream; wait = under way)"),
+    ("Requests", "enter detail   / filter   esc clear   e export (.csv/.jsonl)   detail: c copy as curl"),
     ("Aliases", "a add   e/enter edit   x delete   shift+up/down (K/J) reorder   m map an unknown model   "
                 "ctrl+s save and apply   u revert"),
     ("Services", "r restart selected   R restart all   s stop/start   f follow log   / search log"),
@@ -28,5 +29,5 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help", classes="dialog"):
             yield Static("[b]ccbridge panel[/b]: Claude Code -> proxy -> LiteLLM -> llama-server\n")
             for title, keys in SCREEN_KEYS:
-                yield Static(f"[b]{title}[/b]\n  {keys}\n")
+                yield Static(f"[b]{title}[/b]  {keys}", classes="help-keys")
         yield Footer(compact=True)

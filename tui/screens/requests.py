@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from backend.events import RequestRecord
-from tui.format import REQUEST_COLUMNS, curl_command, detail_lines, request_row
+from backend.export import write_records
+from tui.format import curl_command, detail_lines
 from tui.screens.base import PanelScreen
+from tui.widgets.request_table import RequestTable
 
 
 def matches(r: RequestRecord, words: list[str]) -> bool:
@@ -25,108 +30,135 @@ def matches(r: RequestRecord, words: list[str]) -> bool:
 
 
 TABLE_ROWS = 200  # rows in the table; the panel keeps ROW_WINDOW records, SQLite keeps the rest
-TABLE_SLACK = 150  # rows pushed out of the window are dropped in one rebuild once this many are stale
-
-
-class OrderedCell(Text):
-    """The time cell, carrying the row's sort order (newest first) for DataTable.sort.
-
-    Cells are `Text`, not `str`: DataTable would parse each str as markup when it measures it.
-    """
-
-    def __init__(self, text: str, order: tuple[float, str]) -> None:
-        super().__init__(text)
-        self.order = order
 
 
 class RequestsScreen(PanelScreen):
-    """Newest first; a window of the newest rows (history stays in SQLite)."""
+    """Newest first, requests in flight included; a window of the newest rows (history stays in SQLite)."""
 
     BINDINGS = [
         Binding("enter", "open_detail", "Detail", id="requests.detail"),
         Binding("slash", "filter", "Filter", id="requests.filter"),
+        Binding("e", "export", "Export", id="requests.export"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="requests.clear_filter"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refiltered = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="filter-bar"):
             yield Input(placeholder="filter: model, status or session (Enter applies, Esc clears)", id="filter")
-        yield DataTable(id="requests", cursor_type="row", zebra_stripes=True)
+        yield RequestTable(id="requests")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for col in REQUEST_COLUMNS:
-            table.add_column(col, key=col)
         self.refresh_view([])
-        table.focus()
+        self.query_one(RequestTable).focus()
 
     @property
     def words(self) -> list[str]:
         return self.query_one("#filter", Input).value.lower().split()
 
-    def refresh_view(self, finished: list[RequestRecord]) -> None:
-        """Diff by request id: add the new rows, drop those out of the window, re-sort (no rebuild)."""
-        table = self.query_one(DataTable)
+    def shown(self) -> list[tuple[RequestRecord, str]]:
+        """The rows the filter lets through, newest first (what `e` exports)."""
         words = self.words
-        wanted: dict[str, RequestRecord] = {}
-        for r in self.panel.state.records:  # newest first
-            if matches(r, words):
-                wanted[r.id] = r
-                if len(wanted) == TABLE_ROWS:
-                    break
-        current = {str(k.value) for k in table.rows}
-        if current == wanted.keys():
-            return
-        stale = current - wanted.keys()
-        if len(stale) > TABLE_SLACK or (stale and len(stale) == len(current)):
-            table.clear()  # one rebuild instead of many remove_row calls (each is O(rows))
-            current = set()
-        elif stale and not finished:
-            for gone in stale:  # a filter change: few rows go
-                table.remove_row(gone)
-            current -= stale
-        added = [r for rid, r in wanted.items() if rid not in current]
-        for r in added:
-            time_cell, *rest = request_row(r)
-            table.add_row(OrderedCell(time_cell, (r.started_at, r.id)), *map(Text, rest), key=r.id)
-        if added:
-            selected = table.cursor_row
-            table.sort("time", key=lambda cell: cell.order, reverse=True)
-            if selected > 0:  # a user reading row N keeps reading it as new rows come in on top
-                table.move_cursor(row=min(selected + len(added), table.row_count - 1), animate=False)
+        return self.panel.state.live(TABLE_ROWS, (lambda r: matches(r, words)) if words else None)
+
+    def refresh_view(self, finished: list[RequestRecord]) -> None:
+        # after a filter change every row that no longer matches goes; otherwise old rows may linger a while
+        self.query_one(RequestTable).show(self.shown(), keep_stale=not self._refiltered)
+        self._refiltered = False
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
     def action_clear_filter(self) -> None:
         self.query_one("#filter", Input).value = ""
-        self.query_one(DataTable).focus()
+        self.query_one(RequestTable).focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self) -> None:
+        self._refiltered = True
         self.refresh_view([])
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(DataTable).focus()
+        self.query_one(RequestTable).focus()
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         self._open(str(event.row_key.value))
 
     def action_open_detail(self) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count:
-            self._open(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+        request_id = self.query_one(RequestTable).selected_id()
+        if request_id:
+            self._open(request_id)
 
     def _open(self, request_id: str) -> None:
-        record = next((r for r in self.panel.state.records if r.id == request_id), None)
-        if record is None:
-            record = self.panel.bridge.backend.record(request_id)
-        if record is not None:
-            self.app.push_screen(RequestDetail(record, self.panel.proxy_url()))
+        self.panel.open_request(request_id)
+
+    def action_export(self) -> None:
+        records = [r for r, phase in self.shown() if phase == "done"]
+        if not records:
+            self.notify("nothing to export: no finished request matches the filter", severity="warning")
+            return
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self._export(records, path)
+
+        self.app.push_screen(ExportDialog(default_export_path(), len(records)), chosen)
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export(self, records: list[RequestRecord], path: str) -> None:
+        try:
+            written, fmt = export_file(records, Path(path).expanduser())
+        except (OSError, ValueError) as exc:
+            self.app.call_from_thread(self.notify, f"not exported: {exc}", severity="error", markup=False)
+            return
+        self.app.call_from_thread(self.notify, f"exported {written} requests to {path} ({fmt})", markup=False)
+
+
+def default_export_path() -> str:
+    return f"ccbridge-requests-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+
+
+def export_file(records: list[RequestRecord], path: Path) -> tuple[int, str]:
+    """Write `records` (oldest first) to `path`: CSV for *.csv, JSON lines otherwise."""
+    fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        written = write_records(sorted(records, key=lambda r: r.started_at), fmt, out)
+    return written, fmt
+
+
+class ExportDialog(ModalScreen[str | None]):
+    """Where to write the requests the filter shows (.csv: CSV, anything else: JSON lines)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="export.cancel")]
+
+    def __init__(self, default: str, count: int) -> None:
+        super().__init__()
+        self.default, self.count = default, count
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="export-dialog", classes="dialog"):
+            yield Label(f"Export the {self.count} finished requests the filter shows to (.csv or .jsonl):")
+            yield Input(self.default, id="export-path")
+            with Horizontal(classes="buttons"):
+                yield Button("Export", variant="primary", id="export-ok")
+                yield Button("Cancel", id="export-cancel")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#export-ok")
+    def _ok(self) -> None:
+        path = self.query_one("#export-path", Input).value.strip()
+        self.dismiss(path or None)
+
+    @on(Button.Pressed, "#export-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
 
 
 class RequestDetail(ModalScreen[None]):

@@ -134,18 +134,15 @@ class ServicesScreen(PanelScreen):
         self.notify(f"{verb} {name} ...")
         self._run_control(name, verb)
 
-    @work(thread=True, group="services")
-    def _run_control(self, name: str, verb: str) -> None:
-        backend = self.panel.bridge.backend
-        call = {"restart": backend.restart_service, "stop": backend.stop_service, "start": backend.start_service}
+    @work(group="services")
+    async def _run_control(self, name: str, verb: str) -> None:
+        control = self.panel.control
+        call = {"restart": control.restart_service, "stop": control.stop_service, "start": control.start_service}
         try:
-            call[verb](name)
+            await call[verb](name)
             message, severity = f"{name}: {verb} done", "information"
         except Exception as exc:  # noqa: BLE001 - shown to the user, the panel goes on
             message, severity = f"{name}: {verb} failed: {exc}", "error"
-        self.app.call_from_thread(self._controlled, name, message, severity)
-
-    def _controlled(self, name: str, message: str, severity: str) -> None:
         self.panel.state.activity.pop(name, None)
         self.notify(message, severity=severity, markup=False)  # type: ignore[arg-type]
         self.panel.poll_status()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,11 +50,13 @@ class SetupScreen(Screen[Path | None]):
     def on_mount(self) -> None:
         self.action_scan()
 
-    @work(thread=True, exclusive=True, group="setup-scan")
-    def action_scan(self) -> None:
-        self.app.call_from_thread(self.query_one("#check", Static).update, "scanning listening ports ...")
-        found = self.find()
-        self.app.call_from_thread(self._found, found)
+    # Workers run on the app's loop; only the blocking probes go to a thread, so every widget
+    # is touched from the UI thread (Textual's query and update are not thread-safe).
+    @work(exclusive=True, group="setup-scan")
+    async def action_scan(self) -> None:
+        self.query_one("#check", Static).update("scanning listening ports ...")
+        found = await asyncio.to_thread(self.find)
+        self._found(found)
 
     def _found(self, found: list[tuple[str, str]]) -> None:
         options = self.query_one("#found", OptionList)
@@ -82,11 +85,11 @@ class SetupScreen(Screen[Path | None]):
         self.checked = None
         self.query_one("#write", Button).disabled = True
 
-    @work(thread=True, exclusive=True, group="setup-check")
-    def _check(self, address: str) -> None:
-        self.app.call_from_thread(self.query_one("#check", Static).update, f"checking {address} ...")
-        ok, message = self.check(address)
-        self.app.call_from_thread(self._checked, address, ok, message)
+    @work(exclusive=True, group="setup-check")
+    async def _check(self, address: str) -> None:
+        self.query_one("#check", Static).update(f"checking {address} ...")
+        ok, message = await asyncio.to_thread(self.check, address)
+        self._checked(address, ok, message)
 
     def _checked(self, address: str, ok: bool, message: str) -> None:
         self.checked = address if ok else None

@@ -1,12 +1,12 @@
-"""Run the backend on its own thread and event loop, for a caller that has its own (the panel).
+"""A `Bridge` on its own thread and event loop, for tests that drive it from synchronous code.
 
-`BridgeThread` is the synchronous, thread-safe face of `Bridge`: every method
-may be called from any thread; work is handed to the backend's loop and the
-caller waits for the answer (bounded). Rendering therefore never adds latency
-to proxied requests, and a busy proxy never blocks the caller's loop for long.
+The panel no longer runs the bridge in its process (it is a client of
+`ccbridge serve`); tests that send traffic with blocking clients (hypothesis,
+httpx) still want the real bridge beside them. `call(lambda b: b.status())`
+runs any `BridgeControl` call on the bridge's loop and waits for it, so the
+method list is not written again here.
 
-Events are delivered on the backend thread: a listener must only hand them
-over (Textual's `post_message` is thread-safe), never draw.
+Events are delivered on the backend thread: a listener must only hand them over.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any, TypeVar
 
 from backend.bridge import Bridge
 from backend.config.model import Config
-from backend.events import Listener, RequestRecord
+from backend.events import Listener
 
 T = TypeVar("T")
 _CALL_TIMEOUT = 30.0
 
 
 class BridgeThread:
-    """A `Bridge` running on a background thread; the façade the panel uses."""
+    """A `Bridge` running on a background thread."""
 
     def __init__(self, config: Config, **bridge_kw: Any) -> None:
         self._config = config
@@ -84,22 +84,16 @@ class BridgeThread:
             return
         if self._bridge is not None:
             with contextlib.suppress(concurrent.futures.TimeoutError):
-                self._call(self._bridge.stop(), timeout)
+                asyncio.run_coroutine_threadsafe(self._bridge.stop(), loop).result(timeout)
         loop.call_soon_threadsafe(loop.stop)
         self._stopped.wait(timeout)
 
     # -- calls -----------------------------------------------------------------
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = _CALL_TIMEOUT) -> T:
-        if self._loop is None:
-            coro.close()
+    def call(self, fn: Callable[[Bridge], Coroutine[Any, Any, T]], timeout: float = _CALL_TIMEOUT) -> T:
+        """Run `fn(bridge)` on the backend's loop and wait for its result (any BridgeControl call)."""
+        if self._loop is None or self._bridge is None:
             raise RuntimeError("the backend is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def _sync(self, fn: Callable[[], T], timeout: float = _CALL_TIMEOUT) -> T:
-        async def run() -> T:
-            return fn()
-
-        return self._call(run(), timeout)
+        return asyncio.run_coroutine_threadsafe(fn(self._bridge), self._loop).result(timeout)
 
     @property
     def bridge(self) -> Bridge:
@@ -114,37 +108,6 @@ class BridgeThread:
     @property
     def config(self) -> Config:
         return self.bridge.config
-
-    def status(self) -> dict[str, Any]:
-        """Services, aliases, backends, unknown models (read on the backend loop)."""
-        return self._sync(self.bridge.status)
-
-    def recent(self, limit: int = 100, **filters: Any) -> list[RequestRecord]:
-        """Request history, newest first (the store is thread-safe: no hop needed)."""
-        return self.bridge.recent(limit, **filters)
-
-    def record(self, request_id: str) -> RequestRecord | None:
-        return self.bridge.history.get(request_id)
-
-    def log_tail(self, service: str, n: int = 200) -> list[str]:
-        return self._sync(lambda: self.bridge.log_tail(service, n))
-
-    def restart_service(self, name: str, timeout: float = 180.0) -> None:
-        self._call(self.bridge.restart_service(name), timeout)
-
-    def stop_service(self, name: str) -> None:
-        self._call(self.bridge.stop_service(name))
-
-    def start_service(self, name: str) -> None:
-        self._call(self.bridge.start_service(name))
-
-    def enable_swa_full(self, backend: str, timeout: float = 180.0) -> tuple[str, ...]:
-        """Add --swa-full to a managed backend's command in ccbridge.yaml and restart it."""
-        return self._call(self.bridge.enable_swa_full(backend), timeout)
-
-    def save_aliases(self, aliases: list[tuple[str, str]], timeout: float = 180.0) -> Config:
-        """Validate, save (comments kept) and apply; raises ConfigError with the reason."""
-        return self._call(self.bridge.save_aliases(aliases), timeout)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
