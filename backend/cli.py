@@ -130,7 +130,7 @@ async def _serve(config: Config, *, verbose: bool) -> int:
     return 0
 
 
-async def _summaries(bridge: Any, out: ConsoleWriter, every: float = SUMMARY_SECONDS) -> None:
+async def _summaries(bridge: Any, out: Any, every: float = SUMMARY_SECONDS) -> None:
     """A line a minute while requests come in: the panel's and /metrics' numbers (one fold)."""
     from backend.metrics import summary_line
 

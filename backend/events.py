@@ -45,24 +45,10 @@ class RequestRecord:
     client_hung_up: bool = False
     error: str | None = None
     subagent: bool = False  # a Claude Code subagent's request (its billing line said so)
-
-    @property
-    def cache_share(self) -> float | None:
-        """The share of the prompt llama-server served from its cache (0..1), or None.
-
-        From llama-server's own timings where the backend leg read them (LiteLLM
-        route), otherwise from the usage it reported (native route: its Anthropic
-        usage splits the prompt into `input_tokens` and `cache_read_input_tokens`)."""
-        if self.backend_cache_n is not None and self.backend_prompt_n is not None:
-            cached, total = self.backend_cache_n, self.backend_cache_n + self.backend_prompt_n
-        elif self.cache_read_tokens is not None and self.input_tokens is not None:
-            cached, total = self.cache_read_tokens, self.cache_read_tokens + self.input_tokens
-        else:
-            return None
-        return cached / total if total > 0 else None
+    cache_share: float | None = None  # share of the prompt llama-server served from its cache (0..1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "cache_share": self.cache_share}
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

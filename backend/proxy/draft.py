@@ -82,4 +82,19 @@ class RequestDraft:
         if self.first_at is not None and self.output_tokens and end > self.first_at:
             values["output_tps"] = self.output_tokens / (end - self.first_at)
         values.update(timings_fields(timings))
+        values["cache_share"] = cache_share(values)
         return RequestRecord(**values)
+
+
+def cache_share(values: dict[str, Any]) -> float | None:
+    """The share of the prompt llama-server served from its cache (0..1), or None.
+
+    From llama-server's own timings where the backend leg read them (LiteLLM
+    route), otherwise from the usage it reported (its Anthropic usage splits the
+    prompt into `input_tokens` and `cache_read_input_tokens`: the native route)."""
+    cached, new = values.get("backend_cache_n"), values.get("backend_prompt_n")
+    if cached is None or new is None:
+        cached, new = values.get("cache_read_tokens"), values.get("input_tokens")
+    if cached is None or new is None or cached + new <= 0:
+        return None
+    return cached / (cached + new)

@@ -65,8 +65,7 @@ def store(tmp_path):
 
 def test_every_field_round_trips(tmp_path, store):
     record = _full()
-    # every stored field is in the API's dict, plus the derived cache share
-    assert {f.name for f in dataclasses.fields(record)} | {"cache_share"} == set(record.to_dict())
+    assert {f.name for f in dataclasses.fields(record)} == set(record.to_dict())
     store.add(record)
     assert store.get(record.id) == record  # visible before the commit
     assert store.flush()

@@ -219,7 +219,7 @@ def test_a_subagent_is_pinned_apart_from_its_session(tmp_path):
             assert resp.status_code == 200
         main1, sub, main2 = (s.json()["id_slot"] for s in up.seen if s.path == "/v1/messages")
         assert main1 == main2 and sub != main1
-        records = bridge.recent(3)
+        records = await bridge.recent(3)
         assert [r.subagent for r in reversed(records)] == [False, True, False]
 
     run_with_bridge(tmp_path, body, upstream=SlotServer(), backend_extra="    route: native\n")
