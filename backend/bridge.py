@@ -34,6 +34,7 @@ from backend.events import (
     Listener,
     LogLine,
     RequestFinished,
+    RequestProgress,
     RequestRecord,
     RequestStarted,
     UnknownModel,
@@ -135,6 +136,9 @@ class Bridge:
     async def in_flight(self) -> list[RequestStarted]:
         return self.metrics.in_flight()
 
+    async def progress(self) -> list[RequestProgress]:
+        return self.metrics.progress()
+
     async def aliases(self) -> list[Alias]:
         return [(r.pattern, r.target) for r in self.config.aliases]
 
@@ -170,6 +174,8 @@ class Bridge:
             resolver=self._resolver,
             pinner=self._pinner,
             max_body=lambda: byte_limit(self._routing.proxy.max_body_mb),
+            progress=self.bus.publish,
+            reports_progress=self._reports_progress,
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
         self._choose_upstream()
@@ -237,6 +243,14 @@ class Bridge:
 
     async def restart_service(self, name: str) -> None:
         await self._service(name).restart()
+
+    def _reports_progress(self, backend: BackendConfig) -> bool:
+        """Whether to ask this backend for prompt progress (`return_progress`): yes unless the
+        monitor found a healthy server there that is not llama-server (no build in /props)."""
+        for b in self.monitor.snapshot().backends:
+            if b.name == backend.name and b.api_base == backend.api_base and b.health == "ok":
+                return b.build is not None
+        return True
 
     def _monitored_model(self, backend: BackendConfig) -> str | None:
         """The model the monitor last read from this backend's /v1/models (None while it has not, or

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from backend.events import Event, RequestRecord, RequestStarted
+from backend.events import Event, RequestProgress, RequestRecord, RequestStarted
 
 Alias = tuple[str, str]
 """(pattern, target) in file order."""
@@ -50,6 +50,7 @@ class StreamOpened:
 
     in_flight: tuple[RequestStarted, ...]
     reconnected: bool
+    progress: tuple[RequestProgress, ...] = ()
 
 
 ControlEvent = Event | StreamOpened
@@ -75,6 +76,10 @@ class BridgeControl(Protocol):
 
     async def in_flight(self) -> list[RequestStarted]:
         """Requests under way now, oldest first."""
+        ...
+
+    async def progress(self) -> list[RequestProgress]:
+        """The latest progress (prompt read so far, or generating) of each request under way."""
         ...
 
     async def aliases(self) -> list[Alias]:

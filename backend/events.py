@@ -65,6 +65,23 @@ class RequestStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestProgress:
+    """How far a request in flight has got: llama-server reading its prompt, or generating.
+
+    `prefill`: `prompt_done` of `prompt_total` prompt tokens read (`prompt_cached` of them
+    from llama-server's cache), `eta_s` the estimated seconds left at the speed so far.
+    `generating`: the first token has arrived (sent once)."""
+
+    id: str
+    phase: str  # "prefill" or "generating"
+    at: float
+    prompt_total: int | None = None
+    prompt_done: int | None = None
+    prompt_cached: int | None = None
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFinished:
     """A request ended (any outcome); carries the full record."""
 
@@ -118,6 +135,7 @@ class ConfigApplied:
 
 Event = (
     RequestStarted
+    | RequestProgress
     | RequestFinished
     | UnknownModel
     | ProbeAnswered

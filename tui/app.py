@@ -23,6 +23,7 @@ from backend.api.link import ServeLink
 from backend.control import BridgeControl, ControlUnavailable
 from tui.bridge import ROW_WINDOW, PanelBridge, PanelState
 from tui.commands import PanelCommands
+from tui.format import progress_text
 from tui.screens.aliases import AliasesScreen
 from tui.screens.base import PanelScreen
 from tui.screens.dashboard import DashboardScreen
@@ -229,7 +230,8 @@ class PanelApp(App[None]):
         """The detail view of one request (from the window, else from the history)."""
         record = next((r for r in self.state.records if r.id == request_id), None)
         if record is None and request_id in self.state.in_flight:
-            self.notify("still under way: its record is complete once it ends")
+            self.notify(progress_text(self.state.progress.get(request_id)) + "; its record is complete once it ends",
+                        markup=False)
             return
         if record is None:
             record = await self.control.record(request_id)

@@ -23,10 +23,12 @@ from backend.control import BridgeControl, StreamOpened
 from backend.events import (
     LogLine,
     RequestFinished,
+    RequestProgress,
     RequestRecord,
     RequestStarted,
     ServiceStateChanged,
 )
+from tui.format import Phase
 
 ROW_WINDOW = 500  # newest rows the panel keeps; older ones stay in SQLite
 
@@ -76,6 +78,7 @@ class PanelState:
     status: dict[str, Any] = field(default_factory=dict)
     records: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=ROW_WINDOW))
     in_flight: dict[str, RequestStarted] = field(default_factory=dict)
+    progress: dict[str, RequestProgress] = field(default_factory=dict)  # latest, per request in flight
     logs: dict[str, deque[str]] = field(default_factory=dict)
     log_counts: dict[str, int] = field(default_factory=dict)  # lines ever seen (the deques are bounded)
     # what the panel knows is under way per service ("restarting", "stopping", ...), shown over its state
@@ -107,8 +110,12 @@ class PanelState:
         for ev in events:
             if isinstance(ev, RequestStarted):
                 self.in_flight[ev.id] = ev
+            elif isinstance(ev, RequestProgress):
+                if ev.id in self.in_flight:
+                    self.progress[ev.id] = ev
             elif isinstance(ev, RequestFinished):
                 self.in_flight.pop(ev.record.id, None)
+                self.progress.pop(ev.record.id, None)
                 if self._add(ev.record):
                     finished.append(ev.record)
             elif isinstance(ev, LogLine):
@@ -125,9 +132,11 @@ class PanelState:
                     self.activity.pop(ev.service, None)
             elif isinstance(ev, StreamOpened):
                 self.in_flight = {e.id: e for e in ev.in_flight}
+                self.progress = {p.id: p for p in ev.progress if p.id in self.in_flight}
                 self.reconnected = self.reconnected or ev.reconnected
         if len(self.in_flight) > 10_000:  # a lost RequestFinished must not grow this forever
             self.in_flight.clear()
+            self.progress.clear()
         return finished
 
     def seed_log(self, service: str, lines: list[str]) -> None:
@@ -145,19 +154,22 @@ class PanelState:
         """The backend's folded metrics (`backend.metrics.MetricsSnapshot.to_dict()`), {} before the first status."""
         return self.status.get("metrics") or {}
 
-    def live(self, limit: int, match: Callable[[RequestRecord], bool] | None = None) -> list[tuple[RequestRecord, str]]:
+    def live(
+        self, limit: int, match: Callable[[RequestRecord], bool] | None = None
+    ) -> list[tuple[RequestRecord, Phase]]:
         """The newest requests (in flight and finished), newest first, as (record, phase).
 
-        Phase is "waiting" for a request under way (a record with no status and
-        its duration so far) and "done" for a finished one."""
+        Phase is "done" for a finished request; for one under way (a record with no
+        status and its duration so far) it is its latest `RequestProgress` (llama-server
+        reading the prompt, or generating), or "waiting" before any."""
         now = self.clock()
-        rows: list[tuple[RequestRecord, str]] = []
+        rows: list[tuple[RequestRecord, Phase]] = []
         for ev in self.in_flight.values():
             r = RequestRecord(id=ev.id, started_at=ev.started_at, method=ev.method, path=ev.path,
                               session_id=ev.session_id, requested_model=ev.requested_model,
                               routed_backend=ev.routed_backend, duration_ms=max(0.0, now - ev.started_at) * 1000)
             if match is None or match(r):
-                rows.append((r, "waiting"))
+                rows.append((r, self.progress.get(ev.id, "waiting")))
         done = 0
         for r in self.records:
             if done >= limit:

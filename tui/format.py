@@ -6,9 +6,10 @@ import shlex
 import time
 from typing import Any
 
-from backend.events import RequestRecord
+from backend.events import RequestProgress, RequestRecord
 
-REQUEST_COLUMNS = ("time", "sess", "model > routed", "status", "in", "out", "ttft", "dur", "tok/s")
+REQUEST_COLUMNS = ("time", "sess", "model > routed", "status", "in", "cached", "out", "ttft", "dur", "tok/s")
+"""`in` is the whole prompt (new and cached tokens); `cached` the share llama-server served from its cache."""
 
 
 def hms(ts: float | None) -> str:
@@ -60,8 +61,15 @@ def compact(n: float | None) -> str:
 PHASE_TEXT = {"waiting": "wait", "generating": "gen"}
 """The status cell of a request still under way: waiting for its first token, or generating."""
 
+Phase = str | RequestProgress
+"""How far a row's request is: "done", "waiting", or its latest progress event."""
 
-def status_text(r: RequestRecord, phase: str = "done") -> str:
+
+def status_text(r: RequestRecord, phase: Phase = "done") -> str:
+    if isinstance(phase, RequestProgress):
+        if phase.phase == "prefill" and phase.prompt_total:
+            return f"pre{100 * (phase.prompt_done or 0) // phase.prompt_total:.0f}%"
+        return PHASE_TEXT.get(phase.phase, phase.phase[:6])
     if phase in PHASE_TEXT:
         return PHASE_TEXT[phase]
     if r.client_hung_up:
@@ -69,16 +77,40 @@ def status_text(r: RequestRecord, phase: str = "done") -> str:
     return str(r.status) if r.status is not None else "..."
 
 
-def request_row(r: RequestRecord, phase: str = "done") -> tuple[str, ...]:
-    """The cells of one request under REQUEST_COLUMNS (a request under way shows its phase and time so far)."""
+def eta_text(seconds: float | None) -> str:
+    """What is left of a prompt being read: ~8s, ~3m."""
+    if seconds is None:
+        return "~?"
+    return f"~{seconds:.0f}s" if seconds < 100 else f"~{seconds / 60:.0f}m"
+
+
+def cached_text(r: RequestRecord) -> str:
+    """The share of the prompt llama-server served from its cache, as a narrow cell."""
+    return "-" if r.cache_share is None else f"{100 * r.cache_share:.0f}%"
+
+
+def request_row(r: RequestRecord, phase: Phase = "done") -> tuple[str, ...]:
+    """The cells of one request under REQUEST_COLUMNS (a request under way shows its phase and time so far;
+    while llama-server reads its prompt: the prompt's size, the share served from cache, the time left)."""
+    prefill = isinstance(phase, RequestProgress) and phase.phase == "prefill"
+    if prefill:
+        assert isinstance(phase, RequestProgress)
+        tokens_in = compact(phase.prompt_total)
+        cached = f"{100 * (phase.prompt_cached or 0) // phase.prompt_total:.0f}%" if phase.prompt_total else "-"
+        ttft = eta_text(phase.eta_s)
+    else:
+        tokens_in, cached = compact(r.input_tokens if r.cache_read_tokens is None
+                                    else (r.input_tokens or 0) + r.cache_read_tokens), cached_text(r)
+        ttft = "-" if r.ttft_ms is None else f"{r.ttft_ms / 1000:.2f}"
     return (
         hms(r.started_at),
         (r.session_id or "-")[:6],
-        routed(r, 20),
+        routed(r, 18),
         status_text(r, phase),
-        compact(r.input_tokens),
+        tokens_in,
+        cached,
         compact(r.output_tokens),
-        "-" if r.ttft_ms is None else f"{r.ttft_ms / 1000:.2f}",
+        ttft,
         "-" if r.duration_ms is None else f"{r.duration_ms / 1000:.1f}",
         compact(r.output_tps),
     )
@@ -103,6 +135,11 @@ def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:
     cache = "-"
     if r.backend_cache_n is not None or r.backend_prompt_n is not None:
         cached, fresh = r.backend_cache_n or 0, r.backend_prompt_n or 0
+    elif r.cache_read_tokens is not None and r.input_tokens is not None:  # the native route's usage
+        cached, fresh = r.cache_read_tokens, r.input_tokens
+    else:
+        cached = fresh = -1
+    if cached >= 0:
         total = cached + fresh
         cache = f"{cached:,} of {total:,} prompt tokens from llama-server's cache" + (
             f" ({100 * cached / total:.0f}%)" if total else "")
@@ -140,3 +177,15 @@ def service_address(svc: dict[str, Any]) -> str:
     if svc.get("port"):
         return f"127.0.0.1:{svc['port']}"
     return "-"
+
+
+def progress_text(progress: RequestProgress | None) -> str:
+    """A request under way, in words: how far llama-server has read its prompt, or that it generates."""
+    if progress is None:
+        return "under way: waiting for the model (no progress reported yet)"
+    if progress.phase == "generating":
+        return "under way: generating (the prompt is read)"
+    total, done, cached = progress.prompt_total or 0, progress.prompt_done or 0, progress.prompt_cached or 0
+    share = f" ({100 * done / total:.0f}%)" if total else ""
+    return (f"under way: llama-server has read {done:,} of {total:,} prompt tokens{share}, {cached:,} of them "
+            f"from its cache; {eta_text(progress.eta_s).removeprefix('~')} left at this speed")

@@ -21,7 +21,7 @@ from httpx_sse import SSEError, aconnect_sse
 from backend.api.wire import EVENTS_PATH, event_from_wire, record_from_dict
 from backend.config import ConfigError
 from backend.control import Alias, ControlEvent, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
-from backend.events import RequestRecord, RequestStarted
+from backend.events import RequestProgress, RequestRecord, RequestStarted
 
 RECONNECT_S = 1.0
 
@@ -120,6 +120,10 @@ class BridgeClient:
         data = await self._call("GET", "/ccbridge/api/in_flight")
         return [e for e in map(event_from_wire, data["in_flight"]) if isinstance(e, RequestStarted)]
 
+    async def progress(self) -> list[RequestProgress]:
+        data = await self._call("GET", "/ccbridge/api/in_flight")
+        return [e for e in map(event_from_wire, data.get("progress", [])) if isinstance(e, RequestProgress)]
+
     async def aliases(self) -> list[Alias]:
         data = await self._call("GET", "/ccbridge/api/aliases")
         return [(str(p), str(t)) for p, t in data["aliases"]]
@@ -181,7 +185,9 @@ class BridgeClient:
                                 self.connected, self.link_error = True, None
                                 started = tuple(e for e in map(event_from_wire, data.get("in_flight", []))
                                                 if isinstance(e, RequestStarted))
-                                self._deliver(StreamOpened(started, reconnected=opened > 0))
+                                progress = tuple(e for e in map(event_from_wire, data.get("progress", []))
+                                                 if isinstance(e, RequestProgress))
+                                self._deliver(StreamOpened(started, reconnected=opened > 0, progress=progress))
                                 opened += 1
                             elif sse.event == "events":
                                 for item in data.get("events", []):

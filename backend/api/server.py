@@ -106,7 +106,8 @@ class ControlAPI:
                     return _error(404, f"no request with id {path.rsplit('/', 1)[1]!r} in the history")
                 return _json(record)
             if path == "/ccbridge/api/in_flight" and method == "GET":
-                return _json({"in_flight": events_payload(await control.in_flight())})
+                return _json({"in_flight": events_payload(await control.in_flight()),
+                              "progress": events_payload(await control.progress())})
             if path == "/ccbridge/api/aliases":
                 if method == "GET":
                     return _json({"aliases": [list(a) for a in await control.aliases()]})
@@ -193,7 +194,8 @@ class ControlAPI:
         self.streams += 1
         try:
             await response.prepare(request)
-            hello = {"version": __version__, "in_flight": events_payload(await self._control.in_flight())}
+            hello = {"version": __version__, "in_flight": events_payload(await self._control.in_flight()),
+                     "progress": events_payload(await self._control.progress())}
             await response.write(_sse("hello", hello))
             quiet_since = time.monotonic()
             while not self._closing:

@@ -21,6 +21,7 @@ from backend.events import (
     LogLine,
     ProbeAnswered,
     RequestFinished,
+    RequestProgress,
     RequestRecord,
     RequestStarted,
     ServiceStateChanged,
@@ -31,7 +32,8 @@ EVENTS_PATH = "/ccbridge/api/events"
 """Where serve's event stream is (server-sent events)."""
 
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (
-    RequestStarted, RequestFinished, UnknownModel, ProbeAnswered, ServiceStateChanged, LogLine, ConfigApplied)}
+    RequestStarted, RequestProgress, RequestFinished, UnknownModel, ProbeAnswered, ServiceStateChanged, LogLine,
+    ConfigApplied)}
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRecord))
 
 

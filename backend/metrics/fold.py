@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from backend.events import Event, RequestFinished, RequestRecord, RequestStarted
+from backend.events import Event, RequestFinished, RequestProgress, RequestRecord, RequestStarted
 
 WINDOW_S = 300
 """The window of the charts and of TTFT percentiles (five minutes)."""
@@ -152,6 +152,7 @@ class RequestMetrics:
         self._seconds: dict[int, list[int]] = {}
         self._ttft: deque[tuple[float, float]] = deque(maxlen=20_000)  # (end time, ttft ms)
         self._in_flight: dict[str, RequestStarted] = {}
+        self._progress: dict[str, RequestProgress] = {}
         self._totals: dict[tuple[str, str, str], _Totals] = {}
         self._ttft_hist: dict[tuple[str, str], _Hist] = {}
         self._duration_hist: dict[tuple[str, str], _Hist] = {}
@@ -166,7 +167,12 @@ class RequestMetrics:
             with self._lock:
                 self._in_flight[event.id] = event
                 if len(self._in_flight) > 10_000:  # a lost RequestFinished must not grow this forever
+                    self._progress.pop(next(iter(self._in_flight)), None)
                     self._in_flight.pop(next(iter(self._in_flight)))
+        elif isinstance(event, RequestProgress):
+            with self._lock:
+                if event.id in self._in_flight:
+                    self._progress[event.id] = event
         elif isinstance(event, RequestFinished):
             self._finished(event.record)
 
@@ -181,6 +187,7 @@ class RequestMetrics:
     def _finished(self, r: RequestRecord) -> None:
         with self._lock:
             self._in_flight.pop(r.id, None)
+            self._progress.pop(r.id, None)
             self._window(r)
             self._trim()
             self.requests_total += 1
@@ -279,6 +286,11 @@ class RequestMetrics:
         """Requests under way now, oldest first."""
         with self._lock:
             return sorted(self._in_flight.values(), key=lambda e: e.started_at)
+
+    def progress(self) -> list[RequestProgress]:
+        """The latest progress of each request under way that reported any."""
+        with self._lock:
+            return list(self._progress.values())
 
     def counts(self) -> list[LabelCounts]:
         """Cumulative counters per (model, route, status)."""

@@ -173,6 +173,7 @@ class MessageAssembler:
         self._json: dict[int, list[str]] = {}
         self.error: str | None = None
         self.stopped = False
+        self.started = False  # a message_start arrived (llama-server sometimes leaves it out)
 
     def feed(self, chunk: bytes) -> None:
         self._events(self._framer.feed(chunk))
@@ -192,6 +193,7 @@ class MessageAssembler:
     def _apply(self, obj: dict[str, Any]) -> None:
         kind = obj.get("type")
         if kind == "message_start" and isinstance(obj.get("message"), dict):
+            self.started = True
             start = obj["message"]
             for key in ("id", "model"):
                 if isinstance(start.get(key), str) and start[key]:

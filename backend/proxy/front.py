@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import (
     ClientConnectionError,
     ClientConnectorError,
+    ClientError,
     ClientOSError,
     ClientPayloadError,
     ClientResponse,
@@ -37,12 +38,14 @@ from aiohttp import (
     web,
 )
 
+from backend.backend_probe import server_root
 from backend.config.aliases import AliasTable
 from backend.config.model import BackendConfig, ProxyConfig
 from backend.events import (
     EventBus,
     ProbeAnswered,
     RequestFinished,
+    RequestProgress,
     RequestStarted,
     UnknownModel,
 )
@@ -84,14 +87,15 @@ _BARE_ERROR = b'data: {"error"'
 _UPSTREAM_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError)
 
 
-def message_start_event(request_id: str, model: str | None) -> bytes:
+def message_start_event(request_id: str, model: str | None, input_tokens: int | None = None) -> bytes:
     """The `message_start` llama-server's own Anthropic stream sometimes leaves out (seen with
-    build b1-0c1e570, on fresh connections too); Claude Code's SDK needs it first. Its
-    usage is not known yet: zeros, as LiteLLM sends; the final `message_delta` has the counts."""
+    build b1-0c1e570: when the whole answer is ready before its first partial result, as for
+    a short answer to a cached prompt); Claude Code's SDK needs it first. Its usage carries
+    the prompt's size when llama-server's count_tokens gave it (else zero, as LiteLLM sends)."""
     message: dict[str, Any] = {"id": f"msg_ccbridge_{request_id}", "type": "message", "role": "assistant",
                                "content": [], "model": model or "local", "stop_reason": None, "stop_sequence": None,
                                # required by the schema (the SDK writes the final usage into it)
-                               "usage": {"input_tokens": 0, "output_tokens": 0}}
+                               "usage": {"input_tokens": input_tokens or 0, "output_tokens": 0}}
     data = fastjson.dumps({"type": "message_start", "message": message}).decode()
     return f"event: message_start\ndata: {data}\n\n".encode()
 
@@ -425,10 +429,30 @@ class FrontProxy:
             except BaseException:
                 release()
                 raise
+        count = self._token_counter(routing, draft, body) if native else None
         try:
-            return await self._relay(request, up, draft, pair, routing, native=native)
+            return await self._relay(request, up, draft, pair, routing, count=count)
         finally:
             release()
+
+    def _token_counter(self, routing: Routing, draft: RequestDraft,
+                       body: bytes) -> Callable[[], Awaitable[int | None]]:
+        """Asks llama-server's own count_tokens for this request's prompt size: the native route's
+        stand-in when llama-server left out `message_start` (the only event with the input usage)."""
+        async def count() -> int | None:
+            backend = routing.backends.get(draft.routed_backend or "")
+            if backend is None:
+                return None
+            headers = {"content-type": _JSON, **NativeUpstream(backend).auth_headers({})}
+            try:
+                async with self._backend_session.post(f"{server_root(backend.api_base)}{COUNT_TOKENS_PATH}",
+                                                      data=body, headers=headers,
+                                                      timeout=ClientTimeout(total=10)) as resp:
+                    value = (await resp.json(content_type=None)).get("input_tokens") if resp.status == 200 else None
+            except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
+                return None
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return count
 
     @staticmethod
     def _timeout_message(proxy: ProxyConfig) -> str:
@@ -444,16 +468,16 @@ class FrontProxy:
 
     async def _relay(
         self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft, pair: Pair | None,
-        routing: Routing, native: bool = False,
+        routing: Routing, count: Callable[[], Awaitable[int | None]] | None = None,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
         self._answers[draft.id] = up
         try:
             streamed = up.status < 400 and up.content_type == "text/event-stream"
             if streamed and draft.assemble:
-                return await self._assembled(up, draft)
+                return await self._assembled(up, draft, count)
             if streamed:
-                return await self._stream(request, up, draft, repair_start=native)
+                return await self._stream(request, up, draft, count)
             try:
                 data = await up.read()
             except _UPSTREAM_BROKE as exc:
@@ -473,14 +497,18 @@ class FrontProxy:
             self._answers.pop(draft.id, None)
             up.release()
 
-    async def _assembled(self, up: ClientResponse, draft: RequestDraft) -> web.Response:
+    async def _assembled(self, up: ClientResponse, draft: RequestDraft,
+                         count: Callable[[], Awaitable[int | None]] | None) -> web.Response:
         """A plain request the native route streamed from llama-server: answer it whole."""
         assembler = MessageAssembler(draft.id, draft.routed_model)
         meter = AnthropicStreamMeter()
         try:
             async for chunk in up.content.iter_any():
                 assembler.feed(chunk)
+                first = meter.first_content_at
                 meter.feed(chunk, time.monotonic())
+                if first is None and meter.first_content_at is not None:
+                    self._bus.publish(RequestProgress(draft.id, "generating", time.time()))
         except _UPSTREAM_BROKE as exc:
             assembler.error = f"the backend's stream broke off: {exc or type(exc).__name__}"
         assembler.finish()
@@ -489,10 +517,15 @@ class FrontProxy:
         if assembler.error is not None:
             up.close()
             return self._fail(draft, 502, f"ccbridge: {assembler.error}")
-        return _json_response(200, fastjson.dumps(assembler.result()))
+        result = assembler.result()
+        if not assembler.started and count is not None:  # llama-server left out message_start
+            draft.input_tokens = await count()
+            result["usage"] = {"input_tokens": draft.input_tokens or 0, **result["usage"]}
+        return _json_response(200, fastjson.dumps(result))
 
     async def _stream(
-        self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft, repair_start: bool = False,
+        self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft,
+        count: Callable[[], Awaitable[int | None]] | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=up.status, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
         await response.prepare(request)
@@ -500,7 +533,7 @@ class FrontProxy:
         draft.stream = True
         meter = AnthropicStreamMeter()
         try:
-            broke = await self._pump(up, response, draft, meter, repair_start)
+            broke = await self._pump(up, response, draft, meter, count)
         except Exception as exc:  # noqa: BLE001 - the response has started: end it with an error event
             log.exception("stream of request %s failed inside ccbridge", draft.id)
             broke = f"ccbridge: internal error while streaming ({type(exc).__name__}: {exc}); see the proxy log."
@@ -524,9 +557,12 @@ class FrontProxy:
         return response
 
     async def _pump(self, up: ClientResponse, response: web.StreamResponse, draft: RequestDraft,
-                    meter: AnthropicStreamMeter, repair_start: bool) -> str | None:
+                    meter: AnthropicStreamMeter, count: Callable[[], Awaitable[int | None]] | None) -> str | None:
+        """`count`: the native route's prompt-size question, for a stand-in `message_start`."""
+        repair_start = count is not None
         """Relay whole events until the upstream ends; returns why it broke off, or None."""
         framer = SSEFramer()
+        generating = False
         while True:
             try:
                 chunk = await up.content.readany()
@@ -542,12 +578,16 @@ class FrontProxy:
                     data = rewrite_bare_errors(data)
                 # the meter reads what the upstream said, not the stand-in below (its usage is unknown)
                 meter.feed_events(data, time.monotonic())
+                if not generating and meter.first_content_at is not None:
+                    generating = True
+                    self._bus.publish(RequestProgress(draft.id, "generating", time.time()))
                 if meter.error is not None:
                     data = through_first_error(framer.events(data))  # an error event ends the stream
-                if repair_start and data.strip():
+                if repair_start and count is not None and data.strip():
                     repair_start = False
                     if not data.lstrip().startswith(b"event: message_start"):
-                        data = message_start_event(draft.id, draft.routed_model) + data
+                        draft.input_tokens = await count()
+                        data = message_start_event(draft.id, draft.routed_model, draft.input_tokens) + data
                 try:
                     await response.write(data)
                 except ConnectionError:

@@ -36,14 +36,16 @@ from aiohttp import (
 )
 
 from backend.config.model import BackendConfig
+from backend.events import RequestProgress
 from backend.proxy import fastjson
 from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
 from backend.proxy.body import BodyRefused, read_body
 from backend.proxy.headers import forward_headers
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
+from backend.proxy.progress import progress_event, take_progress
 from backend.proxy.slots import SlotPinner
-from backend.proxy.sse import OpenAIStreamTimings, parse_openai_body
+from backend.proxy.sse import OpenAIStreamTimings, SSEFramer, parse_openai_body
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,13 @@ class BackendLeg:
         resolver: ModelResolver,
         pinner: SlotPinner,
         max_body: Callable[[], int] = lambda: 32 * 1024 * 1024,
+        progress: Callable[[RequestProgress], None] | None = None,
+        reports_progress: Callable[[BackendConfig], bool] = lambda backend: True,
     ) -> None:
         self._backends = backends
         self._max_body = max_body
+        self._progress = progress
+        self._reports_progress = reports_progress
         self._auth = f"Bearer {secret}".encode()
         self._registry = registry
         self._session = session
@@ -223,6 +229,8 @@ class BackendLeg:
             if not chunk:
                 break  # an event left without its blank line is incomplete: not sent (SSE drops it too)
             data = meter.framer.feed(chunk)  # whole events only, so an error line never lands inside one
+            if data and pair is not None:
+                data = take_progress(data, meter.framer, self._reporter(pair))
             if data:
                 meter.feed_events(data)
                 await response.write(data)
@@ -234,9 +242,15 @@ class BackendLeg:
     async def _assemble(self, upstream: ClientResponse, backend: BackendConfig, pair: Pair | None) -> web.Response:
         """Read the stream we asked for in place of a plain answer; answer LiteLLM plainly."""
         assembler = ChatCompletionAssembler()
+        framer = SSEFramer()
+        report = self._reporter(pair) if pair is not None else None
         try:
             async for chunk in upstream.content.iter_any():
-                assembler.feed(chunk)
+                data = framer.feed(chunk)
+                if data and report is not None:
+                    data = take_progress(data, framer, report)
+                assembler.feed(data)
+            assembler.feed(framer.flush())
         except _BACKEND_BROKE as exc:
             upstream.close()
             return self._broke(backend, pair, exc)
@@ -248,6 +262,14 @@ class BackendLeg:
             message = error.get("message") if isinstance(error, dict) else error
             return self._broke(backend, pair, str(message or error))
         return web.Response(body=json.dumps(assembler.result()).encode(), content_type="application/json")
+
+    def _reporter(self, pair: Pair) -> Callable[[dict], None]:
+        """Turns llama-server's prompt progress for `pair` into RequestProgress events."""
+        def report(progress: dict) -> None:
+            event = progress_event(pair.id, progress)
+            if event is not None and self._progress is not None:
+                self._progress(event)
+        return report
 
     async def _prepare(
         self, body: bytes, content_type: str, rest: str, backend: BackendConfig, pair: Pair | None
@@ -281,6 +303,10 @@ class BackendLeg:
                 changed = True
         if assemble:
             obj = as_stream_request(obj)
+            changed = True
+        if (rest.endswith("chat/completions") and pair is not None and obj.get("stream")
+                and self._progress is not None and self._reports_progress(backend)):
+            obj["return_progress"] = True  # llama-server: report how far it has read the prompt
             changed = True
         if not changed:
             return body, False

@@ -14,7 +14,7 @@ from typing import Any
 from backend.backend_probe import BackendInfo
 from backend.claude_env import claude_settings, shell_lines
 from backend.config import parse_config
-from backend.events import Event, RequestFinished, RequestRecord, RequestStarted
+from backend.events import Event, RequestFinished, RequestProgress, RequestRecord, RequestStarted
 from backend.metrics import RequestMetrics
 
 NOW = 1_795_000_000.0  # a fixed "now" for every screen
@@ -140,6 +140,7 @@ class FixedBackend:
         self.listeners: list[Callable[[Event], None]] = []
         self.calls: list[tuple[str, Any]] = []
         self.started: list[RequestStarted] = []
+        self.progressed: list[RequestProgress] = []
 
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         self.listeners.append(listener)
@@ -161,6 +162,9 @@ class FixedBackend:
 
     async def in_flight(self) -> list[RequestStarted]:
         return list(self.started)
+
+    async def progress(self) -> list[RequestProgress]:
+        return list(self.progressed)
 
     async def aliases(self) -> list[tuple[str, str]]:
         return [(a["pattern"], a["target"]) for a in self._status["aliases"]]

@@ -16,7 +16,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 
 from backend.events import RequestRecord
 from backend.export import write_records
-from tui.format import curl_command, detail_lines
+from tui.format import Phase, curl_command, detail_lines
 from tui.screens.base import PanelScreen
 from tui.widgets.request_table import RequestTable
 
@@ -61,7 +61,7 @@ class RequestsScreen(PanelScreen):
     def words(self) -> list[str]:
         return self.query_one("#filter", Input).value.lower().split()
 
-    def shown(self) -> list[tuple[RequestRecord, str]]:
+    def shown(self) -> list[tuple[RequestRecord, Phase]]:
         """The rows the filter lets through, newest first (what `e` exports)."""
         words = self.words
         return self.panel.state.live(TABLE_ROWS, (lambda r: matches(r, words)) if words else None)

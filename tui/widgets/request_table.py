@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from backend.events import RequestRecord
-from tui.format import REQUEST_COLUMNS, request_row
+from tui.format import REQUEST_COLUMNS, Phase, request_row
 
 STATUS_STYLE = {"wait": "yellow", "gen": "bold cyan", "hungup": "magenta"}
 STALE_SLACK = 150  # rows pushed out of the window are dropped in one rebuild once this many are stale
@@ -34,6 +34,8 @@ class OrderedCell(Text):
 def _cell(column: str, value: str) -> Text:
     if column == "status":
         style = STATUS_STYLE.get(value) or ("red" if value.isdigit() and int(value) >= 400 else "")
+        if value.startswith("pre") and value.endswith("%"):
+            style = "yellow"  # llama-server is still reading the prompt
         return Text(value, style=style)
     return Text(value)
 
@@ -51,7 +53,7 @@ class RequestTable(DataTable[Any]):
         for col in REQUEST_COLUMNS:
             self.add_column(col, key=col)
 
-    def show(self, rows: list[tuple[RequestRecord, str]], *, keep_stale: bool = True) -> None:
+    def show(self, rows: list[tuple[RequestRecord, Phase]], *, keep_stale: bool = True) -> None:
         """Draw `rows` ((record, phase), newest first). With `keep_stale`, rows that only fell out of the
         window may stay at the bottom until a rebuild is cheaper than removing them one by one."""
         wanted = {r.id: (r, request_row(r, phase)) for r, phase in rows}
