@@ -6,13 +6,16 @@
 `tests/support/sessions.py`: in one folder, two `claude -p` sessions that each start a
 general-purpose subagent, then `claude -p -c`: seven model requests, written by the
 scripted Qwen3 model (`tests/support/scripted_model.py`) and served by the real
-llama-server with two slots, started afresh for every route so that each flow starts cold.
+llama-server, started afresh for every route so that each flow starts cold.
 
 Routes: "before", the billing line reaches llama-server (Claude Code straight to
 llama-server's own /v1/messages; Claude Code -> LiteLLM alone), and "after", through
-ccbridge (native route; LiteLLM route). llama-server settings: its defaults (host-RAM
-prompt cache `--cache-ram` 8192 MiB) and `--cache-ram 0` (slots only). `--quick`: the
-defaults only, without LiteLLM alone.
+ccbridge (native route; LiteLLM route). llama-server settings (`SETTINGS`): `-np auto`
+is its default (4 slots sharing one unified KV cache; when a task starts, idle slots are
+saved to the host-RAM prompt cache and cleared), `-np 2` keeps two slots' caches apart;
+each with the host-RAM prompt cache at its default (`--cache-ram 8192` MiB) and off
+(`-cram 0`). LiteLLM alone runs with the first setting only. `--quick`: `-np auto` only,
+without LiteLLM alone.
 
 Figures are llama-server's own, from its log (prompt tokens served from its cache /
 prompt tokens); through ccbridge they come from ccbridge's records, checked equal to
@@ -39,14 +42,15 @@ from bench.harness import REPO, litellm_alone, machine, save, table
 sys.path.insert(0, str(REPO))
 
 DEFAULT_VERSION = "2.1.330"
-SLOTS = 2
-CONTEXT = 131072  # 65,536 tokens a slot: a 2.1.330 main prompt is ~64k for the byte-level vocabulary
+CONTEXT = 131072  # a 2.1.330 main prompt is ~64k tokens for the byte-level vocabulary: two fit
 BEFORE_DIRECT = "before: llama-server direct"
 BEFORE_LITELLM = "before: LiteLLM alone"
 AFTER_NATIVE = "ccbridge native"
 AFTER_LITELLM = "ccbridge+LiteLLM"
-# llama-server as it starts by default (host-RAM prompt cache of 8192 MiB), and without that cache
-SETTINGS = {"-cram 8192": (), "-cram 0": ("--cache-ram", "0")}
+# label -> (--parallel, more flags); -1 is llama-server's own default ("auto")
+SETTINGS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "-np auto": (-1, ()), "-np auto -cram 0": (-1, ("--cache-ram", "0")),
+    "-np 2": (2, ()), "-np 2 -cram 0": (2, ("--cache-ram", "0"))}
 FIGURES = {"new session first turn": ("B main 1",), "subagent first turn": ("B subagent 1",),
            "later turns": ("A main 2", "B main 2", "B main 3 (-c)")}
 TARGETS = {"new session first turn": ">= 40 %", "subagent first turn": ">= 40 %", "later turns": ">= 95 %"}
@@ -69,14 +73,15 @@ def _endpoint(route: str, tmp: Path, env: dict[str, str], api_base: str) -> Iter
             yield serve.url, "sk-test-local", serve
 
 
-def _flow(route: str, flags: tuple[str, ...], tmp: Path, env: dict[str, str], version: str,
+def _flow(route: str, setting: tuple[int, tuple[str, ...]], tmp: Path, env: dict[str, str], version: str,
           model: Path) -> dict[str, Any]:
     from tests.support.scripted_model import scripted_llama_server
     from tests.support.sessions import flow_records, run_sessions
 
     tmp.mkdir(parents=True)
     env = {**env, "CCBRIDGE_DATA_DIR": str(tmp / "data")}  # this flow's records only
-    with scripted_llama_server(model, ctx=CONTEXT, parallel=SLOTS, extra_args=flags) as llama, \
+    parallel, flags = setting
+    with scripted_llama_server(model, ctx=CONTEXT, parallel=parallel, extra_args=flags) as llama, \
             _endpoint(route, tmp, env, llama.api_base) as (url, key, serve):
         run = run_sessions(version, url, tmp / "home", llama.log_text, api_key=key)
         logged = {role: {"slot": t.slot, "cached": t.cached_tokens, "prompt": t.prompt_tokens}
@@ -111,14 +116,15 @@ def measure(tmp: Path, env: dict[str, str], quick: bool, version: str = DEFAULT_
     tmp.mkdir(parents=True, exist_ok=True)
     tool = subagent_tool(version)
     model = write_scripted_model(tmp / f"scripted-subagent-{tool}.gguf", subagent_script(tool))
-    routes = (BEFORE_DIRECT, AFTER_NATIVE, AFTER_LITELLM) if quick else (
-        BEFORE_DIRECT, BEFORE_LITELLM, AFTER_NATIVE, AFTER_LITELLM)
     settings = dict(list(SETTINGS.items())[:1]) if quick else SETTINGS
-    results: dict[str, Any] = {"claude_code": version, "subagent_tool": tool, "llama_slots": SLOTS,
-                               "llama_ctx": CONTEXT, "settings": {}}
-    for n, (label, flags) in enumerate(settings.items()):
+    results: dict[str, Any] = {"claude_code": version, "subagent_tool": tool, "llama_ctx": CONTEXT,
+                               "settings": {}}
+    for n, (label, setting) in enumerate(settings.items()):
+        routes = (BEFORE_DIRECT, AFTER_NATIVE, AFTER_LITELLM) if quick or n else (
+            BEFORE_DIRECT, BEFORE_LITELLM, AFTER_NATIVE, AFTER_LITELLM)
         results["settings"][label] = {
-            route: _flow(route, flags, tmp / f"cache-{n}-{i}", env, version, model) for i, route in enumerate(routes)}
+            route: _flow(route, setting, tmp / f"cache-{n}-{i}", env, version, model)
+            for i, route in enumerate(routes)}
     return results
 
 
@@ -145,7 +151,7 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="llama-server defaults only, without LiteLLM alone")
+    parser.add_argument("--quick", action="store_true", help="-np auto only, without LiteLLM alone")
     parser.add_argument("--claude-version", default=DEFAULT_VERSION, help="a Claude Code release in the tool cache")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -1,7 +1,10 @@
 """Claude Code sessions and subagents through ccbridge keep llama-server's prompt cache warm.
 
 The real chain, once: Claude Code 2.1.330 -> ccbridge -> LiteLLM -> backend leg -> a recording
-pass-through -> llama-server (two slots, its default host-RAM prompt cache). The model is the
+pass-through -> llama-server (`-np 2`, its default host-RAM prompt cache). The LiteLLM route is
+the one where ccbridge's slot pinning takes effect (llama-server's /v1/messages drops `id_slot`).
+Not `-np auto` (llama-server's default: 4 slots, one unified KV cache, idle slots cleared): there
+the pinning loses the cache today (bench/cache.py has the figures). The model is the
 scripted one (`subagent_script`): in one folder, two `claude -p` sessions each start a
 general-purpose subagent, then `claude -p -c` continues the second (`tests/support/sessions.py`).
 Seven requests: A main 1 (calls the subagent tool), A subagent 1 (answers), A main 2 (answers),
