@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import secrets
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -99,3 +105,35 @@ def table(rows: list[tuple[str, str, str]]) -> str:
         if i == 0:
             lines.append("| " + " | ".join("-" * w for w in widths) + " |")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def litellm_alone(api_base: str) -> Iterator[tuple[str, str]]:
+    """LiteLLM by itself, pointed straight at `api_base` (the baseline ccbridge+LiteLLM is compared to)."""
+    from backend.services import litellm_env
+
+    key = "sk-bench-" + secrets.token_hex(8)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "litellm.yaml"
+        cfg.write_text(json.dumps({
+            "model_list": [{"model_name": name, "litellm_params": {"model": "openai/m", "api_base": api_base,
+                                                                   "api_key": "none"}}
+                           for name in ("local", "claude-opus-4-8")],
+            "litellm_settings": {"use_chat_completions_url_for_anthropic_messages": True, "num_retries": 0},
+            "general_settings": {"master_key": key}}))
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        proc = subprocess.Popen([str(litellm_env.ensure_env(lambda _: None)), "--config", str(cfg), "--host",
+                                 "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}", key
+        finally:
+            proc.terminate()
+            proc.wait(20)

@@ -9,9 +9,11 @@ process), the same requests go
   ccbridge+LiteLLM   -> proxy -> managed LiteLLM -> backend leg -> backend
   LiteLLM alone      -> a LiteLLM pointed straight at the backend (what ccbridge adds on top)
 and on the real tiny llama-server: the native route, LiteLLM routes, `claude -p`,
-the hang-up, and prompt-cache reuse of two interleaved sessions with and
-without slot pinning. Prints one table; writes bench/results/suite-<time>.json
-(and suite-latest.json). Figures are ratios or differences within this run.
+the hang-up, prompt-cache reuse of two interleaved sessions with and
+without slot pinning, and (bench/cache.py) the prompt cache with real Claude Code
+sessions and subagents, before and after ccbridge removes the billing line.
+Prints one table; writes bench/results/suite-<time>.json (and suite-latest.json).
+Figures are ratios or differences within this run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,8 @@ import aiohttp
 import httpx
 import psutil
 
-from bench.harness import REPO, ZeroBackend, free_port, machine, median, pct, save, table, wait_port
+from bench import cache
+from bench.harness import REPO, ZeroBackend, free_port, litellm_alone, machine, median, pct, save, table, wait_port
 
 sys.path.insert(0, str(REPO))
 
@@ -61,38 +63,6 @@ def serve(config: Path, env: dict[str, str]) -> Iterator[tuple[str, int]]:
         yield proc.url, proc.proc.pid
     finally:
         proc.stop()
-
-
-@contextlib.contextmanager
-def litellm_alone(api_base: str) -> Iterator[tuple[str, str]]:
-    """LiteLLM by itself, pointed straight at `api_base` (the baseline ccbridge+LiteLLM is compared to)."""
-    from backend.services import litellm_env
-
-    key = "sk-bench-" + secrets.token_hex(8)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "litellm.yaml"
-        cfg.write_text(json.dumps({
-            "model_list": [{"model_name": name, "litellm_params": {"model": "openai/m", "api_base": api_base,
-                                                                   "api_key": "none"}}
-                           for name in ("local", "claude-opus-4-8")],
-            "litellm_settings": {"use_chat_completions_url_for_anthropic_messages": True, "num_retries": 0},
-            "general_settings": {"master_key": key}}))
-        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        proc = subprocess.Popen([str(litellm_env.ensure_env(lambda _: None)), "--config", str(cfg), "--host",
-                                 "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
-                        break
-                time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}", key
-        finally:
-            proc.terminate()
-            proc.wait(20)
 
 
 # -- measurements ---------------------------------------------------------------
@@ -433,6 +403,7 @@ def main() -> None:
         data["request_check"] = request_check_cost()
         if not args.no_real:
             data["real"] = real_chain(tmp, env, 30 if args.quick else 100, args.quick)
+            data["prompt_cache"] = cache.measure(tmp / "prompt-cache", env, args.quick)
     data["retried_requests"] = FAILURES
     print(render(data))
     if FAILURES:
@@ -491,6 +462,8 @@ def render(d: dict) -> str:
         for label, c in real["cache"].items():
             rows.append((f"cache share turns 2+, 2 sessions: {label}",
                          f"min {100 * c['share_min']:.1f} %, ttft p50 {c['ttft_p50_ms']:.0f} ms", ">= 90 %"))
+    if d.get("prompt_cache"):
+        rows.extend(cache.rows(d["prompt_cache"]))
     return table(rows)
 
 

@@ -63,28 +63,38 @@ def run_claude(
     extra_env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     timeout: float = 120,
+    home: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``claude -p <prompt> [args]`` against ``base_url`` with a scratch HOME.
 
+    With ``home`` given, that HOME (and its ``work`` folder as the working directory) is used
+    and kept, so that several runs share one folder and ``-c`` finds the last session.
     Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
     """
-    binary = claude_binary(version)
+    if home is not None:
+        return _run_in(home, version, base_url, prompt, api_key, extra_env, args, timeout)
     with tempfile.TemporaryDirectory(prefix=f"ccbridge-claude-{version}-") as tmp:
-        home = Path(tmp)
-        (home / "tmp").mkdir()
-        workdir = home / "work"
-        workdir.mkdir()
-        env = claude_env(base_url, home=home, api_key=api_key, extra_env=extra_env)
-        return subprocess.run(
-            [str(binary), "-p", prompt, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=workdir,
-            timeout=timeout,
-            check=False,
-        )
+        return _run_in(Path(tmp), version, base_url, prompt, api_key, extra_env, args, timeout)
+
+
+def _run_in(home: Path, version: str, base_url: str, prompt: str, api_key: str,
+            extra_env: Mapping[str, str] | None, args: Sequence[str], timeout: float,
+            ) -> subprocess.CompletedProcess[str]:
+    binary = claude_binary(version)
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    workdir = home / "work"
+    workdir.mkdir(exist_ok=True)
+    env = claude_env(base_url, home=home, api_key=api_key, extra_env=extra_env)
+    return subprocess.run(
+        [str(binary), "-p", prompt, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def trusted_home(root: Path) -> tuple[Path, Path]:

@@ -26,6 +26,9 @@ weights (llama-server, LiteLLM, ccbridge) is the real thing:
 - The chosen token's logit beats every other by at least 50, so any sampler
   settings give the same text.
 - Once a tool result is in the conversation, every later turn is the answer.
+- A `Script` can name more markers for the same head (`subagent_script`: a phrase
+  only Claude Code's subagent system prompt has), so a subagent answers in text
+  at once instead of delegating again.
 - With thinking off, Qwen3's prompt ends in ``<think>\\n\\n</think>\\n\\n``, whose last
   token is the chain's own ``\\n\\n`` piece: the model then goes straight to its
   tool calls (always, even after a tool result).
@@ -57,6 +60,7 @@ CONTEXT_LENGTH = 131072
 ROPE_FREQ_BASE = 1e12
 LINK = 20.0  # output weight of a chain link; logits come out ~250-360
 FLAG_DIM = N_EMBD - 1  # residual dimension the tool-result flag is written to
+VARIANT_DIM = N_EMBD - 2  # and the variant's flag (see Variant)
 MARKER = "<tool_response>"
 END_OF_TURN = "<|im_end|>"
 
@@ -137,12 +141,78 @@ TOOL_TURN_OUTPUT_TOKENS = len(TOOL_TURN) + 1
 ANSWER_TURN_OUTPUT_TOKENS = len(ANSWER_TURN) + 1
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A prompt text that makes the tool turn write `piece` instead of its piece at `index`.
+
+    Its key is weaker than a marker's, so the head reads it only where no marker is in
+    the prompt (the first turn), and writes it to a second flag dimension."""
+
+    marker: str
+    index: int
+    piece: str
+
+
+@dataclass(frozen=True)
+class Script:
+    """What the model writes: the tool-call turn, the answer turn, the prompt texts (each one
+    token) that the head flags, any of which makes it answer instead, and an optional variant."""
+
+    tool_turn: tuple[str, ...]
+    answer_turn: tuple[str, ...]
+    markers: tuple[str, ...] = (MARKER,)
+    variant: Variant | None = None
+
+    def pieces(self) -> tuple[str, ...]:
+        """Every text that is a token of its own."""
+        extra = (self.variant.marker, self.variant.piece) if self.variant else ()
+        return (*self.markers, *self.tool_turn, *self.answer_turn, *extra)
+
+
+READ_AND_BASH = Script(TOOL_TURN, ANSWER_TURN)
+
+# Claude Code's general-purpose subagent's system prompt has this (2.1.197 to 2.1.332), and no
+# part of the main agent's prompt (tools included) has it: checked on captured bodies.
+SUBAGENT_MARKER = "You are an agent for Claude Code"
+# The task the subagent gets; a main prompt holding SECOND_TASK_MARKER gets SECOND_TASK instead.
+# They differ at characters 4, 7 and 20, which (with the version) Claude Code hashes into the
+# billing line's suffix: so the two subagents' billing lines differ, as real tasks' do.
+SUBAGENT_TASK = "Reply in one line."
+SECOND_TASK = "Write one short line back."
+SECOND_TASK_MARKER = "(second task)"
+SUBAGENT_TURN_REASONING = "The user wants a subagent to do this: I will start one."
+SUBAGENT_ANSWER_REASONING = "I have what I need; I can reply now."
+SUBAGENT_ANSWER_TEXT = "Done: the subagent replied."
+
+
+def subagent_call(tool_name: str, task: str = SUBAGENT_TASK) -> ToolCall:
+    """The call that starts a general-purpose subagent, in schema property order (`description`,
+    `prompt`, `subagent_type`, then `run_in_background`, off: the answer is then the tool result
+    rather than a background notification, as 2.1.330 defaults to)."""
+    return ToolCall(tool_name, {"description": "Reply in one line", "prompt": task,
+                                "subagent_type": "general-purpose", "run_in_background": False})
+
+
+def subagent_script(tool_name: str = "Agent") -> Script:
+    """Turn 1 starts a subagent through `tool_name` (Claude Code's tool whose schema has
+    `subagent_type`); the subagent, whose prompt has `SUBAGENT_MARKER`, answers in text, and
+    so does the main agent once the subagent's result is in its prompt. A main prompt with
+    `SECOND_TASK_MARKER` gives the subagent `SECOND_TASK`."""
+    call = subagent_call(tool_name).text().removeprefix("<tool_call>")
+    head, tail = call.split(json.dumps(SUBAGENT_TASK))
+    tool_turn = ("<think>", f"\n{SUBAGENT_TURN_REASONING}\n", "</think>", "\n\n", "<tool_call>",
+                 head + '"', SUBAGENT_TASK, '"' + tail)
+    answer_turn = (f"<think>\n{SUBAGENT_ANSWER_REASONING}\n</think>\n\n", SUBAGENT_ANSWER_TEXT)
+    return Script(tool_turn, answer_turn, (MARKER, SUBAGENT_MARKER),
+                  Variant(SECOND_TASK_MARKER, tool_turn.index(SUBAGENT_TASK), SECOND_TASK))
+
+
 def model_output(turn: tuple[str, ...]) -> str:
     """The raw text the model writes for a turn (what llama-server's parser reads)."""
     return "".join(turn)
 
 
-def _vocab() -> tuple[list[str], list[int]]:
+def _vocab(script: Script) -> tuple[list[str], list[int]]:
     tokens = ["<unk>", "<s>", "</s>"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
     for b in range(256):
@@ -151,18 +221,18 @@ def _vocab() -> tuple[list[str], list[int]]:
     for tok in ("<|im_start|>", END_OF_TURN):
         tokens.append(tok)
         types.append(gguf.TokenType.CONTROL)
-    for tok in (MARKER, *TOOL_TURN, *ANSWER_TURN):
+    for tok in script.pieces():
         tokens.append(tok)
         types.append(gguf.TokenType.USER_DEFINED)
     assert len(set(tokens)) == len(tokens), "every chain piece must be a token of its own"
     return tokens, [int(t) for t in types]
 
 
-def _output_weights(index: dict[str, int], n_vocab: int) -> np.ndarray:
+def _output_weights(index: dict[str, int], n_vocab: int, script: Script) -> np.ndarray:
     """Row j, column i: how strongly token i (or the flag) votes for token j next."""
     out = np.zeros((n_vocab, N_EMBD), dtype=np.float32)
     newline = index["<0x0A>"]  # last token of the generation prompt
-    for chain in (TOOL_TURN, ANSWER_TURN):
+    for chain in (script.tool_turn, script.answer_turn):
         prev = newline
         for piece in chain:
             out[index[piece], prev] = LINK
@@ -171,18 +241,26 @@ def _output_weights(index: dict[str, int], n_vocab: int) -> np.ndarray:
     # After the prompt's last "\n": the tool-call chain (LINK) beats the answer chain
     # (0.6 LINK) unless the tool-result flag adds another 0.6 LINK. Elsewhere a flag
     # alone (0.6 LINK) never beats a chain link (LINK).
-    out[index[ANSWER_TURN[0]], newline] = 0.6 * LINK
-    out[index[ANSWER_TURN[0]], FLAG_DIM] = 0.6 * LINK
+    out[index[script.answer_turn[0]], newline] = 0.6 * LINK
+    out[index[script.answer_turn[0]], FLAG_DIM] = 0.6 * LINK
+    variant = script.variant
+    if variant is not None:  # the same vote, on the second flag, for the variant's piece
+        before = script.tool_turn[variant.index - 1] if variant.index else "<0x0A>"
+        after = (script.tool_turn[variant.index + 1] if variant.index + 1 < len(script.tool_turn)
+                 else END_OF_TURN)
+        out[index[variant.piece], index[before]] = 0.6 * LINK
+        out[index[variant.piece], VARIANT_DIM] = 0.6 * LINK
+        out[index[after], index[variant.piece]] = LINK
     return out
 
 
-def write_scripted_model(path: Path) -> Path:
-    """Write the scripted model to ``path`` (about 2.5 MB) and return the path."""
+def write_scripted_model(path: Path, script: Script = READ_AND_BASH) -> Path:
+    """Write the model for ``script`` to ``path`` (about 2.5 MB) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokens, types = _vocab()
+    tokens, types = _vocab(script)
     n_vocab = len(tokens)
-    assert n_vocab < FLAG_DIM, "one-hot embeddings need more dimensions than tokens"
+    assert n_vocab < VARIANT_DIM, "one-hot embeddings need more dimensions than tokens"
     index = {tok: i for i, tok in enumerate(tokens)}
     # RMS norm turns a one-hot embedding into sqrt(N_EMBD) in that dimension.
     unit = 1.0 / np.sqrt(N_EMBD)
@@ -193,9 +271,14 @@ def write_scripted_model(path: Path) -> Path:
     wv = np.zeros((HEAD_DIM, N_EMBD), dtype=np.float32)
     wo = np.zeros((N_EMBD, HEAD_DIM), dtype=np.float32)
     wq[look, :] = strength * unit
-    wk[look, index[MARKER]] = strength * unit
-    wv[0, index[MARKER]] = unit  # the head reads 1.0 where it attends to the marker, else 0
+    for marker in script.markers:  # the head reads 1.0 where it attends to a marker, else 0
+        wk[look, index[marker]] = strength * unit
+        wv[0, index[marker]] = unit
     wo[FLAG_DIM, 0] = 1.0
+    if script.variant is not None:  # half the key: any marker in the prompt takes the attention
+        wk[look, index[script.variant.marker]] = strength / 2 * unit
+        wv[1, index[script.variant.marker]] = unit
+        wo[VARIANT_DIM, 1] = 1.0
 
     writer = gguf.GGUFWriter(str(path), "llama")
     try:
@@ -240,7 +323,7 @@ def write_scripted_model(path: Path) -> Path:
         writer.add_tensor("blk.0.ffn_up.weight", np.zeros((N_FF, N_EMBD), dtype=np.float32))
         writer.add_tensor("blk.0.ffn_down.weight", np.zeros((N_EMBD, N_FF), dtype=np.float32))
         writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-        writer.add_tensor("output.weight", _output_weights(index, n_vocab))
+        writer.add_tensor("output.weight", _output_weights(index, n_vocab, script))
 
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
