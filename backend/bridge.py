@@ -165,7 +165,7 @@ class Bridge:
             skip_auto_headers=("User-Agent",),
         )
         self._resolver = ModelResolver(self._backend_session, known=self._monitored_model)
-        self._pinner = SlotPinner(self._backend_session)
+        self._pinner = SlotPinner(self._backend_session, known_slots=self._monitored_slots)
         self.leg = BackendLeg(
             backends=lambda: self._routing.backends,
             secret=self._leg_secret,
@@ -190,7 +190,6 @@ class Bridge:
             admin=self.api.handle,
             resolved_model=self._resolver.cached,
             native=lambda backend: NativeUpstream(backend, resolver.cached),
-            pinner=self._pinner,
         )
         try:
             await self._serve(self._handle, self.config.proxy.host, self.config.proxy.port)
@@ -243,6 +242,13 @@ class Bridge:
 
     async def restart_service(self, name: str) -> None:
         await self._service(name).restart()
+
+    def _monitored_slots(self, backend: BackendConfig) -> int | None:
+        """The slot count the monitor last read from this backend's /props (None: ask it)."""
+        for b in self.monitor.snapshot().backends:
+            if b.name == backend.name and b.api_base == backend.api_base and b.health == "ok":
+                return b.total_slots
+        return None
 
     def _reports_progress(self, backend: BackendConfig) -> bool:
         """Whether to ask this backend for prompt progress (`return_progress`): yes unless the

@@ -47,6 +47,7 @@ BEFORE_DIRECT = "before: llama-server direct"
 BEFORE_LITELLM = "before: LiteLLM alone"
 AFTER_NATIVE = "ccbridge native"
 AFTER_LITELLM = "ccbridge+LiteLLM"
+AFTER_PINNED = "ccbridge+LiteLLM, pin_slots: true"
 # label -> (--parallel, more flags); -1 is llama-server's own default ("auto")
 SETTINGS: dict[str, tuple[int, tuple[str, ...]]] = {
     "-np auto": (-1, ()), "-np auto -cram 0": (-1, ("--cache-ram", "0")),
@@ -67,7 +68,7 @@ def _endpoint(route: str, tmp: Path, env: dict[str, str], api_base: str) -> Iter
         with litellm_alone(api_base) as (url, key):
             yield url, key, None
     else:
-        extra = "    route: native\n" if route == AFTER_NATIVE else ""
+        extra = {AFTER_NATIVE: "    route: native\n", AFTER_PINNED: "    pin_slots: true\n"}.get(route, "")
         config = write_chain_config(tmp / "ccbridge.yaml", api_base, extra_backend=extra)
         with ServeProcess(config, env) as serve:
             yield serve.url, "sk-test-local", serve
@@ -121,7 +122,7 @@ def measure(tmp: Path, env: dict[str, str], quick: bool, version: str = DEFAULT_
                                "settings": {}}
     for n, (label, setting) in enumerate(settings.items()):
         routes = (BEFORE_DIRECT, AFTER_NATIVE, AFTER_LITELLM) if quick or n else (
-            BEFORE_DIRECT, BEFORE_LITELLM, AFTER_NATIVE, AFTER_LITELLM)
+            BEFORE_DIRECT, BEFORE_LITELLM, AFTER_NATIVE, AFTER_LITELLM, AFTER_PINNED)
         results["settings"][label] = {
             route: _flow(route, setting, tmp / f"cache-{n}-{i}", env, version, model)
             for i, route in enumerate(routes)}

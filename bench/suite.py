@@ -277,9 +277,8 @@ def cache_reuse(tmp: Path, env: dict[str, str], model: Path) -> dict:
     from tests.support.llama import LlamaServer
 
     out = {}
-    for label, extra in (("direct to llama-server", None), ("ccbridge, pinned", "    route: native\n"),
-                         ("ccbridge, not pinned", "    route: native\n    pin_slots: false\n"),
-                         ("ccbridge+LiteLLM, pinned", "")):
+    for label, extra in (("direct to llama-server", None), ("ccbridge native", "    route: native\n"),
+                         ("ccbridge+LiteLLM", ""), ("ccbridge+LiteLLM, pin_slots", "    pin_slots: true\n")):
         with LlamaServer(model, ctx=2 * 16384, parallel=2) as llama:
             if extra is None:
                 out[label] = _conversation(llama.base_url)

@@ -59,9 +59,12 @@ class BackendConfig:
     route: str = "litellm"
     """`litellm` (default): through LiteLLM. `native`: straight to llama-server's own
     Anthropic endpoint (/v1/messages), skipping LiteLLM."""
-    pin_slots: bool = True
-    """Keep each Claude session on one llama-server slot (`id_slot`), so interleaved
-    sessions do not evict each other's prompt cache."""
+    pin_slots: bool = False
+    """Ask llama-server for a slot per Claude session and prompt family (`id_slot`, LiteLLM
+    route only: llama-server's /v1/messages drops it). Off by default: measured with real
+    Claude Code sessions and subagents (bench/cache.py), llama-server's own choice (prompt
+    similarity, plus its host-RAM prompt cache) kept every target, and pinning lost the
+    cache with `-np auto`, where idle slots are cleared."""
 
 
 @dataclass(frozen=True, slots=True)

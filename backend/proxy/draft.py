@@ -18,7 +18,7 @@ class RequestDraft:
     """Everything the front learns about one request; frozen into a `RequestRecord` at the end.
 
     The fields named like `RequestRecord`'s are copied into it; the others
-    (`t0`, `first_at`, `sent_status`, `pinned_slot`, `assemble`) are
+    (`t0`, `first_at`, `sent_status`, `assemble`, `family`) are
     bookkeeping for the request's lifecycle.
     """
 
@@ -47,7 +47,6 @@ class RequestDraft:
     # lifecycle bookkeeping, not recorded
     first_at: float | None = None  # monotonic time of the first content delta
     sent_status: int | None = None  # status of a streamed response already sent
-    pinned_slot: int | None = None  # llama-server slot the native route pinned (told to the pinner)
     assemble: bool = False  # a plain request the native route asked llama-server to stream
 
     family: str | None = None  # the system prompt's family (see prompt.prompt_family)

@@ -64,7 +64,6 @@ from backend.proxy.errors import (
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.prompt import is_subagent, prompt_family, strip_billing_line
-from backend.proxy.slots import SlotPinner
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 from backend.proxy.validate import RequestInvalid, check_messages_request
@@ -173,7 +172,6 @@ class FrontProxy:
         admin: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
         resolved_model: Callable[[BackendConfig], str | None] = lambda b: None,
         native: Callable[[BackendConfig], Upstream] | None = None,
-        pinner: SlotPinner | None = None,
     ) -> None:
         self._routing = routing
         self._upstream = upstream
@@ -184,7 +182,6 @@ class FrontProxy:
         self._admin = admin
         self._resolved_model = resolved_model
         self._native = native or (lambda backend: NativeUpstream(backend))
-        self._pinner = pinner or SlotPinner(session)
         self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
         self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
@@ -342,12 +339,8 @@ class FrontProxy:
         routed_model = rule.model or (backend.model if backend.model != "auto" else None)
         draft.routed_model = routed_model or self._resolved_model(backend)
         if backend.route == "native":
+            # no slot pinning here: llama-server's /v1/messages conversion drops `id_slot`
             upstream = self._native(backend)
-            slot = await self._pinner.slot_for(backend, draft.agent_key)
-            if slot is not None:
-                obj["id_slot"] = slot
-                draft.pinned_slot = slot
-                self._pinner.started(backend.name, slot)
             if draft.path == MESSAGES_PATH and not draft.stream:
                 # llama-server ignores a hang-up on a plain request: ask for a stream, assemble the answer
                 obj["stream"] = True
@@ -638,9 +631,6 @@ class FrontProxy:
             if pair.model and not draft.routed_model:
                 draft.routed_model = pair.model
             timings = pair.timings
-        if draft.pinned_slot is not None and draft.routed_backend is not None:
-            self._pinner.finished(draft.routed_backend, draft.pinned_slot)
-            draft.pinned_slot = None
         status = response.status if response is not None else draft.sent_status
         if status is None and draft.client_hung_up:
             status = 499  # nginx's "client closed request": it left before any answer

@@ -1,19 +1,24 @@
-"""Keep each Claude session on one llama-server slot.
+"""Keep each Claude session on one llama-server slot (`backends.X.pin_slots`, off by default).
 
 Claude Code resends its whole prompt every turn; llama-server answers fast only
 when the slot that served the last turn still holds that prompt in its KV
-cache. With several slots and several sessions interleaved, a turn can land on
-a slot another session used and lose its cache. `SlotPinner` gives each
-session a slot (least recently used sessions give theirs up first) and the
-leg sends it as `id_slot`. When our own request is already running on that
-slot (e.g. a subagent of the same session), no slot is pinned, so parallel
-work is never serialised behind it.
+cache. `SlotPinner` gives each agent (a session's main agent, or one kind of
+its subagents: `RequestDraft.agent_key`) a slot and the leg sends it as
+`id_slot`. A new agent takes the slot its prompt family used last (a new
+session shares the system prompt and tools of the last one), else a free
+slot, else the least recently used one. When our own request is already
+running on that slot, no slot is pinned, so parallel work is never serialised
+behind it. Only the LiteLLM route pins: llama-server's /v1/messages drops
+`id_slot`. Off by default because llama-server's own choice did as well or
+better in every measured setting (bench/cache.py), and with `-np auto` (idle
+slots cleared) a pinned request misses the host-RAM prompt cache.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
@@ -26,13 +31,18 @@ _TTL = 60.0
 class SlotPinner:
     """Session id -> slot id, per backend; slot count read from GET /props."""
 
-    def __init__(self, session: ClientSession) -> None:
+    def __init__(self, session: ClientSession,
+                 known_slots: Callable[[BackendConfig], int | None] | None = None) -> None:
         self._session = session
+        self._known_slots = known_slots  # the monitor's count, so /props is asked only without it
         self._slots: dict[str, tuple[float, int | None]] = {}
         self._tables: dict[str, OrderedDict[str, int]] = {}
         self._busy: dict[tuple[str, int], int] = {}
 
     async def total_slots(self, backend: BackendConfig) -> int | None:
+        known = self._known_slots(backend) if self._known_slots is not None else None
+        if known is not None:
+            return known
         hit = self._slots.get(backend.api_base)
         if hit and time.monotonic() - hit[0] < _TTL:
             return hit[1]
@@ -59,10 +69,19 @@ class SlotPinner:
         table = self._tables.setdefault(backend.name, OrderedDict())
         slot = table.get(session_id)
         if slot is None:
+            family = session_id.partition("/")[2]
+            kin = [s for key, s in reversed(table.items()) if family and key.partition("/")[2] == family]
             used = set(table.values())
             free = [s for s in range(total) if s not in used]
-            slot = free[0] if free else table.popitem(last=False)[1]
+            if kin:
+                slot = kin[0]  # the slot that holds this family's prompt start
+            elif free:
+                slot = free[0]
+            else:
+                slot = table.popitem(last=False)[1]
             table[session_id] = slot
+            while len(table) > 4 * total:  # keys of sessions long gone
+                table.popitem(last=False)
         table.move_to_end(session_id)
         if self._busy.get((backend.name, slot), 0):
             return None  # our own request holds it: do not queue behind it
