@@ -42,6 +42,7 @@ from backend.events import (
 from backend.metrics import RequestMetrics
 from backend.metrics.prometheus import CONTENT_TYPE, BridgeCollector, render
 from backend.monitor.sampler import BackendMonitor
+from backend.proxy.balance import BackendHealth, GroupBalancer, groups_of
 from backend.proxy.body import byte_limit
 from backend.proxy.front import FrontProxy, Routing
 from backend.proxy.guard import GuardedServer
@@ -83,6 +84,8 @@ class Bridge:
         self.config = config
         self.bus = bus or EventBus()
         self._run_dir = run_dir or paths.run_dir()
+        self.health = BackendHealth(self._monitored_health)
+        self.balancer = GroupBalancer(self.health, balance=lambda: self.config.groups.balance)
         self._routing = self._make_routing(config)
         self.registry = PairRegistry()
         self.history = history or HistoryStore(
@@ -109,7 +112,7 @@ class Bridge:
         self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session)
         self.api = ControlAPI(self, api_key=lambda: self.config.proxy.api_key, prometheus=self.prometheus)
         self._prometheus = BridgeCollector(self.metrics, self.services,
-                                           self.monitor.snapshot, __version__)
+                                           self.monitor.snapshot, __version__, groups=self.groups)
         self._config_mtime = self._mtime()
         self._unsubscribe = self.bus.subscribe(self._on_event)
 
@@ -176,6 +179,7 @@ class Bridge:
             max_body=lambda: byte_limit(self._routing.proxy.max_body_mb),
             progress=self.bus.publish,
             reports_progress=self._reports_progress,
+            reached=self._backend_reached,
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
         self._choose_upstream()
@@ -250,6 +254,33 @@ class Bridge:
                 return b.total_slots
         return None
 
+    def _monitored_health(self, name: str) -> tuple[str, str | None, float | None] | None:
+        """The monitor's last /health sample of a backend (state, detail, when), for group balancing."""
+        backend = self.config.backends.get(name)
+        for b in self.monitor.snapshot().backends:
+            if backend is not None and b.name == name and b.api_base == backend.api_base:
+                return b.health, b.health_detail, b.checked_at
+        return None
+
+    def _backend_reached(self, name: str, failure: str | None) -> None:
+        """What the backend leg saw of a backend: an answer (failure None), or no connection."""
+        if failure is None:
+            self.health.answered(name)
+        else:
+            self.health.failed(name, failure)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Each group alias's backends: health, requests answered and their share, sessions, failovers,
+        and the share of their prompts llama-server served from its cache (status API, panel, /metrics)."""
+        groups = self.balancer.snapshot(groups_of(self.config.aliases))
+        cache = {c.key: c for c in self.monitor.snapshot().cache.by_backend}
+        for group in groups:
+            for member in group["members"]:
+                stats = cache.get(member["backend"])
+                member["cache_share"] = stats.share if stats else None
+                member["later_turns_cache_share"] = stats.later_share if stats else None
+        return groups
+
     def _reports_progress(self, backend: BackendConfig) -> bool:
         """Whether to ask this backend for prompt progress (`return_progress`): yes unless the
         monitor found a healthy server there that is not llama-server (no build in /props)."""
@@ -291,6 +322,7 @@ class Bridge:
                     run_dir=self._run_dir,
                     bus=self.bus,
                     session=self._session,  # type: ignore[arg-type]
+                    groups=lambda: groups_of(self.config.aliases),
                 )
             self._upstream = self.litellm
         else:
@@ -380,12 +412,14 @@ class Bridge:
         elif self.litellm is not None and had is None:
             await self.litellm.start()
             restarted = ("litellm",)
-        elif self.litellm is not None and (set(old.backends) != set(new.backends) or old.litellm != new.litellm):
-            # LiteLLM's config names the backends only (the leg reads api_base, model and
-            # keys live), so only a new or removed backend, or a new port, needs a restart.
+        elif self.litellm is not None and (set(old.backends) != set(new.backends) or old.litellm != new.litellm
+                                           or groups_of(old.aliases) != groups_of(new.aliases)):
+            # LiteLLM's config names the backends and groups only (the leg reads api_base, model and
+            # keys live), so only a new or removed backend or group, or a new port, needs a restart.
             self.litellm.settings = new.litellm
             await self.litellm.restart()
             restarted = ("litellm",)
+        self.balancer.forget(groups_of(new.aliases))
         restarted += await self.llamas.sync(new.backends)
         self.bus.publish(ConfigApplied(str(new.source), time.time(), restarted))
         return restarted
@@ -418,6 +452,7 @@ class Bridge:
             "history_warning": self.history.warning,
             "metrics": metrics.to_dict(),
             "monitor": self.monitor.snapshot().to_dict(),
+            "groups": self.groups(),
             "claude_env": self.claude_env_lines(),
         }
 
@@ -464,13 +499,13 @@ class Bridge:
         return services
 
     # -- internals -------------------------------------------------------------
-    @staticmethod
-    def _make_routing(config: Config) -> Routing:
+    def _make_routing(self, config: Config) -> Routing:
         return Routing(
             proxy=config.proxy,
             backends=dict(config.backends),
             aliases=AliasTable(config.aliases),
             config_path=str(config.source) if config.source else "ccbridge.yaml",
+            balancer=self.balancer,
         )
 
     async def _serve(self, handler: Any, host: str, port: int) -> int:
@@ -487,6 +522,7 @@ class Bridge:
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
             self.monitor.add_record(event.record)
+            self.balancer.finished(event.record)
         elif isinstance(event, LogLine) and event.service == "proxy":
             self.proxy_log.add(event.line)
         elif isinstance(event, UnknownModel):

@@ -114,6 +114,52 @@ def parse_target(target: str, backends: Collection[str]) -> tuple[str, str | Non
     raise ValueError(f"unknown backend '{head}'{hint_text}; known backends: {known}")
 
 
+GROUP_EXAMPLE = "[box-a, box-b]"
+
+
+def group_text(members: Iterable[str]) -> str:
+    """A group target as one line of text, the way YAML's flow style writes it: `[box-a, box-b]`."""
+    return "[" + ", ".join(members) + "]"
+
+
+def parse_members(items: Iterable[object], backends: Collection[str]) -> tuple[str, ...]:
+    """The backends of a group target (a YAML list), checked: each a known backend, named once,
+    by name only (a group's member answers with its own `model`). Raises ValueError saying what
+    is wrong and what to write instead."""
+    members: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"the member {item!r} is not a backend name; list backends by name, e.g. {GROUP_EXAMPLE}")
+        backend, model = parse_target(item.strip(), backends)
+        if model is not None:
+            raise ValueError(f"the member '{item.strip()}' names a model; a group lists backends by name only "
+                             f"(each answers with its own model): write '{backend}' and set "
+                             f"backends.{backend}.model: {model}")
+        if backend in members:
+            raise ValueError(f"the backend '{backend}' is listed twice; name each backend of a group once")
+        members.append(backend)
+    if not members:
+        known = ", ".join(sorted(backends)) or "(none defined)"
+        raise ValueError(f"the list of backends is empty; name at least one, e.g. {GROUP_EXAMPLE} "
+                         f"(known backends: {known})")
+    return tuple(members)
+
+
+def parse_alias_target(target: str, backends: Collection[str]) -> tuple[str, str | None, tuple[str, ...]]:
+    """An alias target as the API and the panel write it: a backend, `backend/model`, or a group
+    `[box-a, box-b]`. Returns (backend, model, members); for a group, backend is the first
+    member and members all of them; otherwise members is empty. Raises ValueError."""
+    text = target.strip() if isinstance(target, str) else target
+    if isinstance(text, str) and text.startswith("["):
+        if not text.endswith("]"):
+            raise ValueError(f"the group '{text}' has no closing ']'; write it as {GROUP_EXAMPLE}")
+        inner = text[1:-1].strip()
+        members = parse_members(inner.split(",") if inner else [], backends)
+        return members[0], None, members if len(members) > 1 else ()
+    backend, model = parse_target(target, backends)
+    return backend, model, ()
+
+
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """The closest of `choices` to `word` (difflib), or None if nothing is close."""
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

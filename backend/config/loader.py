@@ -22,16 +22,21 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from backend import paths
 from backend.config import _files
 from backend.config.aliases import (
-    parse_target,
+    GROUP_EXAMPLE,
+    group_text,
+    parse_alias_target,
+    parse_members,
     suggest,
     validate_backend_name,
     validate_pattern,
 )
 from backend.config.model import (
+    BALANCE_MODES,
     LOOPBACK_HOSTS,
     AliasRule,
     BackendConfig,
     Config,
+    GroupsConfig,
     HistoryConfig,
     LiteLLMConfig,
     ProxyConfig,
@@ -72,6 +77,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "backends": (),  # free-form names
     "aliases": (),  # free-form patterns
     "history": ("path", "retention_days", "max_rows"),
+    "groups": ("balance",),
 }
 """Top-level sections and the keys each accepts."""
 
@@ -349,12 +355,14 @@ class _Checker:
         backends = self.backends(root)
         aliases = self.aliases(root, backends)
         history = self.history(root)
+        groups = self.groups(root)
         return Config(
             proxy=proxy,
             litellm=litellm,
             backends=backends,
             aliases=aliases,
             history=history,
+            groups=groups,
             source=self.file,
         )
 
@@ -527,24 +535,58 @@ class _Checker:
                     f"the pattern {describe(pattern)} ({reason})",
                     'a Claude model name pattern, e.g. "claude-haiku-*"',
                 )
+            expected_target = f"a backend name ({', '.join(backends)}), backend/model, or a list {GROUP_EXAMPLE}"
+            if isinstance(target, list):
+                try:
+                    members = parse_members(target, backends)
+                except ValueError as exc:
+                    raise self.fail(path, self.value_line(node, pattern), f"the group {describe_list(target)} ({exc})",
+                                    f"a list of backend names, e.g. {GROUP_EXAMPLE}") from None
+                self.check_group_routes(members, backends, path, self.value_line(node, pattern))
+                rules.append(AliasRule(str(pattern), group_text(members), members[0], None,
+                                       members if len(members) > 1 else ()))
+                continue
             if not isinstance(target, str):
-                raise self.fail(
-                    path,
-                    self.value_line(node, pattern),
-                    describe(target),
-                    f"a backend name ({', '.join(backends)}) or backend/model",
-                )
+                raise self.fail(path, self.value_line(node, pattern), describe(target), expected_target)
             try:
-                backend, model = parse_target(str(target), backends)
+                backend, model, members = parse_alias_target(str(target), backends)
             except ValueError as exc:
                 raise self.fail(
                     path,
                     self.value_line(node, pattern),
                     f'the target "{target}" ({exc})',
-                    f"a backend name ({', '.join(backends)}) or backend/model",
+                    expected_target,
                 ) from None
-            rules.append(AliasRule(str(pattern), str(target), backend, model))
+            self.check_group_routes(members, backends, path, self.value_line(node, pattern))
+            rules.append(AliasRule(str(pattern), str(target), backend, model, members))
         return tuple(rules)
+
+    def check_group_routes(self, members: tuple[str, ...], backends: dict[str, BackendConfig], path: str,
+                           line: int | None) -> None:
+        """A group's backends share one route: LiteLLM fails over between LiteLLM backends, the front
+        between native ones; a request cannot switch from one to the other."""
+        routes = {backends[m].route for m in members}
+        if len(routes) > 1:
+            native = [m for m in members if backends[m].route == "native"]
+            other = [m for m in members if backends[m].route != "native"]
+            raise self.fail(path, line, f"the group {group_text(members)}, which mixes route: native "
+                            f"({', '.join(native)}) and route: litellm ({', '.join(other)})",
+                            "backends of one route in a group",
+                            f"Set the same route on all of them (backends.{native[0]}.route), or make two aliases")
+
+    def groups(self, root: Any) -> GroupsConfig:
+        node = self.section(root, "groups")
+        if node is None:
+            return GroupsConfig()
+        self.check_keys(node, SECTIONS["groups"], "groups")
+        kw: dict[str, Any] = {}
+        if "balance" in node:
+            if node["balance"] not in BALANCE_MODES:
+                raise self.fail("groups.balance", self.value_line(node, "balance"), describe(node["balance"]),
+                                "session (a Claude Code session stays on one backend: its prompt cache stays "
+                                "warm) or round-robin (each request to the next backend)")
+            kw["balance"] = node["balance"]
+        return GroupsConfig(**kw)
 
     def history(self, root: Any) -> HistoryConfig:
         node = self.section(root, "history")
@@ -564,6 +606,11 @@ class _Checker:
                 node, "max_rows", "history.max_rows", 1, None, "a whole number above 0"
             )
         return HistoryConfig(**kw)
+
+
+def describe_list(items: list[Any]) -> str:
+    """A YAML list as found, for an error message: `[box-a, box-b]`."""
+    return "[" + ", ".join(str(item) for item in items) + "]"
 
 
 def _yaml() -> YAML:

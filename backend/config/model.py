@@ -76,6 +76,34 @@ class AliasRule:
     backend: str
     model: str | None = None
     """Explicit model from a `backend/model` target; None means the backend's model."""
+    members: tuple[str, ...] = ()
+    """The backends of a group target (`[box-a, box-b]`), in file order; empty for one backend.
+    `backend` is then the first member."""
+
+    @property
+    def is_group(self) -> bool:
+        """True when the target names several backends (a group balanced between them)."""
+        return len(self.members) > 1
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Every backend this rule can send a request to."""
+        return self.members or (self.backend,)
+
+
+BALANCE_MODES = ("session", "round-robin")
+"""How a group spreads requests: `session` keeps each Claude Code session on one backend
+(its prompt cache stays warm); `round-robin` sends each request to the next backend."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupsConfig:
+    """How an alias that names several backends (`"*": [box-a, box-b]`) spreads its requests."""
+
+    balance: str = "session"
+    """`session` (default): all requests of one Claude Code session go to the same healthy
+    backend, new sessions to the one with the fewest sessions. `round-robin`: each request to the
+    next healthy backend (a plain balancer: later turns lose llama-server's prompt cache)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,5 +125,6 @@ class Config:
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     aliases: tuple[AliasRule, ...] = ()
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
     source: Path | None = None
     """File this was read from (None when built in code)."""

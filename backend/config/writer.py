@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
@@ -28,7 +28,7 @@ from ruamel.yaml.scalarstring import (
 from ruamel.yaml.tokens import CommentToken
 
 from backend.config import _files
-from backend.config.aliases import CATCH_ALL, validate_pattern
+from backend.config.aliases import CATCH_ALL, group_text, validate_pattern
 from backend.config.loader import (
     ConfigError,
     config_from_tree,
@@ -164,6 +164,17 @@ def _like(old: Any, new: Any) -> Any:
     return new
 
 
+def _target_node(target: str) -> Any:
+    """An alias target as written in the file: a group's text `[box-a, box-b]` becomes a YAML list
+    in flow style (what a person would write); anything else stays text."""
+    text = target.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return target
+    seq = CommentedSeq(item.strip() for item in text[1:-1].split(",") if item.strip())
+    seq.fa.set_flow_style()
+    return seq
+
+
 def _to_node(value: Any) -> Any:
     if isinstance(value, Mapping) and not isinstance(value, CommentedMap):
         node = CommentedMap()
@@ -227,7 +238,8 @@ class ConfigDocument:
         node = self._data.get("aliases")
         if not isinstance(node, Mapping):
             return []
-        return [(str(key), str(value)) for key, value in node.items()]
+        return [(str(key), group_text(str(v) for v in value) if isinstance(value, list) else str(value))
+                for key, value in node.items()]
 
     @staticmethod
     def _check_rule(pattern: str, target: str) -> None:
@@ -242,7 +254,7 @@ class ConfigDocument:
             raise ConfigError(
                 key=key_path("aliases", pattern),
                 found=f"the target {target!r}",
-                expected="a backend name or backend/model",
+                expected="a backend name, backend/model, or a group [box-a, box-b]",
             )
 
     def _pattern_key(self, node: CommentedMap, pattern: str) -> Any:
@@ -270,7 +282,8 @@ class ConfigDocument:
         items = []
         for pattern, target in rules:
             key = self._pattern_key(node, pattern)
-            items.append((key, _like(node[key], target) if key in node else target))
+            value = _target_node(target)
+            items.append((key, _like(node[key], value) if key in node else value))
         _rebuild(node, items)
 
     def add_alias(self, pattern: str, target: str, before_catch_all: bool = True) -> None:
@@ -283,10 +296,10 @@ class ConfigDocument:
         node = self._aliases_node()
         if pattern in node:
             key = self._pattern_key(node, pattern)
-            node[key] = _like(node[key], target)
+            node[key] = _like(node[key], _target_node(target))
             return
         items = list(node.items())
-        new = (DoubleQuotedScalarString(pattern), target)
+        new = (DoubleQuotedScalarString(pattern), _target_node(target))
         keys = [str(key) for key, _ in items]
         if before_catch_all and pattern != CATCH_ALL and CATCH_ALL in keys:
             items.insert(keys.index(CATCH_ALL), new)

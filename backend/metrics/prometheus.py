@@ -40,16 +40,48 @@ class BridgeCollector(Collector):
     """Everything `/metrics` shows, read from the bridge at scrape time."""
 
     def __init__(self, metrics: RequestMetrics, services: Callable[[], list[dict[str, Any]]],
-                 monitor: Callable[[], MonitorSnapshot], version: str) -> None:
+                 monitor: Callable[[], MonitorSnapshot], version: str,
+                 groups: Callable[[], list[dict[str, Any]]] = list) -> None:
         self._metrics = metrics
         self._services = services
         self._monitor = monitor
         self._version = version
+        self._groups = groups
 
     def collect(self) -> Iterator[Metric]:
         yield from self._requests()
         yield from self._service_families()
         yield from self._monitor_families()
+        yield from self._group_families()
+
+    def _group_families(self) -> Iterator[Metric]:
+        """Per group alias and backend: routable or not, requests answered and their share, failovers,
+        active sessions, and the share of prompt tokens llama-server served from its cache."""
+        labels = ["group", "backend"]
+        up = GaugeMetricFamily("ccbridge_group_backend_up", "1 while the backend gets new requests of its group "
+                               "(its /health and the last calls to it)", labels=labels)
+        requests = CounterMetricFamily("ccbridge_group_backend_requests", "Requests of the group this backend "
+                                       "answered", labels=labels)
+        share = GaugeMetricFamily("ccbridge_group_backend_request_share", "This backend's share of the group's "
+                                  "answered requests", labels=labels)
+        took = CounterMetricFamily("ccbridge_group_backend_failovers", "Requests this backend answered in place "
+                                   "of a member that failed", labels=labels)
+        sessions = GaugeMetricFamily("ccbridge_group_backend_sessions", "Claude Code sessions kept on this backend "
+                                     "(a request in the last 30 minutes)", labels=labels)
+        cache = GaugeMetricFamily("ccbridge_group_backend_cache_share", "Share of this backend's prompt tokens "
+                                  "served from llama-server's cache", labels=labels)
+        for group in self._groups():
+            for m in group["members"]:
+                v = [group["group"], m["backend"]]
+                up.add_metric(v, 1 if m["up"] else 0)
+                requests.add_metric(v, m["requests"])
+                took.add_metric(v, m["took_over"])
+                sessions.add_metric(v, m["sessions"])
+                if m.get("share") is not None:
+                    share.add_metric(v, m["share"])
+                if m.get("cache_share") is not None:
+                    cache.add_metric(v, m["cache_share"])
+        yield from (up, requests, share, took, sessions, cache)
 
     def _requests(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("ccbridge_info", "ccbridge's version", labels=["version"])

@@ -51,6 +51,7 @@ from backend.events import (
 )
 from backend.proxy import fastjson
 from backend.proxy.assemble import MessageAssembler
+from backend.proxy.balance import GroupBalancer
 from backend.proxy.body import BodyRefused, byte_limit, read_body
 from backend.proxy.draft import RequestDraft
 from backend.proxy.errors import (
@@ -61,6 +62,7 @@ from backend.proxy.errors import (
     error_type_for,
     extract_message,
 )
+from backend.proxy.group_upstream import NativeGroupUpstream
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.prompt import is_subagent, prompt_family, strip_billing_line
@@ -133,6 +135,7 @@ class Routing:
     backends: dict[str, BackendConfig]
     aliases: AliasTable
     config_path: str
+    balancer: GroupBalancer | None = None  # chooses the member of a group alias (kept across reloads)
 
 
 @dataclass(slots=True)
@@ -333,14 +336,19 @@ class FrontProxy:
             self.billing_lines_removed += 1
             draft.subagent = is_subagent(billing)
         draft.family = prompt_family(obj)
-        backend = routing.backends[rule.backend]
+        # a group alias: the member chosen for this session first, then the ones to fail over to
+        order = [rule.backend] if not rule.is_group or routing.balancer is None else \
+            routing.balancer.order(draft.id, rule.members, draft.session_id)
+        backend = routing.backends[order[0]]
         draft.alias_rule = rule.pattern
         draft.routed_backend = backend.name
         routed_model = rule.model or (backend.model if backend.model != "auto" else None)
         draft.routed_model = routed_model or self._resolved_model(backend)
         if backend.route == "native":
             # no slot pinning here: llama-server's /v1/messages conversion drops `id_slot`
-            upstream = self._native(backend)
+            upstream = self._native(backend) if len(order) == 1 or routing.balancer is None else \
+                NativeGroupUpstream([routing.backends[m] for m in order], routing.balancer.health,
+                                    self._resolved_model)
             if draft.path == MESSAGES_PATH and not draft.stream:
                 # llama-server ignores a hang-up on a plain request: ask for a stream, assemble the answer
                 obj["stream"] = True
@@ -403,6 +411,8 @@ class FrontProxy:
                 if upstream.paired and time.monotonic() < hold_until:
                     await asyncio.sleep(0.1)
                     continue
+                if isinstance(upstream, NativeGroupUpstream) and upstream.fail_over(exc, headers, draft):
+                    continue  # a group of native backends: the next member (nothing was sent)
                 return self._fail(draft, 503, upstream.describe_unreachable(exc))
             except (ClientOSError, ServerDisconnectedError) as exc:
                 release()
@@ -628,6 +638,9 @@ class FrontProxy:
             self._registry.cancel(draft.id)
             self._registry.close(draft.id)
             draft.backend_calls = pair.calls
+            if pair.backend and pair.backend != draft.routed_backend:
+                # a group member failed and LiteLLM fell back to another: the leg saw which answered
+                draft.routed_backend, draft.routed_model = pair.backend, pair.model
             if pair.model and not draft.routed_model:
                 draft.routed_model = pair.model
             timings = pair.timings

@@ -76,6 +76,7 @@ class BackendLeg:
         max_body: Callable[[], int] = lambda: 32 * 1024 * 1024,
         progress: Callable[[RequestProgress], None] | None = None,
         reports_progress: Callable[[BackendConfig], bool] = lambda backend: True,
+        reached: Callable[[str, str | None], None] = lambda name, failure: None,
     ) -> None:
         self._backends = backends
         self._max_body = max_body
@@ -86,6 +87,7 @@ class BackendLeg:
         self._session = session
         self._resolver = resolver
         self._pinner = pinner
+        self._reached = reached  # (backend, None) when it answered, (backend, why) when it could not be reached
         self.refused_total = 0
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -118,6 +120,11 @@ class BackendLeg:
         task = asyncio.current_task()
         if pair is not None:
             pair.calls += 1
+            if pair.backend != name:
+                # a group's member failed and LiteLLM fell back to this one: the record names who
+                # answered, and this backend's own model is asked for
+                pair.backend, pair.model, pair.unreachable = name, None, None
+                pair.backend_status = pair.backend_error = None
             if task is not None:
                 pair.tasks.add(task)
         try:
@@ -164,6 +171,7 @@ class BackendLeg:
                 return self._unreachable(backend, pair, exc)
             except (ClientError, OSError) as exc:
                 return self._unreachable(backend, pair, exc)
+        self._reached(backend.name, None)
         try:
             out_headers = forward_headers(upstream.headers, drop=_DROP_DOWNSTREAM)
             if upstream.status >= 400:
@@ -192,9 +200,9 @@ class BackendLeg:
         finally:
             upstream.release()
 
-    @staticmethod
-    def _unreachable(backend: BackendConfig, pair: Pair | None, exc: BaseException) -> web.Response:
+    def _unreachable(self, backend: BackendConfig, pair: Pair | None, exc: BaseException) -> web.Response:
         reason = f"cannot reach backend '{backend.name}' at {backend.api_base}: {exc or type(exc).__name__}"
+        self._reached(backend.name, reason)
         if pair is not None:
             pair.unreachable = reason
         return _json_error(502, reason, "backend_unreachable")

@@ -1,7 +1,8 @@
 """LiteLLM as a supervised child process in its own virtual environment.
 
-ccbridge writes LiteLLM's config from ccbridge.yaml: one model per backend,
-whose `api_base` is the backend leg inside ccbridge (so hang-ups reach the
+ccbridge writes LiteLLM's config from ccbridge.yaml: one model per backend
+(and, for each group of backends an alias names, model groups that fail over
+between them; see `render_config`), whose `api_base` is the backend leg inside ccbridge (so hang-ups reach the
 model and llama-server's timings are read), chat-completions routing for
 Anthropic messages (FACTS: the default Responses route fails on
 llama-server), client `x-*` headers forwarded (the pairing id), retries off
@@ -18,7 +19,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ruamel.yaml import YAML
 
 from backend.config.model import AliasRule, BackendConfig, LiteLLMConfig
 from backend.events import EventBus
+from backend.proxy.balance import failover_order, litellm_model
 from backend.proxy.upstream import UpstreamUnavailable, no_release
 from backend.services import litellm_env
 from backend.services.process import ChildProcess
@@ -54,27 +56,44 @@ __all__ = ["LiteLLMService", "ServiceStatus", "port_in_use", "port_owner", "rend
 _START_TIMEOUT = 120.0
 
 
+# A group member that failed this many times in a minute is skipped by LiteLLM for COOLDOWN_S
+# (LiteLLM never cools down the only deployment of a model group: single backends are unaffected).
+ALLOWED_FAILS = 1
+COOLDOWN_S = 10
+
+
+def _deployment(model_name: str, backend: str, leg_url: str, leg_secret: str, order: int | None = None) -> dict:
+    params: dict = {
+        # the leg puts the real model id in; LiteLLM only needs a name
+        "model": f"openai/{backend}",
+        "api_base": f"{leg_url}/leg/{backend}",
+        "api_key": leg_secret,
+        "max_retries": 0,
+    }
+    if order is not None:
+        params["order"] = order  # LiteLLM tries the lowest order first, then the next on an error
+    # Without model_info, LiteLLM sends an Anthropic request with `thinking: {"type": "enabled"}`
+    # to the backend's OpenAI Responses API and drops llama-server's reasoning on the way
+    # back; marked so, it stays on chat completions and passes `reasoning_effort` on.
+    return {"model_name": model_name, "litellm_params": params, "model_info": {"supports_reasoning": False}}
+
+
 def render_config(
-    backends: Mapping[str, BackendConfig], leg_url: str, leg_secret: str, master_key: str
+    backends: Mapping[str, BackendConfig], leg_url: str, leg_secret: str, master_key: str,
+    groups: Iterable[Sequence[str]] = (),
 ) -> dict:
-    """LiteLLM's config as a plain dict (written as YAML)."""
-    model_list = [
-        {
-            "model_name": name,
-            "litellm_params": {
-                # the leg puts the real model id in; LiteLLM only needs a name
-                "model": f"openai/{name}",
-                "api_base": f"{leg_url}/leg/{name}",
-                "api_key": leg_secret,
-                "max_retries": 0,
-            },
-            # Without this, LiteLLM sends an Anthropic request with `thinking: {"type": "enabled"}`
-            # to the backend's OpenAI Responses API and drops llama-server's reasoning on the way
-            # back; marked so, it stays on chat completions and passes `reasoning_effort` on.
-            "model_info": {"supports_reasoning": False},
-        }
-        for name in backends
-    ]
+    """LiteLLM's config as a plain dict (written as YAML).
+
+    One model group per backend (named like it); and for each group of backends an alias names,
+    one model group per member, `<group>@<member>`, holding every member: that member at order 1
+    and the others after it (orders 2, 3, ...). ccbridge picks the member (session affinity);
+    LiteLLM fails over to the next order when the call to it fails (the leg answers 502 when the
+    backend cannot be reached), and cools a failing member down."""
+    model_list = [_deployment(name, name, leg_url, leg_secret) for name in backends]
+    for members in groups:
+        for first in members:
+            model_list.extend(_deployment(litellm_model(members, first), member, leg_url, leg_secret, order)
+                              for order, member in enumerate(failover_order(members, first), start=1))
     return {
         "model_list": model_list,
         "litellm_settings": {
@@ -82,7 +101,7 @@ def render_config(
             "num_retries": 0,
             "drop_params": True,
         },
-        "router_settings": {"num_retries": 0},
+        "router_settings": {"num_retries": 0, "allowed_fails": ALLOWED_FAILS, "cooldown_time": COOLDOWN_S},
         "general_settings": {
             "master_key": master_key,
             "forward_client_headers_to_llm_api": True,
@@ -130,10 +149,12 @@ class LiteLLMService(SupervisedService):
         session: ClientSession,
         install: Callable[[Callable[[str], None]], Path] = litellm_env.ensure_env,
         drain_timeout: float = 120.0,
+        groups: Callable[[], Iterable[Sequence[str]]] = lambda: (),
     ) -> None:
         super().__init__("litellm", bus)
         self.settings = settings
         self._backends = backends
+        self._groups = groups
         self._leg_url = leg_url
         self._leg_secret = leg_secret
         self._run_dir = run_dir
@@ -175,7 +196,8 @@ class LiteLLMService(SupervisedService):
         return {"authorization": f"Bearer {self._master_key}"}
 
     def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
-        return backend.name
+        # a group: the LiteLLM model group that tries the chosen member first (render_config)
+        return litellm_model(rule.members, backend.name) if rule.is_group else backend.name
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once LiteLLM serves; raise UpstreamUnavailable at once when it is
@@ -430,7 +452,8 @@ class LiteLLMService(SupervisedService):
     def _write_config(self) -> Path:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         path = self._run_dir / "litellm.yaml"
-        data = render_config(self._backends(), self._leg_url(), self._leg_secret, self._master_key)
+        data = render_config(self._backends(), self._leg_url(), self._leg_secret, self._master_key,
+                             self._groups())
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
