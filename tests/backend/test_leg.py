@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 
 import httpx
 from aiohttp import ClientSession, web
@@ -61,7 +62,9 @@ class OpenAIBackend:
 def run_leg(body, backend_server: OpenAIBackend, extra: dict[str, BackendConfig] | None = None) -> None:
     async def main() -> None:
         api_base = await backend_server.start()
-        backends = {"local": BackendConfig("local", api_base), **(extra or {})}
+        # an extra backend without api_base is another name for the same server
+        backends = {"local": BackendConfig("local", api_base),
+                    **{k: v if v.api_base else replace(v, api_base=api_base) for k, v in (extra or {}).items()}}
         registry = PairRegistry()
         async with ClientSession() as session:
             leg = BackendLeg(backends=lambda: backends, secret=SECRET, registry=registry,
