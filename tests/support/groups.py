@@ -82,6 +82,7 @@ class GroupRun:
     records: list[dict[str, Any]] = field(default_factory=list)  # every /v1/messages record, oldest first
     metrics: str = ""
     kill_round: int | None = None  # the round after which `killed` was killed
+    logs: dict[str, str] = field(default_factory=dict)  # each llama-server's log (the killed one: since its restart)
 
     def of(self, session: int) -> list[Turn]:
         return [t for t in self.turns if t.session == session]
@@ -189,6 +190,7 @@ def run_groups(version: str, serve: ServeProcess, servers: dict[str, LlamaServer
     run.records = sorted((r for r in serve.requests(200) if r["path"] == "/v1/messages"),
                          key=lambda r: r["started_at"])
     run.metrics = httpx.get(f"{serve.url}/metrics", timeout=10, trust_env=False).text
+    run.logs = {name: server.log_text() for name, server in servers.items()}
     return run
 
 

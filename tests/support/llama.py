@@ -128,6 +128,7 @@ class LlamaServer:
         if self._proc is not None:
             raise RuntimeError("llama-server already started")
         binary = llama_server_binary()
+        self._final_log = None  # a restart logs afresh
         if not self.model_path.is_file():
             raise FileNotFoundError(self.model_path)
         self._tmpdir = Path(tempfile.mkdtemp(prefix="ccbridge-llama-"))
