@@ -323,6 +323,7 @@ class Bridge:
                     bus=self.bus,
                     session=self._session,  # type: ignore[arg-type]
                     groups=lambda: groups_of(self.config.aliases),
+                    balance=lambda: self.config.groups.balance,
                 )
             self._upstream = self.litellm
         else:
@@ -413,7 +414,8 @@ class Bridge:
             await self.litellm.start()
             restarted = ("litellm",)
         elif self.litellm is not None and (set(old.backends) != set(new.backends) or old.litellm != new.litellm
-                                           or groups_of(old.aliases) != groups_of(new.aliases)):
+                                           or groups_of(old.aliases) != groups_of(new.aliases)
+                                           or old.groups != new.groups):
             # LiteLLM's config names the backends and groups only (the leg reads api_base, model and
             # keys live), so only a new or removed backend or group, or a new port, needs a restart.
             self.litellm.settings = new.litellm

@@ -17,7 +17,7 @@ from backend.config import ConfigError, load_config
 from backend.config.model import LOOPBACK_HOSTS, Config
 from backend.monitor.process import parse_flags
 from backend.monitor.sampler import sample_once
-from backend.monitor.snapshot import Advice
+from backend.monitor.snapshot import Advice, MonitorSnapshot
 from backend.monitor.text import describe_gpu, describe_process, describe_server, describe_swa
 from backend.services import litellm_env
 from backend.services.llama_service import command_argv
@@ -104,7 +104,7 @@ def _check_litellm(config: Config, r: Report) -> None:
         r.ok(f"LiteLLM port {port} is free")
 
 
-def _check_backends(config: Config, r: Report) -> None:
+def _check_backends(config: Config, r: Report) -> MonitorSnapshot:
     """Each backend's llama-server, its process, the GPU and the advice (backend/monitor)."""
     for backend in config.backends.values():
         if backend.command:
@@ -140,6 +140,40 @@ def _check_backends(config: Config, r: Report) -> None:
         prefix = f"backend '{a.backend}': " if a.backend and not a.text.startswith("backend ") else ""
         line = f"{prefix}{a.text}. Fix: {a.fix}"
         {"error": r.fail, "warn": r.warn, "info": r.info}[a.level](line)
+    return snap
+
+
+def _check_groups(config: Config, snap: MonitorSnapshot, r: Report) -> None:
+    """Every backend of each group alias: which answer (requests go to those), and whether they serve
+    the same model with the same context (a session a failover moves goes on there)."""
+    for rule in config.aliases:
+        if not rule.is_group:
+            continue
+        seen = {b.name: b for b in snap.backends}
+        states = {m: seen[m].health if m in seen else "unknown" for m in rule.members}
+        where = f'group {rule.target} (alias "{rule.pattern}")'
+        listing = ", ".join(f"{m} {state}" for m, state in states.items())
+        up = [m for m, state in states.items() if state == "ok"]
+        down = [m for m in rule.members if m not in up]
+        if not up:
+            r.fail(f"{where}: no backend answers ({listing}): start llama-server on at least one of them")
+            continue
+        if down:
+            r.warn(f"{where}: {', '.join(down)} not answering ({listing}); its sessions go to {', '.join(up)} "
+                   "until it answers again: start it, or fix its api_base")
+        else:
+            r.ok(f"{where}: every backend answers ({listing}); each Claude Code session stays on one of them "
+                 f"(groups.balance: {config.groups.balance})")
+        models = {m: seen[m].model for m in up if seen[m].model}
+        if len(set(models.values())) > 1:
+            served = ", ".join(f"{m}: {v}" for m, v in models.items())
+            r.warn(f"{where}: the backends serve different models ({served}): a session a failover moves goes on "
+                   "with another model; serve the same model on all of them")
+        contexts: dict[str, int] = {m: n for m in up if (n := seen[m].n_ctx_slot)}
+        if len(set(contexts.values())) > 1:
+            smallest = min(contexts, key=lambda m: contexts[m])
+            r.warn(f"{where}: context per slot differs ({', '.join(f'{m}: {v}' for m, v in contexts.items())}): "
+                   f"a session moved to {smallest} may not fit; start them with the same -c and -np")
 
 
 def _check_command(name: str, argv: list[str], r: Report) -> None:
@@ -183,6 +217,7 @@ def run_doctor(config_path: str | None) -> int:
         return 1
     _check_proxy(config, r)
     _check_litellm(config, r)
-    _check_backends(config, r)
+    snap = _check_backends(config, r)
+    _check_groups(config, snap, r)
     print(f"{r.failures} problem(s), {r.warnings} warning(s)")
     return 1 if r.failures else 0

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -97,8 +97,9 @@ def save(name: str, data: dict) -> Path:
     return path
 
 
-def table(rows: list[tuple[str, str, str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+def table(rows: Sequence[tuple[str, ...]]) -> str:
+    """A Markdown table; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):
         lines.append("| " + " | ".join(c.ljust(widths[j]) for j, c in enumerate(row)) + " |")

@@ -11,7 +11,9 @@ process), the same requests go
 and on the real tiny llama-server: the native route, LiteLLM routes, `claude -p`,
 the hang-up, prompt-cache reuse of two interleaved sessions with and
 without slot pinning, and (bench/cache.py) the prompt cache with real Claude Code
-sessions and subagents, before and after ccbridge removes the billing line.
+sessions and subagents, before and after ccbridge removes the billing line, and
+(bench/groups.py) four Claude Code sessions on a group of two llama-servers, one of them
+killed mid-run, with session affinity and with plain round-robin.
 Prints one table; writes bench/results/suite-<time>.json (and suite-latest.json).
 Figures are ratios or differences within this run.
 """
@@ -35,7 +37,7 @@ import aiohttp
 import httpx
 import psutil
 
-from bench import cache
+from bench import cache, groups
 from bench.harness import REPO, ZeroBackend, free_port, litellm_alone, machine, median, pct, save, table, wait_port
 
 sys.path.insert(0, str(REPO))
@@ -403,6 +405,7 @@ def main() -> None:
         if not args.no_real:
             data["real"] = real_chain(tmp, env, 30 if args.quick else 100, args.quick)
             data["prompt_cache"] = cache.measure(tmp / "prompt-cache", env, args.quick)
+            data["groups"] = groups.measure(tmp / "groups", args.quick)
     data["retried_requests"] = FAILURES
     print(render(data))
     if FAILURES:
@@ -463,6 +466,8 @@ def render(d: dict) -> str:
                          f"min {100 * c['share_min']:.1f} %, ttft p50 {c['ttft_p50_ms']:.0f} ms", ">= 90 %"))
     if d.get("prompt_cache"):
         rows.extend(cache.rows(d["prompt_cache"]))
+    if d.get("groups"):
+        rows.extend(groups.suite_rows(d["groups"]))
     return table(rows)
 
 

@@ -584,7 +584,8 @@ class _Checker:
             if node["balance"] not in BALANCE_MODES:
                 raise self.fail("groups.balance", self.value_line(node, "balance"), describe(node["balance"]),
                                 "session (a Claude Code session stays on one backend: its prompt cache stays "
-                                "warm) or round-robin (each request to the next backend)")
+                                "warm), round-robin (each request to the next backend) or litellm (LiteLLM's "
+                                "router chooses, with its own session affinity)")
             kw["balance"] = node["balance"]
         return GroupsConfig(**kw)
 

@@ -91,9 +91,10 @@ class AliasRule:
         return self.members or (self.backend,)
 
 
-BALANCE_MODES = ("session", "round-robin")
+BALANCE_MODES = ("session", "round-robin", "litellm")
 """How a group spreads requests: `session` keeps each Claude Code session on one backend
-(its prompt cache stays warm); `round-robin` sends each request to the next backend."""
+(its prompt cache stays warm); `round-robin` sends each request to the next backend; `litellm`
+lets LiteLLM's router choose, with its own session affinity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,9 @@ class GroupsConfig:
     balance: str = "session"
     """`session` (default): all requests of one Claude Code session go to the same healthy
     backend, new sessions to the one with the fewest sessions. `round-robin`: each request to the
-    next healthy backend (a plain balancer: later turns lose llama-server's prompt cache)."""
+    next healthy backend (a plain balancer: later turns lose llama-server's prompt cache).
+    `litellm`: LiteLLM's router chooses (shuffle, its `session_affinity` pre-call check, its
+    failover within the group); groups of `route: native` backends keep `session`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,9 +258,9 @@ class GroupBalancer:
             counts.failed += 1
             return
         counts.answered += 1
-        if member != pending.chosen:
+        if member != pending.chosen and self._balance() == "session":  # (litellm: LiteLLM chose, not a failover)
             counts.took_over += 1
-            if pending.session is not None and self._balance() != "round-robin":
+            if pending.session is not None:
                 key = (pending.group, pending.session)
                 entry = self._sessions.get(key)
                 if entry is None or entry.member == pending.chosen:

@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 
 from backend.config.model import AliasRule, BackendConfig, LiteLLMConfig
 from backend.events import EventBus
-from backend.proxy.balance import failover_order, litellm_model
+from backend.proxy.balance import failover_order, group_name, litellm_model
 from backend.proxy.upstream import UpstreamUnavailable, no_release
 from backend.services import litellm_env
 from backend.services.process import ChildProcess
@@ -80,7 +80,7 @@ def _deployment(model_name: str, backend: str, leg_url: str, leg_secret: str, or
 
 def render_config(
     backends: Mapping[str, BackendConfig], leg_url: str, leg_secret: str, master_key: str,
-    groups: Iterable[Sequence[str]] = (),
+    groups: Iterable[Sequence[str]] = (), balance: str = "session",
 ) -> dict:
     """LiteLLM's config as a plain dict (written as YAML).
 
@@ -88,12 +88,23 @@ def render_config(
     one model group per member, `<group>@<member>`, holding every member: that member at order 1
     and the others after it (orders 2, 3, ...). ccbridge picks the member (session affinity);
     LiteLLM fails over to the next order when the call to it fails (the leg answers 502 when the
-    backend cannot be reached), and cools a failing member down."""
+    backend cannot be reached), and cools a failing member down.
+
+    With `groups.balance: litellm`, also one model group per group, `<group>`, whose member LiteLLM
+    picks itself: its `session_affinity` pre-call check (from `X-Claude-Code-Session-Id`, which it
+    reads itself) and its failover within a model group (`enable_weighted_failover`)."""
     model_list = [_deployment(name, name, leg_url, leg_secret) for name in backends]
+    groups = [tuple(members) for members in groups]
     for members in groups:
         for first in members:
             model_list.extend(_deployment(litellm_model(members, first), member, leg_url, leg_secret, order)
                               for order, member in enumerate(failover_order(members, first), start=1))
+    router: dict = {"num_retries": 0, "allowed_fails": ALLOWED_FAILS, "cooldown_time": COOLDOWN_S}
+    if balance == "litellm" and groups:
+        for members in groups:
+            model_list.extend(_deployment(group_name(members), member, leg_url, leg_secret) for member in members)
+        router["model_group_affinity_config"] = {group_name(members): ["session_affinity"] for members in groups}
+        router["enable_weighted_failover"] = True
     return {
         "model_list": model_list,
         "litellm_settings": {
@@ -101,7 +112,7 @@ def render_config(
             "num_retries": 0,
             "drop_params": True,
         },
-        "router_settings": {"num_retries": 0, "allowed_fails": ALLOWED_FAILS, "cooldown_time": COOLDOWN_S},
+        "router_settings": router,
         "general_settings": {
             "master_key": master_key,
             "forward_client_headers_to_llm_api": True,
@@ -150,11 +161,13 @@ class LiteLLMService(SupervisedService):
         install: Callable[[Callable[[str], None]], Path] = litellm_env.ensure_env,
         drain_timeout: float = 120.0,
         groups: Callable[[], Iterable[Sequence[str]]] = lambda: (),
+        balance: Callable[[], str] = lambda: "session",
     ) -> None:
         super().__init__("litellm", bus)
         self.settings = settings
         self._backends = backends
         self._groups = groups
+        self._balance = balance
         self._leg_url = leg_url
         self._leg_secret = leg_secret
         self._run_dir = run_dir
@@ -196,8 +209,11 @@ class LiteLLMService(SupervisedService):
         return {"authorization": f"Bearer {self._master_key}"}
 
     def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
-        # a group: the LiteLLM model group that tries the chosen member first (render_config)
-        return litellm_model(rule.members, backend.name) if rule.is_group else backend.name
+        # a group: the LiteLLM model group that tries the chosen member first (render_config), or
+        # with `groups.balance: litellm` the one whose member LiteLLM picks
+        if not rule.is_group:
+            return backend.name
+        return group_name(rule.members) if self._balance() == "litellm" else litellm_model(rule.members, backend.name)
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once LiteLLM serves; raise UpstreamUnavailable at once when it is
@@ -453,7 +469,7 @@ class LiteLLMService(SupervisedService):
         self._run_dir.mkdir(parents=True, exist_ok=True)
         path = self._run_dir / "litellm.yaml"
         data = render_config(self._backends(), self._leg_url(), self._leg_secret, self._master_key,
-                             self._groups())
+                             self._groups(), self._balance())
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

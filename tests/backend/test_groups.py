@@ -194,6 +194,17 @@ def test_litellm_gets_one_failover_model_group_per_first_choice() -> None:
     assert all(m["litellm_params"]["max_retries"] == 0 for m in data["model_list"])
 
 
+def test_with_balance_litellm_litellms_router_picks_with_its_own_session_affinity() -> None:
+    backends = {n: BackendConfig(n, f"http://127.0.0.1:{p}/v1") for n, p in (("box-a", 1), ("box-b", 2))}
+    data = render_config(backends, "http://leg", "secret", "sk-master", [GROUP], balance="litellm")
+    whole = [m["litellm_params"]["api_base"] for m in data["model_list"] if m["model_name"] == "box-a+box-b"]
+    assert whole == ["http://leg/leg/box-a", "http://leg/leg/box-b"]
+    assert data["router_settings"]["model_group_affinity_config"] == {"box-a+box-b": ["session_affinity"]}
+    assert data["router_settings"]["enable_weighted_failover"] is True
+    plain = render_config(backends, "http://leg", "secret", "sk-master", [GROUP])
+    assert "model_group_affinity_config" not in plain["router_settings"]
+
+
 # -- the leg -----------------------------------------------------------------------------------
 def test_a_fallback_call_to_another_member_names_it_on_the_pair() -> None:
     server = OpenAIBackend()

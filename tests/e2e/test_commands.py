@@ -149,3 +149,25 @@ def test_corrupt_history_degrades_with_a_warning_and_serving_goes_on(tmp_path):
         proc.terminate()
         proc.wait(10)
     assert db.read_bytes().startswith(b"this is not a database")  # left for the user to inspect
+
+
+def test_doctor_checks_every_backend_of_a_group(start_llama_server, tmp_path):
+    from tests.support.llama import free_port
+
+    up = start_llama_server(ctx=65536)
+    config = tmp_path / "ccbridge.yaml"
+    config.write_text(f"backends:\n  box-a:\n    api_base: {up.api_base}\n"
+                      f"  box-b:\n    api_base: http://127.0.0.1:{free_port()}/v1\n"
+                      'aliases:\n  "*": [box-a, box-b]\n')
+    out = ccbridge("doctor", "--config", str(config)).stdout
+    assert "backend 'box-a' serves" in out
+    assert 'warn  group [box-a, box-b] (alias "*"): box-b not answering (box-a ok, box-b unreachable)' in out, out
+    assert "its sessions go to box-a" in out
+    config.write_text(config.read_text().replace("[box-a, box-b]", "[box-b]"))
+    assert "group" not in ccbridge("doctor", "--config", str(config)).stdout
+    dead = config.read_text().replace(up.api_base, f"http://127.0.0.1:{free_port()}/v1").replace("[box-b]",
+                                                                                                 "[box-a, box-b]")
+    config.write_text(dead)
+    result = ccbridge("doctor", "--config", str(config))
+    assert result.returncode == 1 and "FAIL  group [box-a, box-b]" in result.stdout and "no backend answers" in \
+        result.stdout

@@ -8,7 +8,8 @@ independent users do; with a fixed A B C D cycle over two servers, per-request r
 would send each session to the same server every time by accident): round 1 is `claude -p`
 in each folder, every later round `claude -p -c` (which continues the folder's last session).
 After `kill_after` rounds one server is killed (SIGKILL, as a crash); with `revive`, it is
-started again on its port after the last round and a fifth session starts. The outcome is
+started again on its port after the last round, a fifth session starts, and the four take
+one more turn each (do the sessions that moved stay where their cache now is?). The outcome is
 read from ccbridge's records: which backend answered each turn, and how much of its prompt
 llama-server served from its cache (`cache_share`, from llama-server's own `timings`, which
 the backend leg reads).
@@ -82,6 +83,7 @@ class GroupRun:
     records: list[dict[str, Any]] = field(default_factory=list)  # every /v1/messages record, oldest first
     metrics: str = ""
     kill_round: int | None = None  # the round after which `killed` was killed
+    revived_round: int | None = None  # the round after `killed` was started again
     logs: dict[str, str] = field(default_factory=dict)  # each llama-server's log (the killed one: since its restart)
 
     def of(self, session: int) -> list[Turn]:
@@ -152,8 +154,8 @@ def run_groups(version: str, serve: ServeProcess, servers: dict[str, LlamaServer
                balance: str = "session", log: Callable[[str], None] = lambda line: None) -> GroupRun:
     """`rounds` rounds of one turn per session, interleaved in a rotating order (A1 B1 C1 D1, B2 C2
     D2 A2, ...); after round `kill_after` the server most sessions are on is killed; with `revive`
-    it is started again after the last round and one new session runs. Returns the turns and
-    ccbridge's records."""
+    it is started again after the last round, one new session runs, then one more round of the
+    others. Returns the turns and ccbridge's records."""
     run = GroupRun(balance)
 
     def turn(session: int, round_: int) -> None:
@@ -186,6 +188,9 @@ def run_groups(version: str, serve: ServeProcess, servers: dict[str, LlamaServer
         while time.monotonic() < deadline and not _up(serve, run.killed):
             time.sleep(0.2)
         turn(sessions, 1)
+        run.revived_round = rounds + 1
+        for at in range(sessions):
+            turn((at + rounds) % sessions, rounds + 1)
     run.status = serve.status()
     run.records = sorted((r for r in serve.requests(200) if r["path"] == "/v1/messages"),
                          key=lambda r: r["started_at"])

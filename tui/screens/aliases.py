@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from backend.config import ConfigError
-from backend.config.aliases import parse_target, validate_pattern
+from backend.config.aliases import parse_alias_target, validate_pattern
 from backend.events import RequestRecord
 from tui.screens.base import PanelScreen
 
@@ -21,7 +21,7 @@ def check_rule(pattern: str, target: str, backends: list[str]) -> str | None:
     if problem:
         return f"pattern: {problem}"
     try:
-        parse_target(target, backends)
+        parse_alias_target(target, backends)
     except ValueError as exc:
         return f"target: {exc}"
     return None
@@ -40,7 +40,7 @@ class AliasEditor(ModalScreen[tuple[str, str] | None]):
         with Vertical(id="alias-editor", classes="dialog"):
             yield Label("Claude model name pattern (* and ? are wildcards)")
             yield Input(self.pattern, id="pattern")
-            yield Label(f"target: a backend ({', '.join(self.backends)}) or backend/model")
+            yield Label(f"target: a backend ({', '.join(self.backends)}), backend/model, or [a, b] (a group)")
             yield Input(self.target, id="target")
             yield Static("", id="problem", markup=False)
             with Horizontal(classes="buttons"):

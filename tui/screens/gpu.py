@@ -1,4 +1,5 @@
-"""llama-server and GPU: filled from `status()["monitor"]` when the backend provides it.
+"""llama-server and GPU: filled from `status()["monitor"]` when the backend provides it, with each
+group alias's backends (`status()["groups"]`: health, share of requests, sessions, cache) on top.
 
 `w` applies the monitor's sliding-window advice to a llama-server ccbridge runs:
 through the backend façade (`enable_swa_full`), never by touching the service.
@@ -123,6 +124,23 @@ def monitor_text(monitor: dict | None) -> str:
     return "\n".join(lines)
 
 
+def group_lines(groups: list[dict] | None) -> list[str]:
+    """Per group alias and backend: taking requests or why not, its share of the group's requests,
+    the Claude Code sessions kept on it, and the share of its prompts served from llama-server's cache."""
+    lines: list[str] = []
+    for group in groups or []:
+        lines.append(f"group {group.get('group', '?')}  (balance: {group.get('balance', '?')}, "
+                     f"{group.get('requests', 0)} requests)")
+        for m in group.get("members") or []:
+            state = "up" if m.get("up") else f"DOWN ({m.get('reason') or 'not answering'})"
+            took = f"  took over {m['took_over']}" if m.get("took_over") else ""
+            lines.append(f"  {m.get('backend', '?')}: {state}")
+            lines.append(f"    requests {m.get('requests', 0)} ({_pct(m.get('share'))})  sessions "
+                         f"{m.get('sessions', 0)}  cache {_pct(m.get('cache_share'))} "
+                         f"(later turns {_pct(m.get('later_turns_cache_share'))}){took}")
+    return lines
+
+
 def dashboard_card(monitor: dict | None) -> str:
     """Four lines for the dashboard: the first backend, its speed, the GPU, the top advice."""
     if not monitor:
@@ -173,8 +191,10 @@ class GpuScreen(PanelScreen):
         yield Footer(compact=True)
 
     def refresh_view(self, finished: list[RequestRecord]) -> None:
-        text = monitor_text(self.panel.state.status.get("monitor"))
-        self.query_one("#gpu-body", Static).update(text)
+        status = self.panel.state.status
+        text = monitor_text(status.get("monitor"))
+        groups = group_lines(status.get("groups"))
+        self.query_one("#gpu-body", Static).update("\n".join([*groups, text]) if groups else text)
 
     def action_swa_full(self) -> None:
         name, message = swa_target(self.panel.state.status)
