@@ -2,15 +2,18 @@
 
     .venv/bin/python -m bench.groups          # about 12 minutes; --quick: without the native route
 
-Two llama-servers (the tiny model, `-np 2`) behind `"*": [box-a, box-b]`; four real Claude Code
-sessions (2.1.332), each in its own folder, take turns in a rotating order (`claude -p`, then
-`claude -p -c`); after round 2 the server most sessions are on is killed (SIGKILL), rounds 3 and
-4 run on, then it is started again, a fifth session begins and the four take a fifth turn
-(`tests/support/groups.py`). The same run with `groups: {balance: round-robin}` (each request
-to the next server) is what a plain balancer gives; with `balance: litellm`, LiteLLM's router
-chooses with its own `session_affinity`. Figures come from ccbridge's records: which backend answered each turn
-and the share of its prompt llama-server served from its cache (its own `timings.cache_n`).
-`bench.suite` runs it too. Prints one table; writes bench/results/groups-<time>.json.
+Two llama-servers (the tiny model, `-np 2`, `--logit-bias 2+0.5` for short answers) behind
+`"*": [box-a, box-b]`; four real Claude Code sessions (2.1.332), each in its own folder, take
+turns in a rotating order (`claude -p`, then `claude -p -c`); after round 2 the server most
+sessions are on is killed (SIGKILL), rounds 3 and 4 run on, then it is started again, a fifth
+session begins and the four take a fifth turn (`tests/support/groups.py`). The same run with
+`groups: {balance: round-robin}` (each request to the next server) is what a plain balancer
+gives; with `balance: litellm`, LiteLLM's router chooses with its own `session_affinity`.
+Figures come from ccbridge's records: which backend answered each turn and the share of its
+prompt llama-server served from its cache (its `timings.cache_n`, which the backend leg reads;
+on the native route, where llama-server sometimes leaves out the usage, its log:
+`tests/support/sessions.py::served_turns`). `bench.suite` runs it too. Prints one table;
+writes bench/results/groups-<time>.json.
 """
 
 from __future__ import annotations
@@ -65,8 +68,11 @@ def measure(tmp: Path, quick: bool, version: str = VERSION) -> dict[str, Any]:
     return out
 
 
-def _pct(values: list[float]) -> str:
-    return f"{100 * min(values):.1f} / {100 * statistics.median(values):.1f} %" if values else "-"
+def _pct(values: list[float | None]) -> str:
+    """min / median of the known shares (a share neither the record nor the log had is left out, and counted)."""
+    known = [v for v in values if v is not None]
+    text = f"{100 * min(known):.1f} / {100 * statistics.median(known):.1f} %" if known else "-"
+    return text + (f" ({len(values) - len(known)} unknown)" if len(known) < len(values) else "")
 
 
 def summary(variant: dict[str, Any]) -> dict[str, str]:
@@ -74,23 +80,23 @@ def summary(variant: dict[str, Any]) -> dict[str, str]:
     turns = variant["turns"]
     kill_round = variant["kill_round"]
     later = [t for t in turns if t["previous"] is not None]
-    before = [t["share"] or 0.0 for t in later if t["round"] <= kill_round]
-    stayed = [t["share"] or 0.0 for t in later if t["round"] > kill_round and t["backend"] == t["previous"]]
+    before = [t["share"] for t in later if t["round"] <= kill_round]
+    stayed = [t["share"] for t in later if t["round"] > kill_round and t["backend"] == t["previous"]]
     moved = [t for t in later if t["round"] > kill_round and t["backend"] != t["previous"]]
     killed_sessions = {t["session"] for t in turns if t["round"] == kill_round and t["backend"] == variant["killed"]}
-    after_move = [t["share"] or 0.0 for t in turns if t["session"] in killed_sessions and t["round"] == kill_round + 2]
+    after_move = [t["share"] for t in turns if t["session"] in killed_sessions and t["round"] == kill_round + 2]
     first_round = [t["backend"] for t in turns if t["round"] == 1 and t["session"] < 4]
     failed = sum(1 for t in turns if t["exit"] != 0 or any(s != 200 for s in t["statuses"]))
     newcomer = [t["backend"] for t in turns if t["session"] == 4]
     back = [t for t in turns if t["round"] == variant["revived_round"] and t["session"] in killed_sessions]
-    ttft = [t["ttft_ms"] for t in later if t["ttft_ms"] is not None and t["backend"] == t["previous"]]
+    ttft = [t["ttft_ms"] for t in later if t["ttft_ms"] is not None and t["round"] <= kill_round]
     switched = sum(1 for t in later if t["round"] <= kill_round and t["backend"] != t["previous"])
     return {
         "spread": " / ".join(f"{first_round.count(b)} {b}" for b in sorted(set(first_round))),
         "before": _pct(before),
         "switched": f"{switched} of {sum(1 for t in later if t['round'] <= kill_round)}",
         "failed": f"{failed} of {sum(len(t['statuses']) for t in turns)} requests",
-        "moved": (f"{len(killed_sessions)} sessions; first turn there {_pct([t['share'] or 0.0 for t in moved])}"
+        "moved": (f"{len(killed_sessions)} sessions; first turn there {_pct([t['share'] for t in moved])}"
                   if moved else f"{len(killed_sessions)} sessions; none changed server"),
         "after_move": _pct(after_move),
         "stayed": _pct(stayed),
@@ -98,7 +104,7 @@ def summary(variant: dict[str, Any]) -> dict[str, str]:
                                                              else ""),
         "ttft": f"{statistics.median(ttft):.0f} ms" if ttft else "-",
         "back": (", ".join(sorted({t["backend"] or "-" for t in back}))
-                 + f"; cache {_pct([t['share'] or 0.0 for t in back])}" if back else "-"),
+                 + f"; cache {_pct([t['share'] for t in back])}" if back else "-"),
     }
 
 
@@ -112,7 +118,7 @@ ROWS = (
     ("stayed", "turns after the kill on the last turn's server: min / median", ">= 95 %"),
     ("newcomer", "a new session after the server came back went to", "the revived one"),
     ("back", "  the moved sessions' next turn then went to", "where they moved, >= 95 %"),
-    ("ttft", "time to first token, turns 2+ on the same server, p50", "-"),
+    ("ttft", "time to first token, turns 2+ before the kill, p50", "-"),
 )
 
 

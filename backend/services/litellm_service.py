@@ -127,6 +127,8 @@ class _Instance:
     port: int
     child: ChildProcess
     in_flight: int = 0
+    groups: frozenset[tuple[str, ...]] = frozenset()  # the groups its config has model groups for
+    balance: str = "session"
 
     @property
     def url(self) -> str:
@@ -210,10 +212,12 @@ class LiteLLMService(SupervisedService):
 
     def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
         # a group: the LiteLLM model group that tries the chosen member first (render_config), or
-        # with `groups.balance: litellm` the one whose member LiteLLM picks
-        if not rule.is_group:
+        # with `groups.balance: litellm` the one whose member LiteLLM picks; while a LiteLLM that
+        # knows the group is still starting (a new alias), the chosen member alone
+        inst = self._current
+        if not rule.is_group or inst is None or tuple(rule.members) not in inst.groups:
             return backend.name
-        return group_name(rule.members) if self._balance() == "litellm" else litellm_model(rule.members, backend.name)
+        return group_name(rule.members) if inst.balance == "litellm" else litellm_model(rule.members, backend.name)
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once LiteLLM serves; raise UpstreamUnavailable at once when it is
@@ -404,7 +408,9 @@ class LiteLLMService(SupervisedService):
 
     async def _launch(self, executable: Path, port: int) -> _Instance:
         """Start one LiteLLM on `port` and wait until it is healthy."""
-        config_path = self._write_config()
+        groups = frozenset(tuple(g) for g in self._groups())
+        balance = self._balance()
+        config_path = self._write_config(groups, balance)
         env = litellm_env.clean_env({**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                                      "LITELLM_LOG": "INFO", "PYTHONUNBUFFERED": "1"})
         env.pop("LITELLM_MASTER_KEY", None)
@@ -412,7 +418,7 @@ class LiteLLMService(SupervisedService):
                 "--port", str(port), "--num_workers", "1"]
         child = ChildProcess(argv, env=env, cwd=str(self._run_dir), on_line=self._line)
         await child.start()
-        inst = _Instance(port, child)
+        inst = _Instance(port, child, groups=groups, balance=balance)
         try:
             await self._wait_healthy(inst)
         except BaseException:
@@ -465,11 +471,11 @@ class LiteLLMService(SupervisedService):
             "ccbridge.yaml to a free port (or litellm.url to use that server instead)."
         )
 
-    def _write_config(self) -> Path:
+    def _write_config(self, groups: Iterable[Sequence[str]], balance: str) -> Path:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         path = self._run_dir / "litellm.yaml"
         data = render_config(self._backends(), self._leg_url(), self._leg_secret, self._master_key,
-                             self._groups(), self._balance())
+                             groups, balance)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

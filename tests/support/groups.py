@@ -31,6 +31,7 @@ import httpx
 from tests.support.claude import run_claude
 from tests.support.llama import LlamaServer, free_port
 from tests.support.serve import ServeProcess
+from tests.support.sessions import served_turns
 
 MEMBERS = ("box-a", "box-b")
 FIRST_PROMPT = "Hello world"
@@ -65,7 +66,12 @@ class Turn:
 
     @property
     def share(self) -> float | None:
-        return self.record["cache_share"] if self.record else None
+        """ccbridge's `cache_share`; where the record has none (on the native route llama-server
+        sometimes leaves out the event with the usage), the one llama-server's log gives."""
+        if not self.record:
+            return None
+        share = self.record["cache_share"]
+        return share if share is not None else self.record.get("log_cache_share")
 
     @property
     def ok(self) -> bool:
@@ -84,7 +90,7 @@ class GroupRun:
     metrics: str = ""
     kill_round: int | None = None  # the round after which `killed` was killed
     revived_round: int | None = None  # the round after `killed` was started again
-    logs: dict[str, str] = field(default_factory=dict)  # each llama-server's log (the killed one: since its restart)
+    logs: dict[str, str] = field(default_factory=dict)  # each llama-server's log (the killed one: both lives)
 
     def of(self, session: int) -> list[Turn]:
         return [t for t in self.turns if t.session == session]
@@ -157,6 +163,7 @@ def run_groups(version: str, serve: ServeProcess, servers: dict[str, LlamaServer
     it is started again after the last round, one new session runs, then one more round of the
     others. Returns the turns and ccbridge's records."""
     run = GroupRun(balance)
+    earlier: dict[str, str] = {}  # the killed server's log before its restart
 
     def turn(session: int, round_: int) -> None:
         since = time.time()
@@ -182,6 +189,7 @@ def run_groups(version: str, serve: ServeProcess, servers: dict[str, LlamaServer
             run.kill_round = round_
             log(f"killing {run.killed} (pid {servers[run.killed].pid})")
             kill(servers[run.killed])
+            earlier[run.killed] = servers[run.killed].log_text()
     if revive and run.killed:
         servers[run.killed].start()
         deadline = time.monotonic() + 20  # the monitor samples every 2 s: wait until ccbridge sees it up
@@ -195,8 +203,21 @@ def run_groups(version: str, serve: ServeProcess, servers: dict[str, LlamaServer
     run.records = sorted((r for r in serve.requests(200) if r["path"] == "/v1/messages"),
                          key=lambda r: r["started_at"])
     run.metrics = httpx.get(f"{serve.url}/metrics", timeout=10, trust_env=False).text
-    run.logs = {name: server.log_text() for name, server in servers.items()}
+    run.logs = {name: earlier.get(name, "") + server.log_text() for name, server in servers.items()}
+    _add_log_shares(run)
     return run
+
+
+def _add_log_shares(run: GroupRun) -> None:
+    """Give each record the cache share llama-server's own log has for it (`log_cache_share`): the
+    requests each server served, in order, are the records naming it, in order."""
+    for name, text in run.logs.items():
+        served = served_turns(text)
+        mine = sorted((r for t in run.turns for r in t.records if r["routed_backend"] == name),
+                      key=lambda r: r["started_at"])
+        if len(served) == len(mine):
+            for record, turn in zip(mine, served, strict=True):
+                record["log_cache_share"] = turn.share
 
 
 def _up(serve: ServeProcess, backend: str) -> bool:
