@@ -214,3 +214,37 @@ def test_litellm_config_has_no_retries_and_a_private_key(chain):
     key = (run / "litellm-master-key").read_text().strip()
     assert key not in serve.log()
     assert key not in json.dumps(serve.status())
+
+
+def _event_shape(sse: str) -> list[str]:
+    """The event names of a stream with repeats collapsed: its shape, whatever the text."""
+    names = [line[7:] for line in sse.splitlines() if line.startswith("event: ")]
+    return [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
+
+
+def test_a_real_claude_request_is_kept_and_copy_as_curl_replays_it(chain, tmp_path):
+    """The detail view's body is the one Claude Code sent; its curl command sends it again and gets an
+    answer of the same shape (the tiny model's text differs)."""
+    import subprocess
+
+    from tui.format import curl_command
+
+    serve, _ = chain
+    before = {r["id"] for r in serve.requests(100)}
+    result = run_claude("2.1.330", serve.url, "Hello world", timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rec = next(r for r in serve.requests(100) if r["id"] not in before and (r["input_tokens"] or 0) > 1000)
+    bodies = httpx.get(f"{serve.url}/ccbridge/api/requests/{rec['id']}/bodies", trust_env=False).json()
+    sent = json.loads(bodies["request"])
+    assert sent["model"] == rec["requested_model"] and len(bodies["request"].encode()) == bodies["request_bytes"] > 20_000
+    assert sent["system"][0]["text"].startswith("x-anthropic-billing-header")  # as sent, before ccbridge's edits
+    from backend.events import RequestRecord
+
+    record = RequestRecord(**{k: v for k, v in rec.items() if k in RequestRecord.__dataclass_fields__})
+    command = curl_command(record, serve.url, bodies["request"].encode())
+    replay = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ANTHROPIC_AUTH_TOKEN": "anything"})
+    assert replay.returncode == 0, replay.stderr
+    assert _event_shape(replay.stdout) == _event_shape(bodies["response"]), (replay.stdout[-500:],
+                                                                              bodies["response"][-500:])
+    assert _event_shape(replay.stdout)[0] == "message_start" and _event_shape(replay.stdout)[-1] == "message_stop"
