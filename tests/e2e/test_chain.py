@@ -236,7 +236,8 @@ def test_a_real_claude_request_is_kept_and_copy_as_curl_replays_it(chain, tmp_pa
     rec = next(r for r in serve.requests(100) if r["id"] not in before and (r["input_tokens"] or 0) > 1000)
     bodies = httpx.get(f"{serve.url}/ccbridge/api/requests/{rec['id']}/bodies", trust_env=False).json()
     sent = json.loads(bodies["request"])
-    assert sent["model"] == rec["requested_model"] and len(bodies["request"].encode()) == bodies["request_bytes"] > 20_000
+    assert sent["model"] == rec["requested_model"]
+    assert len(bodies["request"].encode()) == bodies["request_bytes"] > 20_000
     assert sent["system"][0]["text"].startswith("x-anthropic-billing-header")  # as sent, before ccbridge's edits
     from backend.events import RequestRecord
 
