@@ -154,36 +154,6 @@ class StreamReader(threading.Thread):
             self.error = repr(exc)
 
 
-def test_hang_up_mid_stream_frees_the_slot(tiny_model, tmp_path):
-    """Esc in Claude Code: closing the stream must stop llama-server's generation."""
-    from tests.support.llama import LlamaServer
-
-    env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
-    with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots", "--metrics", "--ignore-eos")) as llama:
-        with ServeProcess(write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base), env) as serve:
-            body = {"model": "claude-opus-4-8", "max_tokens": 60000, "stream": True,
-                    "messages": [{"role": "user", "content": "Write a long story."}]}
-            for attempt in range(4):  # the hang-up can surface as a cancel or as a failed write
-                reader = StreamReader(f"{serve.url}/v1/messages", body)
-                reader.start()
-                assert wait_for(lambda r=reader: r.deltas >= 50, 30), "the stream never got going"
-                assert reader.status == 200
-                assert _slot_busy(llama), "llama-server should be generating (--ignore-eos, 60000 tokens)"
-                reader.hang_up.set()
-                reader.join(10)
-                assert reader.closed_at is not None
-                freed = wait_for(lambda: not _slot_busy(llama), timeout=10, interval=0.1)
-                freed_after = time.monotonic() - reader.closed_at
-                assert freed, f"attempt {attempt}: llama-server kept generating after the client hung up"
-                print(f"slot freed within {freed_after * 1000:.0f} ms of the hang-up")
-                # LiteLLM must not start the model again (no retry reached the slot)
-                time.sleep(1)
-                assert not _slot_busy(llama)
-                rec = records_for(serve)[0]
-                assert rec["client_hung_up"] is True, rec
-                assert rec["backend_calls"] == 1 and rec["error"] is None
-
-
 def test_serve_stops_its_children_on_sigterm_and_on_kill(tmp_path, llama_server):
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
     serve = ServeProcess(write_chain_config(tmp_path / "a.yaml", llama_server.api_base), env).start()
