@@ -55,6 +55,8 @@ from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
 from backend.store import HistoryStore
+from backend.store.history import RequestBodies
+from backend.store.redact import Redactor
 
 _WATCH_INTERVAL = 1.0
 # Seconds a client may take to send its request headers before the connection is closed.
@@ -93,6 +95,7 @@ class Bridge:
             retention_days=config.history.retention_days,
             max_rows=config.history.max_rows,
         )
+        self._bodies_config(config)
         self.unknown_models: dict[str, dict[str, Any]] = {}
         self.proxy_log = LogBuffer()
         self.started_at: float | None = None
@@ -138,6 +141,9 @@ class Bridge:
 
     async def in_flight(self) -> list[RequestStarted]:
         return self.metrics.in_flight()
+
+    async def bodies(self, request_id: str) -> RequestBodies | None:
+        return await asyncio.to_thread(self.history.bodies, request_id)  # SQLite: off the event loop
 
     async def progress(self) -> list[RequestProgress]:
         return self.metrics.progress()
@@ -194,6 +200,8 @@ class Bridge:
             admin=self.api.handle,
             resolved_model=self._resolver.cached,
             native=lambda backend: NativeUpstream(backend, resolver.cached),
+            bodies=self._body_limit,
+            keep_bodies=self.history.add_bodies,
         )
         try:
             await self._serve(self._handle, self.config.proxy.host, self.config.proxy.port)
@@ -398,11 +406,23 @@ class Bridge:
         await self.apply_config(new)
         return new
 
+    def _bodies_config(self, config: Config) -> None:
+        """The history's body caps and the secrets it blanks, from the config in force."""
+        self.history.body_max_bytes = config.history.body_max_kb * 1024
+        self.history.bodies_max_bytes = int(config.history.bodies_max_mb * 1024 * 1024)
+        self.history.redact = Redactor([config.proxy.api_key, config.litellm.api_key,
+                                        *(b.api_key for b in config.backends.values())])
+
+    def _body_limit(self) -> int:
+        """Bytes of each body the front keeps (0: `history.bodies` is off)."""
+        return self.config.history.body_max_kb * 1024 if self.config.history.bodies else 0
+
     async def apply_config(self, new: Config) -> tuple[str, ...]:
         """Swap routing at once; restart LiteLLM only when its inputs changed."""
         check_exposure(new)
         old = self.config
         self.config = new
+        self._bodies_config(new)
         self._routing = self._make_routing(new)
         restarted: tuple[str, ...] = ()
         had = self.litellm

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from backend.events import Event, RequestProgress, RequestRecord, RequestStarted
+from backend.store.history import RequestBodies
 
 Alias = tuple[str, str]
 """(pattern, target) in file order."""
@@ -72,6 +73,11 @@ class BridgeControl(Protocol):
 
     async def record(self, request_id: str) -> RequestRecord | None:
         """One finished request, or None."""
+        ...
+
+    async def bodies(self, request_id: str) -> RequestBodies | None:
+        """The request body as the client sent it and the answer (each cut at `history.body_max_kb`,
+        secrets blanked), or None: bodies are not kept (`history.bodies: false`) or are gone."""
         ...
 
     async def in_flight(self) -> list[RequestStarted]:

@@ -236,7 +236,8 @@ class PanelApp(App[None]):
         if record is None:
             record = await self.control.record(request_id)
         if record is not None:
-            self.push_screen(RequestDetail(record, self.proxy_url()))
+            bodies = await self.control.bodies(request_id)
+            self.push_screen(RequestDetail(record, self.proxy_url(), bodies))
 
     # -- actions ---------------------------------------------------------------
     def action_show(self, mode: str) -> None:

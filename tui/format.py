@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from typing import Any
@@ -116,18 +117,43 @@ def request_row(r: RequestRecord, phase: Phase = "done") -> tuple[str, ...]:
     )
 
 
-def curl_command(r: RequestRecord, proxy_url: str) -> str:
-    """A curl line that repeats the request's shape; the key stays a shell variable, never a value."""
-    body = {"model": r.requested_model or "claude-opus-4-8", "max_tokens": 256, "stream": r.stream,
-            "messages": [{"role": "user", "content": "Hello"}]}
-    import json
+BODY_END = "CCBRIDGE_BODY"
 
+
+def curl_command(r: RequestRecord, proxy_url: str, body: bytes | None, cut: bool = False) -> str:
+    """A curl command that sends the request again, as the client sent it; the key stays a shell
+    variable (`$ANTHROPIC_AUTH_TOKEN`), never a value. Without a body (not kept, or cut) it says so."""
+    if body is None:
+        return ("# ccbridge did not keep this request's body (history.bodies is off, or retention removed it): "
+                "there is nothing to replay")
+    if cut:
+        return (f"# the body was cut at {len(body):,} bytes (history.body_max_kb): raise the limit to replay "
+                "requests this long")
+    text = body.decode("utf-8", "replace")
+    if f"\n{BODY_END}\n" in f"\n{text}\n":
+        return "# the body holds the here-document's end marker: save it to a file and use --data-binary @file"
     return (
-        f"curl -sS {shlex.quote(proxy_url + r.path)} "
+        f"curl -sS{'N' if r.stream else ''} {shlex.quote(proxy_url + r.path)} "
         "-H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' "
-        '-H "x-api-key: $ANTHROPIC_API_KEY" '
-        f"-d {shlex.quote(json.dumps(body))}"
+        '-H "authorization: Bearer $ANTHROPIC_AUTH_TOKEN" '
+        f"--data-binary @- <<'{BODY_END}'\n{text}\n{BODY_END}"
     )
+
+
+def body_preview(body: bytes, total: int, limit: int = 20_000) -> str:
+    """A body for the detail view: JSON laid out, a stream as it came; long ones shortened, with a note."""
+    text = body.decode("utf-8", "replace")
+    if text.lstrip().startswith("{"):
+        try:
+            text = json.dumps(json.loads(text), indent=1, ensure_ascii=False)
+        except ValueError:
+            pass  # cut or not JSON: as it is
+    note = ""
+    if len(text) > limit:
+        text, note = text[:limit], f"\n... ({len(text) - limit:,} more characters; c copies the whole request)"
+    if total > len(body):
+        note += f"\n[cut: {len(body):,} of {total:,} bytes kept (history.body_max_kb)]"
+    return text + note
 
 
 def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from backend.api.wire import EVENTS_PATH, event_from_wire, record_from_dict
+from backend.api.wire import EVENTS_PATH, bodies_from_dict, event_from_wire, record_from_dict
 from backend.config import ConfigError
 from backend.control import Alias, ControlEvent, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
 from backend.events import RequestProgress, RequestRecord, RequestStarted
+from backend.store.history import RequestBodies
 
 RECONNECT_S = 1.0
 
@@ -115,6 +116,10 @@ class BridgeClient:
     async def record(self, request_id: str) -> RequestRecord | None:
         data = await self._call("GET", f"/ccbridge/api/requests/{request_id}")
         return record_from_dict(data) if data else None
+
+    async def bodies(self, request_id: str) -> RequestBodies | None:
+        data = await self._call("GET", f"/ccbridge/api/requests/{request_id}/bodies")
+        return bodies_from_dict(data) if data else None  # a 404 (none kept) comes back as None
 
     async def in_flight(self) -> list[RequestStarted]:
         data = await self._call("GET", "/ccbridge/api/in_flight")

@@ -3,6 +3,7 @@
 On the proxy's port, under /ccbridge/api/ (plus Prometheus at /metrics):
 
 GET  /ccbridge/api/status                          services, aliases, backends, unknown models, metrics, monitor
+GET  /ccbridge/api/requests/{id}/bodies                the request as sent and its answer (if kept)
 GET  /ccbridge/api/requests?limit=N[&model=&status=&session=&since=]   newest first
 GET  /ccbridge/api/requests/{id}                   one request
 GET  /ccbridge/api/in_flight                       requests under way now
@@ -33,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from backend import __version__
-from backend.api.wire import EVENTS_PATH, encode, events_payload
+from backend.api.wire import EVENTS_PATH, bodies_to_dict, encode, events_payload
 from backend.config import ConfigError
 from backend.control import BridgeControl, ControlEvent, ServiceNotFound, StreamOpened
 from backend.events import Event
@@ -100,6 +101,13 @@ class ControlAPI:
                 return _json(await control.status())
             if path == "/ccbridge/api/requests" and method == "GET":
                 return await self._requests(request)
+            if path.startswith("/ccbridge/api/requests/") and path.endswith("/bodies") and method == "GET":
+                rid = path.split("/")[-2]
+                bodies = await control.bodies(rid)
+                if bodies is None:
+                    return _error(404, f"no bodies kept for request {rid!r} (history.bodies is off, or they "
+                                       "went with retention)")
+                return _json(bodies_to_dict(bodies))
             if path.startswith("/ccbridge/api/requests/") and method == "GET":
                 record = await control.record(path.rsplit("/", 1)[1])
                 if record is None:

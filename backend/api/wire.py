@@ -27,6 +27,7 @@ from backend.events import (
     ServiceStateChanged,
     UnknownModel,
 )
+from backend.store.history import RequestBodies
 
 EVENTS_PATH = "/ccbridge/api/events"
 """Where serve's event stream is (server-sent events)."""
@@ -67,3 +68,15 @@ def event_from_wire(item: Any) -> Event:
     if cls is ConfigApplied:
         values["restarted"] = tuple(values.get("restarted") or ())
     return cls(**values)  # type: ignore[no-any-return]
+
+
+def bodies_to_dict(bodies: RequestBodies) -> dict[str, Any]:
+    """A request's kept bodies as JSON: text (both are JSON or SSE, so UTF-8), sizes, whether cut."""
+    return {"id": bodies.id, "request": bodies.request.decode("utf-8", "replace"),
+            "response": bodies.response.decode("utf-8", "replace"), "request_bytes": bodies.request_bytes,
+            "response_bytes": bodies.response_bytes, "cut": bodies.cut}
+
+
+def bodies_from_dict(data: dict[str, Any]) -> RequestBodies:
+    return RequestBodies(str(data["id"]), str(data["request"]).encode(), str(data["response"]).encode(),
+                         int(data["request_bytes"]), int(data["response_bytes"]))

@@ -76,7 +76,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "litellm": ("port", "url", "api_key"),
     "backends": (),  # free-form names
     "aliases": (),  # free-form patterns
-    "history": ("path", "retention_days", "max_rows"),
+    "history": ("path", "retention_days", "max_rows", "bodies", "body_max_kb", "bodies_max_mb"),
     "groups": ("balance",),
 }
 """Top-level sections and the keys each accepts."""
@@ -605,6 +605,19 @@ class _Checker:
         if "max_rows" in node:
             kw["max_rows"] = self.integer(
                 node, "max_rows", "history.max_rows", 1, None, "a whole number above 0"
+            )
+        if "bodies" in node:
+            if not isinstance(node["bodies"], bool):
+                raise self.fail("history.bodies", self.value_line(node, "bodies"), describe(node["bodies"]),
+                                "true or false")
+            kw["bodies"] = node["bodies"]
+        if "body_max_kb" in node:
+            kw["body_max_kb"] = self.integer(
+                node, "body_max_kb", "history.body_max_kb", 1, None, "a whole number of KB above 0"
+            )
+        if "bodies_max_mb" in node:
+            kw["bodies_max_mb"] = self.number(
+                node, "bodies_max_mb", "history.bodies_max_mb", "a number of MB above 0"
             )
         return HistoryConfig(**kw)
 

@@ -117,6 +117,13 @@ class HistoryConfig:
     """SQLite file; default is history.sqlite3 in the user's data dir."""
     retention_days: float = 30.0
     max_rows: int = 200_000
+    bodies: bool = True
+    """Keep each request's body as the client sent it and the answer (secrets redacted), so the
+    detail view shows them and "copy as curl" replays the real request. False: counts only."""
+    body_max_kb: int = 256
+    """Longest body kept; a longer one is cut, and the record says how long it was."""
+    bodies_max_mb: float = 256.0
+    """All kept bodies together; the oldest go first."""
 
 
 @dataclass(frozen=True, slots=True)

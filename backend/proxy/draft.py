@@ -48,6 +48,15 @@ class RequestDraft:
     first_at: float | None = None  # monotonic time of the first content delta
     sent_status: int | None = None  # status of a streamed response already sent
     assemble: bool = False  # a plain request the native route asked llama-server to stream
+    request_body: bytes | None = None  # as the client sent it, when bodies are kept
+    answer: list[bytes] | None = None  # the streamed answer's bytes so far (up to `answer_room`)
+    answer_room: int = 0  # bytes of the answer still to keep
+
+    def keep_answer(self, data: bytes) -> None:
+        """Keep the start of a streamed answer (the bodies store cuts at the same length)."""
+        if self.answer is not None and self.answer_room > 0:
+            self.answer.append(data[: self.answer_room])
+            self.answer_room -= len(data)
 
     family: str | None = None  # the system prompt's family (see prompt.prompt_family)
 

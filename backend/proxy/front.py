@@ -175,6 +175,8 @@ class FrontProxy:
         admin: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
         resolved_model: Callable[[BackendConfig], str | None] = lambda b: None,
         native: Callable[[BackendConfig], Upstream] | None = None,
+        bodies: Callable[[], int] = lambda: 0,
+        keep_bodies: Callable[[str, float, bytes, bytes], None] | None = None,
     ) -> None:
         self._routing = routing
         self._upstream = upstream
@@ -185,6 +187,8 @@ class FrontProxy:
         self._admin = admin
         self._resolved_model = resolved_model
         self._native = native or (lambda backend: NativeUpstream(backend))
+        self._body_limit = bodies  # bytes of each body to keep (0: bodies are not kept)
+        self._keep_bodies = keep_bodies
         self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
         self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
@@ -268,6 +272,9 @@ class FrontProxy:
             upstream = self._upstream()
             backend = model = None
             if request.method == "POST" and request.path in ROUTED_PATHS:
+                limit = self._body_limit() if self._keep_bodies is not None else 0
+                if limit > 0:
+                    draft.request_body, draft.answer, draft.answer_room = body, [], limit
                 routed = await self._route(body, routing, draft, upstream)
                 if isinstance(routed, web.Response):
                     response = routed
@@ -591,6 +598,7 @@ class FrontProxy:
                     if not data.lstrip().startswith(b"event: message_start"):
                         draft.input_tokens = await count()
                         data = message_start_event(draft.id, draft.routed_model, draft.input_tokens) + data
+                draft.keep_answer(data)
                 try:
                     await response.write(data)
                 except ConnectionError:
@@ -654,3 +662,8 @@ class FrontProxy:
             if isinstance(body, bytes | bytearray):
                 draft.fail(extract_message(bytes(body)) or f"HTTP {status}")
         self._bus.publish(RequestFinished(draft.to_record(status, timings)))
+        if draft.request_body is not None and self._keep_bodies is not None:
+            answer = b"".join(draft.answer or ())
+            if not answer and response is not None:
+                answer = bytes(getattr(response, "body", None) or b"")
+            self._keep_bodies(draft.id, draft.started_at, draft.request_body, answer)

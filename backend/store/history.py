@@ -20,13 +20,14 @@ import sqlite3
 import threading
 import time
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.events import RequestRecord
 
-__all__ = ["HistoryStore", "SCHEMA_VERSION"]
+__all__ = ["HistoryStore", "RequestBodies", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,34 @@ def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+@dataclass(frozen=True, slots=True)
+class RequestBodies:
+    """A request's body as the client sent it and the answer it got (each perhaps cut short)."""
+
+    id: str
+    request: bytes
+    response: bytes
+    request_bytes: int  # the length before any cut
+    response_bytes: int
+
+    @property
+    def cut(self) -> bool:
+        return len(self.request) < self.request_bytes or len(self.response) < self.response_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Bodies:
+    """A request's bodies in the write queue (cut already; redacted by the writer)."""
+
+    started_at: float
+    bodies: RequestBodies
+
+
+_BODIES_SQL = ("CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, started_at REAL, request BLOB, "
+               "response BLOB, request_bytes INTEGER, response_bytes INTEGER)")
+_MEMORY_BODIES = 200  # bodies kept when there is no usable database
+
+
 class _Flush:
     """A marker in the write queue: set once everything before it is committed."""
 
@@ -169,14 +198,21 @@ class HistoryStore:
         retention_days: float = 30.0,
         max_rows: int = 200_000,
         flush_interval: float = 0.25,
+        body_max_bytes: int = 256 * 1024,
+        bodies_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.retention_days = retention_days
         self.max_rows = max_rows
+        self.body_max_bytes = body_max_bytes
+        self.bodies_max_bytes = bodies_max_bytes
+        self.redact: Callable[[bytes], bytes] = lambda body: body  # set by the owner: blanks its secrets
+        self._memory_bodies: collections.OrderedDict[str, RequestBodies] = collections.OrderedDict()
+        self._bodies_total = -1  # bytes of bodies in the file, counted at the first commit of bodies
         self.flush_interval = flush_interval
         self.warning: str | None = None
         self._memory: collections.deque[RequestRecord] = collections.deque(maxlen=max(1, min(max_rows, MEMORY_LIMIT)))
-        self._queue: collections.deque[RequestRecord | _Flush] = collections.deque()
+        self._queue: collections.deque[RequestRecord | _Bodies | _Flush] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
         self._prune_now = False
@@ -208,6 +244,39 @@ class HistoryStore:
         queue.append(record)
         if len(queue) >= BATCH_SIZE:
             self._wake.set()
+
+    def add_bodies(self, request_id: str, started_at: float, request: bytes, response: bytes) -> None:
+        """Queue a request's bodies (cut to `body_max_bytes` here; redacted by the writer thread)."""
+        limit = self.body_max_bytes
+        item = _Bodies(started_at, RequestBodies(request_id, request[:limit], response[:limit],
+                                                 len(request), len(response)))
+        if self._thread is None:
+            self._keep_in_memory(item.bodies)
+            return
+        self._queue.append(item)
+
+    def _keep_in_memory(self, bodies: RequestBodies) -> None:
+        redacted = dataclasses.replace(bodies, request=self.redact(bodies.request),
+                                       response=self.redact(bodies.response))
+        self._memory_bodies[bodies.id] = redacted
+        while len(self._memory_bodies) > _MEMORY_BODIES:
+            self._memory_bodies.popitem(last=False)
+
+    def bodies(self, request_id: str) -> RequestBodies | None:
+        """The kept bodies of a request, or None (not kept, or gone with retention)."""
+        if request_id in self._memory_bodies:
+            return self._memory_bodies[request_id]
+        for item in reversed(list(self._queue)):
+            if isinstance(item, _Bodies) and item.bodies.id == request_id:
+                b = item.bodies
+                return dataclasses.replace(b, request=self.redact(b.request), response=self.redact(b.response))
+        rows = self._read("SELECT id, request, response, request_bytes, response_bytes FROM bodies WHERE id = ?",
+                          [request_id])
+        if not rows:
+            return None
+        rid, request, response, request_bytes, response_bytes = rows[0]
+        return RequestBodies(rid, bytes(request or b""), bytes(response or b""), int(request_bytes or 0),
+                             int(response_bytes or 0))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record added so far is committed (or kept in memory).
@@ -279,6 +348,8 @@ class HistoryStore:
                     conn.execute(f"ALTER TABLE requests ADD COLUMN {_column_sql(name)}")
             for name in _INDEXED:
                 conn.execute(f'CREATE INDEX IF NOT EXISTS "requests_{name}" ON requests ("{name}")')
+            conn.execute(_BODIES_SQL)
+            conn.execute('CREATE INDEX IF NOT EXISTS "bodies_started_at" ON bodies ("started_at")')
             # A newer ccbridge's schema keeps its number: we only added what we need.
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -312,10 +383,11 @@ class HistoryStore:
             # Copy, commit, then pop: records stay visible to readers until committed.
             # (islice over a deque runs in C under the GIL: safe while add() appends.)
             items = list(itertools.islice(queue, _MAX_BATCH))
-            records = [r for r in items if not isinstance(r, _Flush)]
-            if self._db_ok and records:
+            records = [r for r in items if isinstance(r, RequestRecord)]
+            bodies = [b for b in items if isinstance(b, _Bodies)]
+            if self._db_ok and (records or bodies):
                 try:
-                    self._commit(records)
+                    self._commit(records, bodies)
                 except sqlite3.Error as exc:
                     if not _is_locked(exc):
                         self._degrade(exc)
@@ -325,6 +397,8 @@ class HistoryStore:
                         self._degrade(exc, locked=True)
             if not self._db_ok:
                 self._memory.extend(records)
+                for b in bodies:
+                    self._keep_in_memory(b.bodies)
             if any(isinstance(i, _Flush) and i.prune for i in items):
                 # Before the markers: prune() returns only once retention has run.
                 self._prune_now = True
@@ -334,12 +408,20 @@ class HistoryStore:
                 if isinstance(item, _Flush):
                     item.done.set()
 
-    def _commit(self, records: list[RequestRecord]) -> None:
+    def _commit(self, records: list[RequestRecord], bodies: Sequence[_Bodies] = ()) -> None:
         conn = self._conn
         assert conn is not None
+        rows = [(b.bodies.id, b.started_at, self.redact(b.bodies.request), self.redact(b.bodies.response),
+                 b.bodies.request_bytes, b.bodies.response_bytes) for b in bodies]
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_INSERT, [_row(r) for r in records])
+            if rows:
+                conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?, ?, ?)", rows)
+                if self._bodies_total >= 0:
+                    self._bodies_total += sum(len(r[2]) + len(r[3]) for r in rows)
+                if self._bodies_total < 0 or self._bodies_total > self.bodies_max_bytes:
+                    self._trim_bodies(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -348,6 +430,20 @@ class HistoryStore:
                 except sqlite3.Error:
                     pass
             raise
+
+    def _trim_bodies(self, conn: sqlite3.Connection) -> None:
+        """Within a transaction: drop the oldest bodies until all fit `bodies_max_bytes`."""
+        kept = 0
+        cutoff: float | None = None
+        for started_at, size in conn.execute(
+                "SELECT started_at, length(request) + length(response) FROM bodies ORDER BY started_at DESC"):
+            if kept + (size or 0) > self.bodies_max_bytes:
+                cutoff = started_at
+                break
+            kept += size or 0
+        if cutoff is not None:
+            conn.execute("DELETE FROM bodies WHERE started_at <= ?", (cutoff,))
+        self._bodies_total = kept
 
     def _maybe_prune(self) -> None:
         if self._db_ok and (self._prune_now or time.time() - self._last_prune >= _PRUNE_EVERY):
@@ -367,6 +463,8 @@ class HistoryStore:
                 " ORDER BY started_at DESC LIMIT -1 OFFSET ?)",
                 (max(0, self.max_rows),),
             )
+            conn.execute("DELETE FROM bodies WHERE id NOT IN (SELECT id FROM requests)")
+            self._bodies_total = -1  # recounted at the next commit of bodies
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -380,6 +478,8 @@ class HistoryStore:
             item = self._queue.popleft()
             if isinstance(item, _Flush):
                 item.done.set()
+            elif isinstance(item, _Bodies):
+                self._keep_in_memory(item.bodies)
             else:
                 self._memory.append(item)
 
@@ -428,7 +528,7 @@ class HistoryStore:
     def _unsaved(self) -> list[RequestRecord]:
         """Records not (known to be) in the file: memory ones, then queued ones."""
         # list(deque) runs in C under the GIL: a safe snapshot while others append.
-        queued = [r for r in list(self._queue) if not isinstance(r, _Flush)]
+        queued = [r for r in list(self._queue) if isinstance(r, RequestRecord)]
         return list(self._memory) + queued
 
     def recent(

@@ -22,7 +22,7 @@ SECRET = "sk-planted-secret-0123456789"
 
 
 def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,
-                 litellm_extra: str = "", backend_extra: str = "") -> Path:
+                 litellm_extra: str = "", backend_extra: str = "", tail: str = "") -> Path:
     """`backend_extra` with `route: native` points the backend at the upstream itself."""
     aliases = aliases if aliases is not None else (
         '  "claude-haiku-*": local/small   # quick model\n'
@@ -45,7 +45,7 @@ def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases
         "    model: qwen\n"
         "    max_tokens: 1000\n"
         f"{backend_extra}"
-        "aliases:\n" + aliases
+        "aliases:\n" + aliases + tail
     )
     return path
 
@@ -387,3 +387,33 @@ def test_status_carries_the_env_lines_with_the_key_hidden(tmp_path):
         assert SECRET not in json.dumps(status)
 
     run_with_bridge(tmp_path, body, extra_proxy=f"  api_key: {SECRET}\n")
+
+
+def test_bodies_are_kept_as_sent_and_as_answered(tmp_path):
+    """The detail view and "copy as curl" need the real request: kept as the client sent it (the
+    billing line ccbridge removed before forwarding included), and the answer as the client got it."""
+    async def body(bridge, up, client):
+        system = [{"type": "text", "text": BILLING}, {"type": "text", "text": "You are Claude Code."}]
+        sent = messages_body(stream=True, system=system)
+        resp = await client.post("/v1/messages", json=sent)
+        plain = await client.post("/v1/messages", json=messages_body())
+        records = await bridge.recent(2)
+        streamed, answered = (await bridge.bodies(records[1].id)), (await bridge.bodies(records[0].id))
+        assert json.loads(streamed.request) == sent and BILLING.encode() in streamed.request
+        assert streamed.response == resp.content and not streamed.cut
+        assert answered.response == plain.content
+        status = (await client.get(f"/ccbridge/api/requests/{records[1].id}/bodies")).json()
+        assert json.loads(status["request"]) == sent and status["cut"] is False
+
+    run_with_bridge(tmp_path, body)
+
+
+def test_bodies_off_keeps_none(tmp_path):
+    async def body(bridge, up, client):
+        await client.post("/v1/messages", json=messages_body())
+        record = (await bridge.recent(1))[0]
+        assert await bridge.bodies(record.id) is None
+        resp = await client.get(f"/ccbridge/api/requests/{record.id}/bodies")
+        assert resp.status_code == 404 and "history.bodies" in resp.json()["error"]["message"]
+
+    run_with_bridge(tmp_path, body, tail="history:\n  bodies: false\n")

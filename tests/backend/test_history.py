@@ -327,3 +327,40 @@ def test_unbindable_value_does_not_fail_the_batch(store):
     assert store.flush()
     assert store.warning is None
     assert store.count() == 2
+
+
+# -- bodies ------------------------------------------------------------------------
+from backend.store.redact import Redactor  # noqa: E402
+
+
+def test_bodies_are_cut_redacted_kept_apart_and_bounded(tmp_path):
+    s = HistoryStore(tmp_path / "h.sqlite3", flush_interval=0.02, retention_days=1e6, body_max_bytes=1000,
+                     bodies_max_bytes=5000)
+    s.redact = Redactor(["proxy-key-0123456789"])
+    try:
+        for i in range(10):
+            r = _full()
+            r = dataclasses.replace(r, id=f"b{i}", started_at=1000.0 + i)
+            s.add(r)
+            request = b'{"note": "my key is proxy-key-0123456789 and sk-ant-api03-abcdefghijklmnopqrstuvwxyz"}'
+            s.add_bodies(r.id, r.started_at, request + b" " * 1200, b"event: message_stop\n\n")
+        assert s.flush()
+        newest = s.bodies("b9")
+        # cut at 1000 bytes, then the two secrets blanked (shorter)
+        assert newest is not None and newest.request_bytes == len(request) + 1200 and len(newest.request) < 1000
+        assert newest.cut and b"proxy-key-0123456789" not in newest.request and b"sk-ant-api03" not in newest.request
+        assert newest.request.count(b"[redacted]") == 2
+        assert newest.response == b"event: message_stop\n\n" and not newest.response_bytes > len(newest.response)
+        # 5000 bytes hold five of these (982 bytes each once redacted): the oldest went first
+        kept = [i for i in range(10) if s.bodies(f"b{i}") is not None]
+        assert kept == [5, 6, 7, 8, 9]
+        assert s.get("b0") is not None  # the record itself stays
+    finally:
+        s.close()
+
+
+def test_bodies_without_a_database_are_kept_in_memory():
+    s = HistoryStore(None, body_max_bytes=10)
+    s.add_bodies("m1", 1.0, b"0123456789abcdef", b"ok")
+    kept = s.bodies("m1")
+    assert kept is not None and kept.request == b"0123456789" and kept.request_bytes == 16 and kept.cut

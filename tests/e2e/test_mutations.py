@@ -23,7 +23,7 @@ from tests.support.llama import LlamaServer, free_port
 from tests.support.serve import ServeProcess
 
 pytestmark = pytest.mark.e2e
-PER_ROUTE = 100
+PER_ROUTE = 60
 WRONG_VALUES: tuple[Any, ...] = (None, True, 7, 2.5, "text", [], [1, "a"], {}, {"k": 1})
 
 

@@ -8,6 +8,7 @@ status (no clock, no random ids). Its metrics come from the real fold
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from backend.claude_env import claude_settings, shell_lines
 from backend.config import parse_config
 from backend.events import Event, RequestFinished, RequestProgress, RequestRecord, RequestStarted
 from backend.metrics import RequestMetrics
+from backend.store.history import RequestBodies
 
 NOW = 1_795_000_000.0  # a fixed "now" for every screen
 
@@ -26,9 +28,10 @@ def fixed_records() -> list[RequestRecord]:
                 routed_backend="local", routed_model="tiny-llama.gguf", alias_rule="*")
     rows = [
         RequestRecord(id="req-0006", started_at=NOW - 8, session_id="5f1c2a9e-aaaa", requested_model="claude-opus-4-8",
-                      status=200, input_tokens=15317, output_tokens=212, cache_read_tokens=15100, ttft_ms=640.0,
+                      status=200, input_tokens=217, output_tokens=212, cache_read_tokens=15100, ttft_ms=640.0,
                       duration_ms=1180.0, output_tps=392.6, backend_prompt_tps=13800.0, backend_gen_tps=401.2,
-                      backend_prompt_n=217, backend_cache_n=15100, backend_calls=1, stop_reason="end_turn", **base),
+                      backend_prompt_n=217, backend_cache_n=15100, backend_calls=1, stop_reason="end_turn",
+                      cache_share=15100 / 15317, **base),
         RequestRecord(id="req-0005", started_at=NOW - 20, session_id="5f1c2a9e-aaaa",
                       requested_model="claude-haiku-4-5", status=200, input_tokens=1830, output_tokens=37,
                       ttft_ms=90.0, duration_ms=210.0, output_tps=308.3, backend_calls=1,
@@ -43,6 +46,19 @@ def fixed_records() -> list[RequestRecord]:
                       method="POST", path="/v1/messages", error="no alias matches model 'gpt-4o'"),
     ]
     return rows
+
+
+def fixed_bodies() -> RequestBodies:
+    """What req-0006 sent and got (shortened: a real Claude Code body is ~50 KB)."""
+    request = json.dumps({"model": "claude-opus-4-8", "max_tokens": 8000, "stream": True,
+                          "system": [{"type": "text", "text": "You are Claude Code."}],
+                          "messages": [{"role": "user", "content": "Hello world"}]}).encode()
+    response = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+                b'"role":"assistant","content":[],"usage":{"input_tokens":0,"output_tokens":0}}}\n\n'
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                b'"delta":{"type":"text_delta","text":"Hello!"}}\n\n'
+                b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    return RequestBodies("req-0006", request, response, len(request), len(response))
 
 
 def fixed_metrics(records: list[RequestRecord]) -> dict[str, Any]:
@@ -162,6 +178,9 @@ class FixedBackend:
 
     async def in_flight(self) -> list[RequestStarted]:
         return list(self.started)
+
+    async def bodies(self, request_id: str) -> RequestBodies | None:
+        return fixed_bodies() if request_id == "req-0006" else None
 
     async def progress(self) -> list[RequestProgress]:
         return list(self.progressed)

@@ -139,7 +139,13 @@ def test_detail_and_palette():
             assert isinstance(app.screen, RequestDetail)
             text = screen_text(app)
             assert "15,100 of 15,317 prompt tokens" in text
-            assert '$ANTHROPIC_API_KEY' in app.screen.curl
+            # the real request is shown and replayed (the key stays a shell variable)
+            shown = str(app.screen.query_one("#detail-request").render()) + str(
+                app.screen.query_one("#detail-response").render())
+            assert "You are Claude Code." in shown and "Hello!" in shown
+            curl = app.screen.curl
+            assert '$ANTHROPIC_AUTH_TOKEN' in curl and '"content": "Hello world"' in curl
+            assert curl.endswith("CCBRIDGE_BODY")
             await pilot.press("escape", "ctrl+p")
             await pilot.pause()
             await pilot.press(*"Go to aliases")

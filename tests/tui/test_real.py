@@ -109,8 +109,10 @@ async def _no_key_anywhere(app: PanelApp) -> None:
         detail = app.screen
         seen.append(screen_text(app))
         assert "claude-opus-4-8" in seen[-1]
-        assert "$ANTHROPIC_API_KEY" in detail.curl
-        for text in [*seen, detail.curl]:
+        # the request as it was sent, replayable; the key stays a shell variable
+        assert "$ANTHROPIC_AUTH_TOKEN" in detail.curl and '"content":"hi"' in detail.curl
+        assert detail.bodies is not None and b'"content":"hi"' in detail.bodies.request
+        for text in [*seen, detail.curl, detail.bodies.request.decode(), detail.bodies.response.decode()]:
             assert PLANTED not in text
         await pilot.press("escape", "q")
         await wait_until(pilot, lambda: not app.is_running, 30, "quit")

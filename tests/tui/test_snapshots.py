@@ -15,15 +15,22 @@ def test_dashboard(snap_compare):
 
 
 def test_dashboard_at_120x40_with_a_request_in_flight(snap_compare):
-    """The size the issue was tried at: the live log fills the space under the cards."""
+    """The size the issue was tried at: the live log fills the space under the cards; one request in
+    flight while llama-server reads its prompt (45 % read, 20 % from cache, ~8 s left), one generating."""
     async def in_flight(pilot) -> None:
-        from backend.events import RequestStarted
+        from backend.events import RequestProgress, RequestStarted
         from tests.tui.conftest import wait_until
         from tests.tui.fixed import NOW
 
-        pilot.app.bridge.control.emit(RequestStarted("req-0007", NOW - 2, "POST", "/v1/messages",
-                                                     "claude-sonnet-4-6", "local", "0b9d7c11-bbbb"))
-        await wait_until(pilot, lambda: pilot.app.screen.query_one("#live").row_count == 6, 10, "the row")
+        control = pilot.app.bridge.control
+        control.emit(RequestStarted("req-0007", NOW - 2, "POST", "/v1/messages", "claude-sonnet-4-6", "local",
+                                    "0b9d7c11-bbbb"))
+        control.emit(RequestStarted("req-0008", NOW - 1, "POST", "/v1/messages", "claude-opus-4-8", "local",
+                                    "5f1c2a9e-aaaa"))
+        control.emit(RequestProgress("req-0007", "generating", NOW))
+        control.emit(RequestProgress("req-0008", "prefill", NOW, prompt_total=21_000, prompt_done=9_450,
+                                     prompt_cached=4_200, eta_s=8.4))
+        await wait_until(pilot, lambda: pilot.app.screen.query_one("#live").row_count == 7, 10, "the rows")
         await pilot.pause(0.3)
 
     assert snap_compare(fixed_app(), terminal_size=(120, 40), run_before=in_flight)

@@ -16,7 +16,8 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 
 from backend.events import RequestRecord
 from backend.export import write_records
-from tui.format import Phase, curl_command, detail_lines
+from backend.store.history import RequestBodies
+from tui.format import Phase, body_preview, curl_command, detail_lines
 from tui.screens.base import PanelScreen
 from tui.widgets.request_table import RequestTable
 
@@ -162,17 +163,20 @@ class ExportDialog(ModalScreen[str | None]):
 
 
 class RequestDetail(ModalScreen[None]):
-    """Everything ccbridge knows about one request; `c` copies a curl line (no key in it)."""
+    """Everything ccbridge knows about one request, its bodies when they were kept; `c` copies a curl
+    command that sends the request again (the key stays `$ANTHROPIC_AUTH_TOKEN`)."""
 
     BINDINGS = [
         Binding("escape,q", "dismiss", "Close", id="detail.close"),
         Binding("c", "copy_curl", "Copy as curl", id="detail.copy_curl"),
     ]
 
-    def __init__(self, record: RequestRecord, proxy_url: str) -> None:
+    def __init__(self, record: RequestRecord, proxy_url: str, bodies: RequestBodies | None = None) -> None:
         super().__init__()
         self.record = record
-        self.curl = curl_command(record, proxy_url)
+        self.bodies = bodies
+        self.curl = curl_command(record, proxy_url, bodies.request if bodies else None,
+                                 cut=bool(bodies and len(bodies.request) < bodies.request_bytes))
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail"):
@@ -182,18 +186,23 @@ class RequestDetail(ModalScreen[None]):
             for label, value in detail_lines(self.record):
                 grid.add_row(label, Text(value, style="red" if label == "error" and value != "-" else ""))
             yield Static(grid, id="detail-fields")
-            yield Static(
-                "[b]headers, bodies[/b]  not stored by ccbridge (records keep counts and timings only; "
-                "secrets such as x-api-key are never stored)", id="detail-note")
-            yield Static(f"[b]curl[/b]  {_escape(self.curl)}", id="detail-curl")
+            if self.bodies is None:
+                yield Static("[b]bodies[/b]  not kept for this request (history.bodies in ccbridge.yaml; headers "
+                             "such as x-api-key are never stored)", id="detail-note")
+            else:
+                b = self.bodies
+                yield Static(f"[b]request[/b] as the client sent it, {b.request_bytes:,} bytes (secrets blanked)",
+                             classes="detail-head")
+                yield Static(Text(body_preview(b.request, b.request_bytes)), id="detail-request")
+                yield Static(f"[b]answer[/b] as the client got it, {b.response_bytes:,} bytes", classes="detail-head")
+                yield Static(Text(body_preview(b.response, b.response_bytes)), id="detail-response")
+            yield Static(Text.assemble(("curl  ", "bold"), self.curl[:2000] + ("..." if len(self.curl) > 2000 else "")),
+                         id="detail-curl")
         yield Footer(compact=True)
 
     def action_copy_curl(self) -> None:
         self.app.copy_to_clipboard(self.curl)
-        self.notify("curl command copied (the key is $ANTHROPIC_API_KEY)")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+        if self.curl.startswith("#"):
+            self.notify(self.curl.lstrip("# "), severity="warning", markup=False)
+        else:
+            self.notify("curl command copied: it sends the request again (the key is $ANTHROPIC_AUTH_TOKEN)")
