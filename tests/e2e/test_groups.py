@@ -103,7 +103,10 @@ def test_llama_servers_served_what_the_records_say(affinity):
     for name in MEMBERS:
         answered = sorted((r for r in affinity.records if r["routed_backend"] == name), key=lambda r: r["started_at"])
         served = served_turns(affinity.logs[name])
-        assert [t.cached_tokens for t in served] == [r["backend_cache_n"] for r in answered], name
+        # llama-server's own timings, or (when the leg missed them, about 1 request in 20) its usage via LiteLLM
+        cached = [r["backend_cache_n"] if r["backend_cache_n"] is not None else (r["cache_read_tokens"] or 0)
+                  for r in answered]
+        assert [t.cached_tokens for t in served] == cached, name
 
 
 def test_status_and_metrics_show_each_backends_share_health_and_cache(affinity):
