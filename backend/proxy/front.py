@@ -116,15 +116,17 @@ def rewrite_bare_errors(data: bytes) -> bytes:
     return b"\n".join(out)
 
 
-def through_first_error(blocks: list[bytes]) -> bytes:
-    """The events up to and including the first `error` event (Anthropic ends a stream there)."""
+def through_end(blocks: list[bytes]) -> tuple[bytes, bool]:
+    """The events up to and including the first that ends an Anthropic stream (`message_stop`, or an
+    `error`), and whether there was one: nothing after it reaches the client."""
     for i, block in enumerate(blocks):
+        name = block[6:block.find(b"\n")].strip() if block.startswith(b"event:") else b""
         data = sse_data(block)
-        obj = extract_json(data) if data is not None else None
-        if block.startswith(b"event: error") or (isinstance(obj, dict) and obj.get("type") == "error"):
-            blocks = blocks[: i + 1]
-            break
-    return b"".join(block + b"\n\n" for block in blocks)
+        obj = extract_json(data) if data is not None and not name else None
+        kind = name.decode("utf-8", "replace") if name else (obj.get("type") if isinstance(obj, dict) else None)
+        if kind in ("message_stop", "error"):
+            return b"".join(b + b"\n\n" for b in blocks[: i + 1]), True
+    return b"".join(block + b"\n\n" for block in blocks), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,11 +570,12 @@ class FrontProxy:
 
     async def _pump(self, up: ClientResponse, response: web.StreamResponse, draft: RequestDraft,
                     meter: AnthropicStreamMeter, count: Callable[[], Awaitable[int | None]] | None) -> str | None:
-        """`count`: the native route's prompt-size question, for a stand-in `message_start`."""
+        """Relay whole events until the stream ends (its `message_stop` or `error`, or the upstream's end);
+        returns why it broke off, or None. `count`: the native route's prompt-size question, for a
+        stand-in `message_start`."""
         repair_start = count is not None
-        """Relay whole events until the upstream ends; returns why it broke off, or None."""
         framer = SSEFramer()
-        generating = False
+        generating = ended = False
         while True:
             try:
                 chunk = await up.content.readany()
@@ -583,16 +586,16 @@ class FrontProxy:
             # At the end, an event still without its blank line is incomplete: SSE readers drop it,
             # and so does ccbridge (sending it would glue it to the error event that follows).
             data = framer.feed(chunk) if chunk else b""
-            if data:
+            if data and not ended:  # after the stream's end, the rest is read (the connection is kept) unsent
                 if _BARE_ERROR in data:
                     data = rewrite_bare_errors(data)
+                if b"message_stop" in data or b"error" in data:
+                    data, ended = through_end(framer.events(data))
                 # the meter reads what the upstream said, not the stand-in below (its usage is unknown)
                 meter.feed_events(data, time.monotonic())
                 if not generating and meter.first_content_at is not None:
                     generating = True
                     self._bus.publish(RequestProgress(draft.id, "generating", time.time()))
-                if meter.error is not None:
-                    data = through_first_error(framer.events(data))  # an error event ends the stream
                 if repair_start and count is not None and data.strip():
                     repair_start = False
                     if not data.lstrip().startswith(b"event: message_start"):

@@ -241,9 +241,11 @@ class BackendLeg:
                 data = take_progress(data, meter.framer, self._reporter(pair))
             if data:
                 meter.feed_events(data)
+                if pair is not None and meter.timings:
+                    # now, before LiteLLM sees the chunk: the client's end (and its record) may come
+                    # before this stream's own end
+                    pair.timings = meter.timings
                 await response.write(data)
-        if pair is not None and meter.timings:
-            pair.timings = meter.timings
         await response.write_eof()
         return response
 

@@ -166,6 +166,7 @@ class _Bodies:
 _BODIES_SQL = ("CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, started_at REAL, request BLOB, "
                "response BLOB, request_bytes INTEGER, response_bytes INTEGER)")
 _MEMORY_BODIES = 200  # bodies kept when there is no usable database
+_BODIES_BACKLOG = 2_000  # bodies waiting for the writer at most (up to 2 x body_max_kb each in memory)
 
 
 class _Flush:
@@ -209,6 +210,8 @@ class HistoryStore:
         self.redact: Callable[[bytes], bytes] = lambda body: body  # set by the owner: blanks its secrets
         self._memory_bodies: collections.OrderedDict[str, RequestBodies] = collections.OrderedDict()
         self._bodies_total = -1  # bytes of bodies in the file, counted at the first commit of bodies
+        self._bodies_pending = 0  # bodies queued, not yet written (bounded by _BODIES_BACKLOG)
+        self.bodies_dropped = 0  # bodies not kept because the writer was that far behind
         self.flush_interval = flush_interval
         self.warning: str | None = None
         self._memory: collections.deque[RequestRecord] = collections.deque(maxlen=max(1, min(max_rows, MEMORY_LIMIT)))
@@ -253,6 +256,11 @@ class HistoryStore:
         if self._thread is None:
             self._keep_in_memory(item.bodies)
             return
+        if self._bodies_pending >= _BODIES_BACKLOG:
+            # the writer is behind (a load spike on a busy machine): records go on, bodies wait no more
+            self.bodies_dropped += 1
+            return
+        self._bodies_pending += 1
         self._queue.append(item)
 
     def _keep_in_memory(self, bodies: RequestBodies) -> None:
@@ -407,6 +415,8 @@ class HistoryStore:
                 item = queue.popleft()
                 if isinstance(item, _Flush):
                     item.done.set()
+                elif isinstance(item, _Bodies):
+                    self._bodies_pending -= 1
 
     def _commit(self, records: list[RequestRecord], bodies: Sequence[_Bodies] = ()) -> None:
         conn = self._conn

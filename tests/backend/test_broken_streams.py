@@ -3,10 +3,8 @@ through the front proxy and the backend leg: never a bare 500, never a record wi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from tests.backend.test_front import messages_body, write_config
+from tests.support.loop import LoopThread
 from tests.support.upstreams import Script, ScriptedUpstream, anthropic_events
 
 EXAMPLES = settings(max_examples=120, deadline=None,
@@ -32,26 +31,10 @@ SECRET = "leg-secret-for-broken-streams"
 ANTHROPIC_BARE = b'data: {"error": {"message": "boom", "type": "internal_server_error"}}\n\n'
 
 
-class Loop:
-    """An event loop on a thread, for servers shared by many hypothesis examples."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def front(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("broken-front")
-    loop = Loop()
+    loop = LoopThread()
     up = ScriptedUpstream()
     url = loop.run(up.start())
     records: dict[str, Any] = {}
@@ -72,7 +55,7 @@ def front(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def leg():
-    loop = Loop()
+    loop = LoopThread()
     up = ScriptedUpstream()
     url = loop.run(up.start())
 

@@ -7,9 +7,7 @@ two sessions) without committing Claude Code's prompt text to this repository.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.support.claude import run_claude
+from tests.support.loop import LoopThread
 from tests.support.upstreams import anthropic_events
 
 
@@ -70,8 +69,7 @@ class CaptureServer:
     seen: list[Captured] = field(default_factory=list)
     responder: Responder | None = None
     port: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
+    _loop: LoopThread | None = None
     _runner: web.ServerRunner | None = None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -98,36 +96,22 @@ class CaptureServer:
         return web.json_response({})
 
     def __enter__(self) -> CaptureServer:
-        ready = threading.Event()
+        self._loop = LoopThread()
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+        async def start() -> None:
+            self._runner = web.ServerRunner(web.Server(self._handle))
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+            self.port = self._runner.addresses[0][1]
 
-            async def start() -> None:
-                self._runner = web.ServerRunner(web.Server(self._handle))
-                await self._runner.setup()
-                site = web.TCPSite(self._runner, "127.0.0.1", 0)
-                await site.start()
-                self.port = self._runner.addresses[0][1]
-
-            loop.run_until_complete(start())
-            ready.set()
-            loop.run_forever()
-            assert self._runner is not None
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._loop.run(start(), 10)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+            if self._runner is not None:
+                self._loop.run(self._runner.cleanup(), 10)
+            self._loop.close()
 
     @property
     def url(self) -> str:

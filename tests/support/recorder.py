@@ -8,14 +8,13 @@ are passed back chunk by chunk, unchanged.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
 from tests.support.capture import Captured
+from tests.support.loop import LoopThread
 
 _CLIENT = web.AppKey("client", aiohttp.ClientSession)
 _HOP_BY_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
@@ -28,8 +27,8 @@ class RecordingForwarder:
     target: str
     seen: list[Captured] = field(default_factory=list)
     port: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
+    _loop: LoopThread | None = None
+    _runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -47,43 +46,32 @@ class RecordingForwarder:
             return resp
 
     def __enter__(self) -> RecordingForwarder:
-        ready = threading.Event()
+        self._loop = LoopThread()
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+        async def start() -> web.AppRunner:
+            app = web.Application(client_max_size=64 * 2**20)
+            # no timeout: a long prompt on a slow CPU may take minutes to its first byte
+            app[_CLIENT] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            self.port = runner.addresses[0][1]
+            return runner
 
-            async def start() -> web.AppRunner:
-                app = web.Application(client_max_size=64 * 2**20)
-                # no timeout: a long prompt on a slow CPU may take minutes to its first byte
-                app[_CLIENT] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
-                                                      auto_decompress=False)
-                app.router.add_route("*", "/{tail:.*}", self._handle)
-                runner = web.AppRunner(app)
-                await runner.setup()
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                await site.start()
-                self.port = runner.addresses[0][1]
-                return runner
-
-            runner = loop.run_until_complete(start())
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.app[_CLIENT].close())
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the recording forwarder did not start")
+        self._runner = self._loop.run(start(), 10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._loop is not None and self._runner is not None:
+            runner = self._runner
+
+            async def stop() -> None:
+                await runner.app[_CLIENT].close()
+                await runner.cleanup()
+
+            self._loop.run(stop(), 10)
+            self._loop.close()
 
     @property
     def url(self) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.loop import LoopThread
 from tests.support.upstreams import AnthropicUpstream
 
 
@@ -27,18 +26,15 @@ class ThreadedUpstream:
 
     def __init__(self) -> None:
         self.upstream = AnthropicUpstream()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.loop = LoopThread()
 
     def __enter__(self) -> ThreadedUpstream:
-        self.thread.start()
-        self.url = asyncio.run_coroutine_threadsafe(self.upstream.start(), self.loop).result(10)
+        self.url = self.loop.run(self.upstream.start(), 10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.upstream.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.loop.run(self.upstream.stop(), 10)
+        self.loop.close()
 
 
 @pytest.fixture
