@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from tests.e2e.test_chain import chain, records_for  # noqa: F401 - the module's ccbridge + llama-server
+from tests.e2e.test_chain import chain, records_for, wait_for  # noqa: F401 - the module's ccbridge + llama-server
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +49,8 @@ def test_a_long_prompt_reports_its_progress_then_generating(chain):  # noqa: F81
         "messages": [{"role": "user", "content": prompt}]})
     assert resp.status_code == 200, resp.text[:500]
     rec = records_for(serve)[0]
+    # events reach the stream in batches a few times a second: wait for the last one
+    assert wait_for(lambda: any(p["id"] == rec["id"] and p["phase"] == "generating" for p in reader.progress), 10)
     reader.stop.set()
     mine = [p for p in reader.progress if p["id"] == rec["id"]]
     prefill = [p for p in mine if p["phase"] == "prefill"]
