@@ -364,3 +364,39 @@ def test_bodies_without_a_database_are_kept_in_memory():
     s.add_bodies("m1", 1.0, b"0123456789abcdef", b"ok")
     kept = s.bodies("m1")
     assert kept is not None and kept.request == b"0123456789" and kept.request_bytes == 16 and kept.cut
+
+
+@pytest.mark.parametrize("variable_limit", [None, 999], ids=["default", "sqlite-before-3.32"])
+def test_a_batch_is_written_with_a_statement_per_chunk_not_per_row(tmp_path, variable_limit):
+    """sqlite3 lets the GIL go at every statement step; executemany steps once per row, so with
+    the proxy's loop busy the writer fell behind (its queue grew by 10,000 records per 25,000
+    requests at 2,500 requests/s). A batch must take a few statements, whatever SQLite's bound."""
+    store = HistoryStore(tmp_path / "h.sqlite3", flush_interval=60, retention_days=1e6)
+    try:
+        conn = store._conn
+        assert conn is not None
+        if variable_limit is not None:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        records = [_rec(i, status=200, input_tokens=i) for i in range(1_000)]
+        records[500] = _full("r500", started_at=_T0 + 500)  # a record with every field set
+        for i, r in enumerate(records):
+            store.add(r)
+            store.add_bodies(r.id, r.started_at, b'{"n": %d}' % i, b"answer")
+        assert store.flush(timeout=30)
+        conn.set_trace_callback(None)
+        inserts = [s for s in statements if s.startswith("INSERT")]
+        commits = statements.count("COMMIT")
+        per_chunk = 200 if variable_limit is None else variable_limit // len(dataclasses.fields(RequestRecord))
+        # each commit splits its records into chunks: at most one partial chunk per commit
+        assert 1_000 / per_chunk <= len([s for s in inserts if "INTO requests" in s]) <= 1_000 / per_chunk + commits
+        bodies_chunk = 200 if variable_limit is None else min(200, variable_limit // 6)  # 6 columns
+        assert 1_000 / bodies_chunk <= len([s for s in inserts if "INTO bodies" in s]) <= 1_000 / bodies_chunk + commits
+        assert commits < 20
+        assert store.count() == 1_000
+        assert store.get("r500") == records[500]
+        assert store.get("r999") == records[999]
+        assert store.bodies("r999").request == b'{"n": 999}'
+    finally:
+        store.close()
