@@ -124,12 +124,14 @@ def test_status_and_metrics_show_each_backends_share_health_and_cache(affinity):
 
 
 def test_round_robin_loses_the_cache_that_affinity_keeps(round_robin, affinity):
-    """The contrast: a plain balancer sends each session's second turn to the other server, which
-    holds only the prompt start the sessions share."""
+    """The contrast: a plain balancer sends second turns to the other server, which holds only the
+    prompt start the sessions share. (It counts requests: a retry by Claude Code in between can
+    send a second turn back to its first server, so not every second turn moves.)"""
     assert all(t.ok for t in round_robin.turns)
     second = [t for t in round_robin.turns if t.round == 2]
-    assert all(t.backend != round_robin.previous(t).backend for t in second)  # type: ignore[union-attr]
-    assert max(t.share or 0 for t in second) < 0.5 <= min(t.share or 0 for t in affinity.warm_turns())
+    moved = [t for t in second if t.backend != round_robin.previous(t).backend]  # type: ignore[union-attr]
+    assert moved, [(t.session, t.backend) for t in round_robin.turns]
+    assert max(t.share or 0 for t in moved) < 0.5 <= min(t.share or 0 for t in affinity.warm_turns())
 
 
 # -- without Claude Code -------------------------------------------------------------------------

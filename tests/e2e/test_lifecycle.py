@@ -50,7 +50,11 @@ class ResetRelay(threading.Thread):
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:  # llama-server already stopped (a monitor probe during teardown)
+            client.close()
+            return
         threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
         first: float | None = None
         try:
