@@ -138,7 +138,8 @@ def run_sessions(version: str, base_url: str, home: Path, log: Callable[[], str]
     """Two sessions with a subagent each, then `claude -p -c`, all in `home`/work, against `base_url`;
     `log` gives llama-server's log text (read after each run, so the roles line up)."""
     tool = subagent_tool(version)
-    outputs, served = [], []
+    outputs: list[dict[str, Any]] = []
+    served: list[ServedTurn] = []
     expected = (3, 3, 1)
     for (prompt, extra), count in zip(((FIRST_PROMPT, ()), (SECOND_PROMPT, ()), (CONTINUATION_PROMPT, ("-c",))),
                                       expected, strict=True):
