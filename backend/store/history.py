@@ -109,6 +109,8 @@ def _insert_rows(conn: sqlite3.Connection, table_and_columns: str, rows: Sequenc
         chunk = rows[start:start + per]
         sql = _insert_rows_sql(table_and_columns, len(chunk[0]), len(chunk))
         conn.execute(sql, [value for row in chunk for value in row])
+
+
 _SELECT = f"SELECT {_COLUMNS} FROM requests"
 
 

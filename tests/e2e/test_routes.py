@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
 from tests.e2e.test_chain import StreamReader, _slot_busy, records_for, wait_for
+from tests.support.anthropic_sse import parse_sse
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
 from tests.support.llama import LlamaServer
 from tests.support.serve import ServeProcess, write_chain_config
@@ -58,13 +57,8 @@ def test_claude_p_through_the_native_route(native, version):
 def _streamed_text(serve: ServeProcess, request_id: str) -> str:
     """The text deltas of the answer ccbridge sent, from its kept response body."""
     bodies = httpx.get(f"{serve.url}/ccbridge/api/requests/{request_id}/bodies", trust_env=False).json()
-    text = []
-    for line in bodies["response"].splitlines():
-        if line.startswith("data:"):
-            event = json.loads(line[5:])
-            if event.get("type") == "content_block_delta" and event["delta"].get("type") == "text_delta":
-                text.append(event["delta"]["text"])
-    return "".join(text)
+    return "".join(data["delta"]["text"] for name, data in parse_sse(bodies["response"].splitlines())
+                   if name == "content_block_delta" and data["delta"].get("type") == "text_delta")
 
 
 def test_native_route_hang_up_frees_the_slot(tiny_model, tmp_path):
