@@ -46,6 +46,8 @@ class RequestRecord:
     error: str | None = None
     subagent: bool = False  # a Claude Code subagent's request (its billing line said so)
     cache_share: float | None = None  # share of the prompt llama-server served from its cache (0..1)
+    tool_repairs: int = 0  # tool calls the model wrote as text that ccbridge sent as tool_use blocks
+    repaired_text: str | None = None  # the text those calls were written as (cut at 4,000 characters)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -192,8 +192,19 @@ def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:
         ("backend calls", f"{r.backend_calls}" + (" (LiteLLM retried; extra calls refused)"
                                                   if r.backend_calls > 1 else "")),
         ("client hung up", hung),
+        ("tool calls", repair_text(r)),
         ("error", r.error or "-"),
     ]
+
+
+def repair_text(r: RequestRecord) -> str:
+    """The detail view's tool-call repair line: what the model wrote as text, and that it went out as tool_use."""
+    if not r.tool_repairs:
+        return "-"
+    written = " ".join((r.repaired_text or "").split())
+    written = written if len(written) <= 400 else written[:400] + "…"
+    return (f"{r.tool_repairs} written as text by the model, sent as tool_use block"
+            f"{'s' if r.tool_repairs > 1 else ''} (repaired; see the answer below). The text was: {written}")
 
 
 def service_address(svc: dict[str, Any]) -> str:

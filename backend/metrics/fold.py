@@ -48,6 +48,7 @@ class LabelCounts:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     hung_up: int = 0
+    tool_repairs: int = 0  # tool calls written as text that were sent as tool_use blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +96,11 @@ class MetricsSnapshot:
 
 class _Totals:
     __slots__ = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-                 "hung_up")
+                 "hung_up", "tool_repairs")
 
     def __init__(self) -> None:
         self.requests = self.input_tokens = self.output_tokens = 0
-        self.cache_read_tokens = self.cache_creation_tokens = self.hung_up = 0
+        self.cache_read_tokens = self.cache_creation_tokens = self.hung_up = self.tool_repairs = 0
 
 
 class _Hist:
@@ -206,6 +207,7 @@ class RequestMetrics:
             totals.cache_read_tokens += r.cache_read_tokens or 0
             totals.cache_creation_tokens += r.cache_creation_tokens or 0
             totals.hung_up += 1 if r.client_hung_up else 0
+            totals.tool_repairs += r.tool_repairs
             if r.ttft_ms is not None:
                 self._hist(self._ttft_hist, model, route, TTFT_BUCKETS_S).observe(r.ttft_ms / 1000)
             if r.duration_ms is not None:
@@ -296,7 +298,7 @@ class RequestMetrics:
         """Cumulative counters per (model, route, status)."""
         with self._lock:
             return [LabelCounts(m, r, s, t.requests, t.input_tokens, t.output_tokens, t.cache_read_tokens,
-                                t.cache_creation_tokens, t.hung_up)
+                                t.cache_creation_tokens, t.hung_up, t.tool_repairs)
                     for (m, r, s), t in sorted(self._totals.items())]
 
     def ttft_histograms(self) -> list[Histogram]:

@@ -93,17 +93,25 @@ class BridgeCollector(Collector):
             "- when never routed) and HTTP status", labels=labels)
         hung = CounterMetricFamily("ccbridge_client_hangups", "Requests the client left before the end "
                                    "(the model was stopped)", labels=labels)
+        repaired = CounterMetricFamily("ccbridge_tool_calls_repaired", "Tool calls the model wrote as text (JSON, "
+                                       "a fence, <tool_call> tags) that ccbridge sent as tool_use blocks",
+                                       labels=["model", "route"])
+        repairs: dict[tuple[str, str], int] = {}
         tokens = CounterMetricFamily("ccbridge_tokens", "Tokens by kind: input (prompt tokens not from cache), "
                                      "output, cache_read (prompt tokens served from cache), cache_creation",
                                      labels=["model", "route", "kind"])
         for c in self._metrics.counts():
             requests.add_metric([c.model, c.route, c.status], c.requests)
             hung.add_metric([c.model, c.route, c.status], c.hung_up)
+            repairs[(c.model, c.route)] = repairs.get((c.model, c.route), 0) + c.tool_repairs
             for kind, value in (("input", c.input_tokens), ("output", c.output_tokens),
                                 ("cache_read", c.cache_read_tokens), ("cache_creation", c.cache_creation_tokens)):
                 tokens.add_metric([c.model, c.route, kind], value)
         yield requests
         yield hung
+        for (model, route), n in sorted(repairs.items()):
+            repaired.add_metric([model, route], n)
+        yield repaired
         yield tokens
         yield _histogram("ccbridge_ttft_seconds", "Time from request to the first content token",
                          self._metrics.ttft_histograms())

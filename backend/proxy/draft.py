@@ -8,6 +8,7 @@ from typing import Any
 
 from backend.events import RequestRecord
 from backend.proxy.sse import timings_fields
+from backend.proxy.toolrepair import Repair, ToolCatalog
 
 _RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "stop_reason")
@@ -44,7 +45,10 @@ class RequestDraft:
     error: str | None = None
     backend_calls: int = 0
     subagent: bool = False
+    tool_repairs: int = 0
+    repaired_text: str | None = None
     # lifecycle bookkeeping, not recorded
+    tools: ToolCatalog | None = None  # the request's tools, when its answer may need a tool-call repair
     first_at: float | None = None  # monotonic time of the first content delta
     sent_status: int | None = None  # status of a streamed response already sent
     assemble: bool = False  # a plain request the native route asked llama-server to stream
@@ -67,6 +71,13 @@ class RequestDraft:
         if self.session_id is None:
             return None
         return f"{self.session_id}/{self.family}" if self.family else self.session_id
+
+    def repaired(self, repair: Repair | None) -> None:
+        """Note a tool-call repair of the answer (see proxy.toolrepair)."""
+        if repair is not None:
+            self.tool_repairs += len(repair.blocks)
+            self.repaired_text = repair.trace()
+            self.stop_reason = "tool_use"
 
     def fail(self, message: str) -> None:
         """Note why the request failed; the first reason wins."""
