@@ -46,6 +46,7 @@ from backend.proxy.balance import BackendHealth, GroupBalancer, groups_of
 from backend.proxy.body import byte_limit
 from backend.proxy.front import FrontProxy, Routing
 from backend.proxy.guard import GuardedServer
+from backend.proxy.hostcheck import refuse_foreign
 from backend.proxy.leg import BackendLeg
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
@@ -224,7 +225,8 @@ class Bridge:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The proxy port: /metrics here (Prometheus' fixed path), everything else to the front proxy."""
         if request.path == "/metrics":
-            return await self.api.metrics(request)
+            refused = refuse_foreign(request, self._routing.proxy, self._routing.config_path)
+            return refused or await self.api.metrics(request)
         assert self.front is not None
         return await self.front.handle(request)
 

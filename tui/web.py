@@ -15,10 +15,15 @@ import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from backend.config.model import LOOPBACK_HOSTS
 from tui.launcher import _config_path, _target
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 DEFAULT_PORT = 8090
 _GOOGLE_FONTS = '''    <link
@@ -41,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--open", action="store_true", help="allow a --host other machines can reach: the page "
                         "has no login and controls ccbridge, so prefer an SSH tunnel")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a host name the browser may reach the page by besides loopback and --host (repeat "
+                        "for more); any other name is refused, as a web page using DNS rebinding would send")
     parser.add_argument("--key", help="the serve's proxy.api_key (default: the config's, $ANTHROPIC_AUTH_TOKEN "
                         "or $ANTHROPIC_API_KEY)")
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -57,6 +65,39 @@ def page_templates(folder: Path) -> Path:
     return folder
 
 
+def host_guard(bound: str, allowed: Iterable[str] = ()) -> Any:
+    """aiohttp middleware refusing a foreign `Host` (DNS rebinding) or `Origin` (a page elsewhere opening
+    the panel's websocket, which browsers allow cross-site): the panel drives all of ccbridge."""
+    from aiohttp import web
+
+    from backend.proxy.hostcheck import HostPolicy, refusal
+
+    policy = HostPolicy.of(bound, allowed)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        why = refusal(policy, request.method, request.path, request.headers, "ccbridge web --allow-host",
+                      origin_always=True)
+        if why is not None:
+            return web.Response(status=why[0], text=why[1] + "\n")
+        return await handler(request)
+
+    return guard
+
+
+def guarded_server(command: str, *, host: str, port: int, templates_path: Path, allowed: Iterable[str] = ()) -> Any:
+    """textual-serve's `Server` with `host_guard` in front of every route."""
+    from textual_serve.server import Server
+
+    class GuardedServer(Server):
+        async def _make_app(self) -> web.Application:  # textual-serve 1.1.3 has no public hook for middleware
+            app = await super()._make_app()
+            app.middlewares.append(host_guard(host, allowed))
+            return app
+
+    return GuardedServer(command, host=host, port=port, title="ccbridge", templates_path=templates_path)
+
+
 def run_web(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.host not in LOOPBACK_HOSTS and not args.open:
@@ -64,8 +105,6 @@ def run_web(argv: list[str]) -> int:
               "login: anyone who reaches it controls ccbridge. Keep the default (127.0.0.1) and use an SSH tunnel "
               f"(ssh -N -L {args.port}:127.0.0.1:{args.port} <host>), or add --open if you mean it.", file=sys.stderr)
         return 2
-    from textual_serve.server import Server
-
     from backend.api.link import ServeLink
     from backend.control import ControlUnavailable
 
@@ -96,8 +135,8 @@ def run_web(argv: list[str]) -> int:
     print(f"ccbridge web: {'started' if how == 'started' else 'using'} ccbridge serve at {url}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="ccbridge-web-") as folder:
-            server = Server(command, host=args.host, port=args.port, title="ccbridge",
-                            templates_path=page_templates(Path(folder)))
+            server = guarded_server(command, host=args.host, port=args.port,
+                                    templates_path=page_templates(Path(folder)), allowed=args.allow_host)
             server.serve()
     finally:
         link.stop()  # only what was started here

@@ -137,18 +137,21 @@ class BridgeClient:
         data = await self._call("PUT", "/ccbridge/api/aliases", json={"aliases": [list(a) for a in aliases]})
         return [(str(p), str(t)) for p, t in data["aliases"]]
 
+    # State-changing calls carry a JSON body (even an empty one): the serve refuses any other content
+    # type for them, which a web page cannot send cross-site without a preflight.
     async def restart_service(self, name: str) -> None:
         # a zero-loss LiteLLM restart waits for the new one to be healthy: minutes on a slow machine
-        await self._call("POST", f"/ccbridge/api/services/{name}/restart", timeout=300)
+        await self._call("POST", f"/ccbridge/api/services/{name}/restart", json={}, timeout=300)
 
     async def stop_service(self, name: str) -> None:
-        await self._call("POST", f"/ccbridge/api/services/{name}/stop", timeout=120)
+        await self._call("POST", f"/ccbridge/api/services/{name}/stop", json={}, timeout=120)
 
     async def start_service(self, name: str) -> None:
-        await self._call("POST", f"/ccbridge/api/services/{name}/start", timeout=300)
+        await self._call("POST", f"/ccbridge/api/services/{name}/start", json={}, timeout=300)
 
     async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
-        data = await self._call("POST", f"/ccbridge/api/backends/{backend}/swa-full", timeout=300)
+        data = await self._call("POST", f"/ccbridge/api/backends/{backend}/swa-full", json={},
+                                timeout=300)
         return tuple(str(x) for x in data["restarted"])
 
     async def log_tail(self, service: str, n: int = 200) -> list[str]:

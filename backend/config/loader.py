@@ -72,7 +72,7 @@ ENV_PREFIX = "os.environ/"
 """A value `os.environ/NAME` means: read it from the environment variable NAME."""
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "proxy": ("host", "port", "api_key", "upstream_timeout", "max_body_mb"),
+    "proxy": ("host", "port", "api_key", "upstream_timeout", "max_body_mb", "allowed_hosts"),
     "litellm": ("port", "url", "api_key"),
     "backends": (),  # free-form names
     "aliases": (),  # free-form patterns
@@ -315,6 +315,21 @@ class _Checker:
             raise self.fail(path, line, f"{describe(value)} ({problem})", what)
         return value.rstrip("/")
 
+    def host_names(self, node: Any, key: str, path: str) -> tuple[str, ...]:
+        """A list of host names or addresses, each as a client puts it in `Host` (no scheme, no port)."""
+        what = "a list of host names or addresses, e.g. [gpubox, gpubox.lan] (no http://, no port)"
+        value = node[key]
+        if isinstance(value, str) or not isinstance(value, list):
+            raise self.fail(path, self.value_line(node, key), describe(value), what)
+        names: list[str] = []
+        for item in value:
+            bad = not isinstance(item, str) or not item.strip() or any(
+                ch.isspace() or ch in "/@?#[]" for ch in item) or (item.count(":") == 1)
+            if bad:
+                raise self.fail(path, self.value_line(node, key), describe(item), what)
+            names.append(item.lower().rstrip("."))
+        return tuple(names)
+
     def env_secret(self, node: Any, key: str, path: str) -> str | None:
         value = self.optional_text(
             node, key, path, f"a key as text, or {ENV_PREFIX}VARIABLE", secret=True
@@ -394,6 +409,8 @@ class _Checker:
             kw["max_body_mb"] = self.number(
                 node, "max_body_mb", "proxy.max_body_mb", "a size in MiB above 0"
             )
+        if "allowed_hosts" in node and node["allowed_hosts"] is not None:
+            kw["allowed_hosts"] = self.host_names(node, "allowed_hosts", "proxy.allowed_hosts")
         config = ProxyConfig(**kw)
         if config.host not in LOOPBACK_HOSTS and not config.api_key:
             raise self.fail(

@@ -26,6 +26,10 @@ class ProxyConfig:
     """Seconds to wait for LiteLLM's first byte (long prompts on a CPU are slow)."""
     max_body_mb: float = 32.0
     """Largest request body accepted, in MiB (Claude Code's turns are ~50-100 KB)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (besides loopback and `host` itself) that clients may address ccbridge by, e.g. the
+    machine's name for a bind other machines reach. Any other name in a request's `Host` is refused:
+    that is what a web page using DNS rebinding sends."""
 
 
 @dataclass(frozen=True, slots=True)

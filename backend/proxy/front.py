@@ -64,6 +64,7 @@ from backend.proxy.errors import (
 )
 from backend.proxy.group_upstream import NativeGroupUpstream
 from backend.proxy.headers import client_key, forward_headers
+from backend.proxy.hostcheck import refuse_foreign
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.prompt import is_subagent, prompt_family, strip_billing_line
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
@@ -202,6 +203,10 @@ class FrontProxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         method = request.method
+        routed = self._routing()  # DNS rebinding and cross-site POSTs are refused first (hostcheck.py)
+        refused = refuse_foreign(request, routed.proxy, routed.config_path)
+        if refused is not None:
+            return refused
         if (path == "/" and method in ("HEAD", "GET")) or path == "/api/hello":
             return self._probe(request, web.Response(status=200))
         if path.startswith("/api/event_logging/"):

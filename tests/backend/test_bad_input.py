@@ -144,9 +144,9 @@ def test_slow_loris_is_closed_and_others_are_served(tmp_path, monkeypatch):
     try:
         proxy_port = int(runner.proxy_url.rsplit(":", 1)[1])
         loris = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
-        loris.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        loris.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
         slow_body = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
-        slow_body.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"mo")
+        slow_body.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"mo")
         assert_still_up(runner)  # others are served meanwhile
         t0 = time.monotonic()
         assert loris.recv(100) == b""  # closed by the header deadline

@@ -201,7 +201,7 @@ def test_serve_says_it_once_answers_requests_at_once_and_restarts_on_request(lla
         assert len(said) == 1 and "ccbridge stopped retrying" in said[0], log.read_text()
 
         holder.close()  # the other program is gone: a restart from the API tries again
-        restart = httpx.post(f"{url}/ccbridge/api/services/litellm/restart", timeout=180, trust_env=False)
+        restart = httpx.post(f"{url}/ccbridge/api/services/litellm/restart", json={}, timeout=180, trust_env=False)
         assert restart.status_code == 200, restart.text
         deadline = time.monotonic() + 180
         while litellm_status().get("state") != "ready":

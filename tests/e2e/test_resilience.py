@@ -86,7 +86,8 @@ def test_litellm_restarts_under_load_drop_no_request(eos_llama, tmp_path):
         pids, took = [serve.litellm_pid()], []
         for _ in range(3):
             t0 = time.monotonic()
-            resp = httpx.post(f"{serve.url}/ccbridge/api/services/litellm/restart", timeout=180, trust_env=False)
+            resp = httpx.post(f"{serve.url}/ccbridge/api/services/litellm/restart", json={},
+                              timeout=180, trust_env=False)
             assert resp.status_code == 200, resp.text
             took.append(time.monotonic() - t0)
             pids.append(serve.litellm_pid())
@@ -133,7 +134,7 @@ def test_client_vanishing_with_a_reset_frees_the_slot(eos_llama, tmp_path):
         port = int(serve.url.rsplit(":", 1)[1])
         payload = json.dumps({**PROMPT, "max_tokens": 60000, "stream": True}).encode()
         sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
         got = b""
         while got.count(b"content_block_delta") < 20:
