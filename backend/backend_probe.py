@@ -35,6 +35,7 @@ class BackendInfo:
     n_ctx_train: int | None = None
     total_slots: int | None = None
     error: str | None = None
+    health: str = "unknown"  # GET /health: ok, loading (503 while the model loads), unreachable, error
 
 
 def server_root(api_base: str) -> str:
@@ -60,13 +61,13 @@ async def _probe(backend: BackendConfig, timeout: float) -> BackendInfo:
     if models is None:
         answer = reading.answers.get("models") or reading.answers.get("health")
         why = answer.detail if answer is not None and answer.detail else reading.health_detail
-        return BackendInfo(backend.name, backend.api_base, False,
+        return BackendInfo(backend.name, backend.api_base, False, health=reading.health,
                            error=why or f"{backend.api_base}/models did not answer with a model list")
     info = parse_model_info(reading.body("props"), models)
     slots = parse_slots(reading.body("slots")) if reading.body("slots") is not None else ()
     n_ctx = info.n_ctx_slot or (slots[0].n_ctx if slots else None)
     return BackendInfo(backend.name, backend.api_base, True, info.model, n_ctx, info.n_ctx_train,
-                       info.total_slots or (len(slots) or None))
+                       info.total_slots or (len(slots) or None), health=reading.health)
 
 
 def output_cap(info: BackendInfo | None, configured: int | None) -> int:

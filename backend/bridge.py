@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from backend.events import (
 )
 from backend.metrics import RequestMetrics
 from backend.metrics.prometheus import CONTENT_TYPE, BridgeCollector, render
+from backend.metrics.sessions import SessionBoard
 from backend.monitor.sampler import BackendMonitor
 from backend.proxy.balance import BackendHealth, GroupBalancer, groups_of
 from backend.proxy.body import byte_limit
@@ -52,6 +54,7 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
+from backend.serve_info import started_by
 from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
@@ -113,6 +116,7 @@ class Bridge:
         self._watcher: asyncio.Task[None] | None = None
         self.monitor = BackendMonitor(lambda: self.config.backends)
         self.metrics = RequestMetrics(route_of=self._route_of)
+        self.sessions = SessionBoard()
         self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session)
         self.api = ControlAPI(self, api_key=lambda: self.config.proxy.api_key, prometheus=self.prometheus)
         self._prometheus = BridgeCollector(self.metrics, self.services,
@@ -151,6 +155,23 @@ class Bridge:
 
     async def aliases(self) -> list[Alias]:
         return [(r.pattern, r.target) for r in self.config.aliases]
+
+    async def session_status(self, session_id: str | None) -> dict[str, Any]:
+        """What `ccbridge statusline` shows for one Claude Code session: its request (in flight, else
+        the last), the backend's model, health and context, and any service not serving. Cheap: no
+        I/O, no history read (it is asked every second by every open Claude Code)."""
+        view = self.sessions.view(session_id)
+        name = ((view["request"] or {}).get("backend") or (view["last"] or {}).get("backend")
+                or next(iter(self.config.backends), None))
+        backend: dict[str, Any] = {"name": name}
+        for seen in self.monitor.snapshot().backends:
+            if seen.name == name:
+                backend.update(model=seen.model, health=seen.health, health_detail=seen.health_detail,
+                               n_ctx_slot=seen.n_ctx_slot, gen_tps=seen.gen_tps, busy_slots=seen.busy_slots,
+                               total_slots=seen.total_slots)
+        services = [{"name": s["name"], "state": s["state"]} for s in self.services()
+                    if s["name"] in ("litellm", f"llama:{name}")]
+        return {**view, "backend": backend, "services": services}
 
     def prometheus(self) -> tuple[bytes, str]:
         """One scrape of /metrics."""
@@ -512,6 +533,8 @@ class Bridge:
             "url": self.proxy_url,
             "port": self.config.proxy.port,
             "started_at": self.started_at,
+            "pid": os.getpid(),
+            "started_by": started_by(),
             "version": __version__,
             "in_flight": self.metrics.snapshot().in_flight if in_flight is None else in_flight,
             "probes_answered": self.front.probes_answered,
@@ -543,6 +566,7 @@ class Bridge:
 
     def _on_event(self, event: Event) -> None:
         self.metrics.on_event(event)
+        self.sessions.on_event(event)
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
             self.monitor.add_record(event.record)

@@ -30,11 +30,12 @@ card shows it. What each variable did in Claude Code 2.1.197, 2.1.330 and
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from backend.backend_probe import COMFORTABLE_CONTEXT, BackendInfo, output_cap
+from backend.backend_probe import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
 from backend.config.aliases import AliasTable
 from backend.config.model import Config
 
@@ -102,6 +103,10 @@ def claude_settings(config: Config, info: BackendInfo | None) -> list[EnvSetting
     if n_ctx:
         settings.append(EnvSetting("CLAUDE_CODE_MAX_CONTEXT_TOKENS", str(n_ctx),
                                    "the window for the model names below: compact before it is full"))
+    else:  # never none: Claude Code would assume a million tokens and never compact (FACTS)
+        assumed, source = assumed_context(config)
+        settings.append(EnvSetting("CLAUDE_CODE_MAX_CONTEXT_TOKENS", str(assumed),
+                                   f"ASSUMED ({source}): the backend did not say; set its context per slot"))
     if n_ctx and n_ctx >= COMFORTABLE_CONTEXT:
         settings.append(EnvSetting("CLAUDE_CODE_AUTO_COMPACT_WINDOW", str(n_ctx),
                                    "the same for Claude Code 2.1.197 (from 100k up)"))
@@ -111,6 +116,54 @@ def claude_settings(config: Config, info: BackendInfo | None) -> list[EnvSetting
         if rule is not None:
             settings.append(EnvSetting(name, model, f'-> {rule.target} (alias "{rule.pattern}")'))
     return settings
+
+
+def assumed_context(config: Config) -> tuple[int, str]:
+    """The window to give Claude Code when the backend cannot say (loading, down): the context per
+    slot of the first backend's `command` (-c / -np) when ccbridge runs it, else the least Claude
+    Code works in. Returns (tokens, where it came from)."""
+    from backend.monitor.process import command_flags
+
+    first = next(iter(config.backends.values()), None)
+    flags = command_flags(first.command) if first is not None and first.command else None
+    if first is not None and flags is not None and flags.ctx:
+        per_slot = flags.ctx // max(1, flags.parallel or 1)
+        return per_slot, f"-c {flags.ctx}" + (f" / -np {flags.parallel}" if flags.parallel else "") + \
+            f" in backends.{first.name}.command"
+    return MIN_CONTEXT, "the least Claude Code's first turn fits in"
+
+
+STATUSLINE_REFRESH_S = 1
+"""Claude Code's smallest refreshInterval: the prompt-read percentage moves every second."""
+
+
+def statusline_command() -> str:
+    """The shell command Claude Code runs for its status line: this install's `ccbridge statusline`
+    (by absolute path: Claude Code's PATH may not hold the virtual environment)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "ccbridge"
+    if not script.exists():
+        found = shutil.which("ccbridge")
+        if found is None:
+            return shlex.join([sys.executable, "-m", "backend", "statusline"])
+        script = Path(found)
+    return shlex.join([str(script), "statusline"])
+
+
+def statusline_settings(command: str | None = None) -> dict[str, object]:
+    """Claude Code settings with ccbridge's status line (for `claude --settings` or settings.json)."""
+    return {"statusLine": {"type": "command", "command": command or statusline_command(),
+                           "refreshInterval": STATUSLINE_REFRESH_S, "padding": 0}}
+
+
+def statusline_snippet_lines(command: str | None = None) -> list[str]:
+    """`ccbridge env`'s comment: the settings.json entry for users who start `claude` themselves."""
+    entry = json.dumps(statusline_settings(command)["statusLine"])
+    return ["# Claude Code's status line shows what the local model is doing (prompt read, cache, tok/s):",
+            f'# add to ~/.claude/settings.json:  "statusLine": {entry}']
 
 
 def shell_lines(settings: list[EnvSetting], *, why: bool = True) -> list[str]:

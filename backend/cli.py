@@ -14,7 +14,7 @@ from typing import Any
 
 from backend import __version__, paths
 from backend.backend_probe import probe_backend
-from backend.claude_env import claude_settings, shell_lines
+from backend.claude_env import claude_settings, shell_lines, statusline_snippet_lines
 from backend.config import ConfigError, ensure_config, load_config, write_imported
 from backend.config.model import Config
 from backend.console import ConsoleWriter
@@ -144,8 +144,23 @@ async def _summaries(bridge: Any, out: Any, every: float = SUMMARY_SECONDS) -> N
 
 def cmd_env(args: argparse.Namespace) -> int:
     config, _ = _load(args.config, create=False)
-    print("\n".join(env_lines(config)))
+    print("\n".join([*env_lines(config), *statusline_snippet_lines()]))
     return 0
+
+
+def cmd_statusline(args: argparse.Namespace) -> int:
+    """`python -m backend statusline` lands here only through the full parser; `ccbridge statusline`
+    takes a fast path (tui/launcher.py, backend/__main__.py) that skips this module's imports."""
+    from backend.statusline import main as statusline_main
+
+    return statusline_main(["--config", args.config] if args.config else [])
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from backend.stop import stop_serve
+
+    config, _ = _load(args.config, create=False)
+    return stop_serve(config, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def cmd_claude(config_path: str | None, claude_args: list[str]) -> int:
@@ -254,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verbose", action="store_true", help="also print LiteLLM's own log lines")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("env", help="print the export lines for Claude Code").set_defaults(func=cmd_env)
+    sub.add_parser("statusline", help="one line for Claude Code's status line: what the local model is doing "
+                   "(`ccbridge claude` sets it up)").set_defaults(func=cmd_statusline)
+    sub.add_parser("stop", help="stop the ccbridge serve on the config's port and what it started"
+                   ).set_defaults(func=cmd_stop)
     sub.add_parser("claude", help="run Claude Code through ccbridge: `ccbridge claude [--config FILE] "
                    "[claude args...]` (starts ccbridge when none runs, stops it after)")
     imp = sub.add_parser("import", help="turn a guide-style LiteLLM config into ccbridge.yaml")

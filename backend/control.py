@@ -92,6 +92,12 @@ class BridgeControl(Protocol):
         """The alias table in file order."""
         ...
 
+    async def session_status(self, session_id: str | None) -> dict[str, Any]:
+        """One Claude Code session now (`ccbridge statusline`): its request in flight (`request`:
+        phase, prompt progress) else its last (`last`), the backend's model, health and context
+        (`backend`), LiteLLM's and the backend's service states (`services`)."""
+        ...
+
     async def save_aliases(self, aliases: list[Alias]) -> list[Alias]:
         """Validate, write ccbridge.yaml (comments kept), apply to the next request; returns the table
         now in force. Raises `backend.config.ConfigError` with the reason (nothing written)."""

@@ -13,22 +13,24 @@ API-key dialog.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
 from backend import paths
-from backend.backend_probe import probe_backend
-from backend.claude_env import apply, base_url, claude_settings
-from backend.config.model import Config
+from backend.backend_probe import BackendInfo, probe_backend, server_root
+from backend.claude_env import apply, base_url, claude_settings, statusline_settings
+from backend.config.model import BackendConfig, Config
+from backend.serve_info import STARTED_BY_ENV, describe
 from backend.services.process import DIE_WITH_PARENT
 
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
@@ -36,6 +38,11 @@ SERVING_STATES = frozenset({"ready", "external", "unused"})
 """Service states in which requests are served."""
 START_TIMEOUT = 600.0
 """Seconds to wait for a ccbridge started here: the first start creates LiteLLM's environment."""
+BACKEND_LOADING_WAIT_S = 600.0
+"""Seconds to wait while llama-server answers 503 (loading its model): minutes for a big model."""
+BACKEND_DOWN_WAIT_S = 20.0
+"""Seconds to wait while the backend does not answer at all (ccbridge may be starting it)."""
+CONTEXT_VARIABLE = "CLAUDE_CODE_MAX_CONTEXT_TOKENS"
 
 
 class LaunchError(Exception):
@@ -102,7 +109,8 @@ class BackgroundBridge:
         with open(self.log_path, "wb") as log:
             # own session: the terminal's Ctrl-C is Claude Code's, not the bridge's
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=DIE_WITH_PARENT)
+                                         start_new_session=True, preexec_fn=DIE_WITH_PARENT,
+                                         env={**os.environ, STARTED_BY_ENV: f"ccbridge claude (pid {os.getpid()})"})
 
     @property
     def running(self) -> bool:
@@ -160,7 +168,7 @@ def running_bridge(config: Config, say: Callable[[str], None]) -> Iterator[dict[
     url, key = base_url(config), config.proxy.api_key
     status = bridge_status(url, key)
     if status is not None:
-        say(f"ccbridge: using the ccbridge already running at {url}")
+        say(f"ccbridge: using {describe(status, url)}")
         yield wait_serving(url, key, alive=lambda: True, timeout=START_TIMEOUT, say=say)
         return
     bridge = BackgroundBridge(config, paths.run_dir() / "claude-serve.log")
@@ -201,11 +209,116 @@ def run_claude(claude: str, args: list[str], env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
+class OneLine:
+    """Progress on one line of a terminal (rewritten in place); one line per change elsewhere."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._open = False
+        self._last_key = ""
+        self.shown = False
+        """Anything was shown."""
+
+    def show(self, text: str, key: str) -> None:
+        """`key` is what the line is about without its clock: off a terminal, a line per new key."""
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+            self._open = True
+        elif key != self._last_key:
+            self.stream.write(text + "\n")
+        self._last_key = key
+        self.shown = True
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def wait_backend(backend: BackendConfig, line: OneLine, *, loading_timeout: float = BACKEND_LOADING_WAIT_S,
+                 down_timeout: float = BACKEND_DOWN_WAIT_S, interval: float = 1.0,
+                 probe: Callable[[BackendConfig], BackendInfo] = probe_backend) -> BackendInfo:
+    """Ask the backend until it says its context per slot: up to `loading_timeout` seconds while it
+    loads its model (503), `down_timeout` while it does not answer at all. Returns the last answer."""
+    started = time.monotonic()
+    while True:
+        info = probe(backend)
+        if info.reachable and info.n_ctx_slot:
+            if line.shown:
+                line.show(f"ccbridge: {backend.name} is ready ({info.model}, context {info.n_ctx_slot} per slot)",
+                          "ready")
+            line.done()
+            return info
+        waited = time.monotonic() - started
+        loading = info.health == "loading"
+        if waited >= (loading_timeout if loading else down_timeout):
+            line.done()
+            return info
+        what = "llama-server is loading its model (503)" if loading else \
+            (info.error or "it does not say its context")
+        line.show(f"ccbridge: waiting for backend {backend.name} at {server_root(backend.api_base)}: {what} "
+                  f"({waited:.0f} s)", what)
+        time.sleep(interval)
+
+
 def claude_session(config: Config, claude: str, args: list[str], say: Callable[[str], None]) -> int:
-    """`ccbridge claude`: the bridge up, Claude Code (`claude`, from `find_claude`) run with every
-    setting, the bridge down again."""
+    """`ccbridge claude`: the bridge up, the backend's context known (waited for while its model loads),
+    Claude Code (`claude`, from `find_claude`) run with every setting and ccbridge's status line, the
+    bridge down again."""
     with running_bridge(config, say):
         first = next(iter(config.backends.values()), None)
-        info = probe_backend(first) if first is not None else None
-        env = apply(claude_settings(config, info), os.environ)
-        return run_claude(claude, args, env)
+        info = wait_backend(first, OneLine()) if first is not None else None
+        settings = claude_settings(config, info)
+        if info is None or not info.n_ctx_slot:
+            window = next(s for s in settings if s.name == CONTEXT_VARIABLE)
+            own = os.environ.get(CONTEXT_VARIABLE)
+            why = info.error if info is not None and info.error else "no backend"
+            if own:
+                settings = [s for s in settings if s.name != CONTEXT_VARIABLE]
+                say(f"ccbridge: the backend's context is unknown ({why}); keeping your {CONTEXT_VARIABLE}={own}")
+            else:
+                say(f"ccbridge: the backend's context is unknown ({why}); assuming {window.value} tokens "
+                    f"({window.why.split(': ', 1)[0].removeprefix('ASSUMED (').rstrip(')')}): "
+                    f"{CONTEXT_VARIABLE}={window.value}. Set {CONTEXT_VARIABLE} to llama-server's context "
+                    "per slot (its -c divided by -np) to change it.")
+        env = apply(settings, os.environ)
+        return run_claude(claude, [*statusline_args(args, say), *args], env)
+
+
+def statusline_args(args: list[str], say: Callable[[str], None]) -> list[str]:
+    """`--settings` with ccbridge's status line, unless the user passed their own `--settings` or their
+    Claude Code settings already have a status line (kept; said once, with how to add ours)."""
+    if any(a == "--settings" or a.startswith("--settings=") for a in args):
+        return []
+    theirs = user_statusline(Path.cwd())
+    if theirs is not None:
+        marker = paths.run_dir() / "statusline-hint-shown"
+        if not marker.exists():
+            say(f"ccbridge: kept the statusLine of {theirs}. To see what the local model is doing there "
+                f"instead, set it to: {json.dumps(statusline_settings()['statusLine'])}")
+            with contextlib.suppress(OSError):
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(str(theirs))
+        return []
+    return ["--settings", json.dumps(statusline_settings())]
+
+
+def user_statusline(cwd: Path, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The first of the user's Claude Code settings files that sets a statusLine, or None
+    (user: $CLAUDE_CONFIG_DIR or ~/.claude; project: .claude/settings{,.local}.json up from `cwd`)."""
+    env = os.environ if environ is None else environ
+    user_dir = Path(env["CLAUDE_CONFIG_DIR"]) if env.get("CLAUDE_CONFIG_DIR") else Path.home() / ".claude"
+    candidates = [user_dir / "settings.json", user_dir / "settings.local.json"]
+    for folder in (cwd, *cwd.parents):
+        candidates += [folder / ".claude" / "settings.json", folder / ".claude" / "settings.local.json"]
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("statusLine"):
+            return path
+    return None

@@ -21,6 +21,7 @@ from textual.worker import Worker, WorkerState
 
 from backend.api.link import ServeLink
 from backend.control import BridgeControl, ControlUnavailable
+from backend.serve_info import describe
 from tui.bridge import ROW_WINDOW, PanelBridge, PanelState
 from tui.commands import PanelCommands
 from tui.format import progress_text
@@ -124,7 +125,8 @@ class PanelApp(App[None]):
             self.notify(f"started ccbridge serve (pid {self.link.process.pid if self.link.process else '?'}); "
                         "q stops it", markup=False)
         else:
-            self.notify(f"attached to the ccbridge serve at {self.link.url}; q leaves it running", markup=False)
+            found = describe(self.link.found, self.link.url) if self.link.found else f"the serve at {self.link.url}"
+            self.notify(f"attached to {found}; q leaves it running", markup=False, timeout=10)
         self.backend_up = True
         await self._reseed()
         self.poll_status()

@@ -147,6 +147,10 @@ def _subcommand(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _subcommand(argv)
+    if command == "statusline":  # Claude Code runs it every second: nothing but the standard library
+        from backend.statusline import main as statusline_main
+
+        return statusline_main([a for a in argv if a != "statusline"])
     if command in PANEL_COMMANDS:
         rest = list(argv)
         rest.remove(command)

@@ -129,6 +129,11 @@ class BridgeClient:
         data = await self._call("GET", "/ccbridge/api/in_flight")
         return [e for e in map(event_from_wire, data.get("progress", [])) if isinstance(e, RequestProgress)]
 
+    async def session_status(self, session_id: str | None) -> dict[str, Any]:
+        params = {"session": session_id} if session_id else {}
+        data = await self._call("GET", "/ccbridge/api/statusline", params=params)
+        return data if isinstance(data, dict) else {}
+
     async def aliases(self) -> list[Alias]:
         data = await self._call("GET", "/ccbridge/api/aliases")
         return [(str(p), str(t)) for p, t in data["aliases"]]

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from backend import paths
 from backend.api.client import BridgeClient
 from backend.control import ControlUnavailable, ControlUnreachable
+from backend.serve_info import STARTED_BY_ENV
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -37,6 +39,8 @@ class ServeLink:
         self.spawn = spawn and config_path is not None
         self.log_path = log_path or paths.run_dir() / f"serve-{self.url.rsplit(':', 1)[-1]}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.found: dict[str, Any] | None = None
+        """The status of the serve found already running (None when started here): who, when."""
 
     @property
     def started_here(self) -> bool:
@@ -47,7 +51,7 @@ class ServeLink:
 
         Raises ControlUnavailable with what to do when neither works."""
         try:
-            await self.client.status()
+            self.found = await self.client.status()
             return "attached"
         except ControlUnreachable:
             if not self.spawn:
@@ -80,7 +84,7 @@ class ServeLink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "backend", "serve", "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", STARTED_BY_ENV: f"the panel (pid {os.getpid()})"},
             )
 
     def _log_tail(self, lines: int = 15) -> str:

@@ -7,6 +7,7 @@ GET  /ccbridge/api/requests/{id}/bodies                the request as sent and i
 GET  /ccbridge/api/requests?limit=N[&model=&status=&session=&since=]   newest first
 GET  /ccbridge/api/requests/{id}                   one request
 GET  /ccbridge/api/in_flight                       requests under way now
+GET  /ccbridge/api/statusline?session=ID          one Claude Code session's request now (`ccbridge statusline`)
 GET  /ccbridge/api/aliases                         the alias table in order
 PUT  /ccbridge/api/aliases                         {"aliases": [["pattern", "target"], ...]}
 POST /ccbridge/api/services/{name}/{restart,stop,start}
@@ -113,6 +114,8 @@ class ControlAPI:
                 if record is None:
                     return _error(404, f"no request with id {path.rsplit('/', 1)[1]!r} in the history")
                 return _json(record)
+            if path == "/ccbridge/api/statusline" and method == "GET":
+                return _json(await control.session_status(request.query.get("session") or None))
             if path == "/ccbridge/api/in_flight" and method == "GET":
                 return _json({"in_flight": events_payload(await control.in_flight()),
                               "progress": events_payload(await control.progress())})

@@ -43,11 +43,19 @@ def test_token_not_api_key_and_tiers_follow_the_alias_table():
     assert any(line.startswith("unset ANTHROPIC_API_KEY  # ") for line in lines)
 
 
-def test_unknown_context_leaves_window_variables_out():
+def test_unknown_context_gets_an_assumed_window_that_says_so():
     settings = claude_settings(parse_config(CONFIG), BackendInfo("big", "x", False, error="down"))
     values = _values(settings)
     assert values["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "8000"
-    assert "CLAUDE_CODE_MAX_CONTEXT_TOKENS" not in values and "CLAUDE_CODE_AUTO_COMPACT_WINDOW" not in values
+    # never none: Claude Code would assume a million tokens and never compact
+    assert values["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "32768" and "CLAUDE_CODE_AUTO_COMPACT_WINDOW" not in values
+    line = next(x for x in shell_lines(settings) if "MAX_CONTEXT" in x)
+    assert line.startswith("export CLAUDE_CODE_MAX_CONTEXT_TOKENS=32768  # ASSUMED (the least"), line
+    managed = parse_config(CONFIG.replace("    api_base: http://127.0.0.1:8080/v1\n",
+                                          "    api_base: http://127.0.0.1:8080/v1\n"
+                                          "    command: llama-server -m m.gguf -c 65536 -np 2\n", 1))
+    window = next(s for s in claude_settings(managed, None) if s.name == "CLAUDE_CODE_MAX_CONTEXT_TOKENS")
+    assert window.value == "32768" and "-c 65536 / -np 2 in backends.big.command" in window.why
 
 
 def test_a_tier_no_alias_routes_keeps_claude_codes_own_name():

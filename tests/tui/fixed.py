@@ -188,6 +188,9 @@ class FixedBackend:
     async def aliases(self) -> list[tuple[str, str]]:
         return [(a["pattern"], a["target"]) for a in self._status["aliases"]]
 
+    async def session_status(self, session_id: str | None) -> dict:
+        return {"known": False, "request": None, "last": None, "in_flight": 0, "backend": {}, "services": []}
+
     async def log_tail(self, service: str, n: int = 200) -> list[str]:
         return []
 
