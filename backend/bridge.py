@@ -54,13 +54,13 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
+from backend.redaction import Redactor, config_secrets, learn
 from backend.serve_info import started_by
 from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
 from backend.store import HistoryStore
 from backend.store.history import RequestBodies
-from backend.store.redact import Redactor
 
 _WATCH_INTERVAL = 1.0
 # Seconds a client may take to send its request headers before the connection is closed.
@@ -87,6 +87,7 @@ class Bridge:
     def __init__(self, config: Config, *, bus: EventBus | None = None, run_dir: Path | None = None,
                  history: HistoryStore | None = None) -> None:
         check_exposure(config)
+        learn(config_secrets(config))  # the one redactor blanks them in everything that leaves
         self.config = config
         self.bus = bus or EventBus()
         self._run_dir = run_dir or paths.run_dir()
@@ -104,6 +105,7 @@ class Bridge:
         self.proxy_log = LogBuffer()
         self.started_at: float | None = None
         self._leg_secret = secrets.token_urlsafe(32)
+        learn([self._leg_secret])
         self._session: ClientSession | None = None
         self._backend_session: ClientSession | None = None
         self._servers: list[tuple[asyncio.Server, web.Server]] = []
@@ -433,8 +435,7 @@ class Bridge:
         """The history's body caps and the secrets it blanks, from the config in force."""
         self.history.body_max_bytes = config.history.body_max_kb * 1024
         self.history.bodies_max_bytes = int(config.history.bodies_max_mb * 1024 * 1024)
-        self.history.redact = Redactor([config.proxy.api_key, config.litellm.api_key,
-                                        *(b.api_key for b in config.backends.values())])
+        self.history.redact = Redactor(config_secrets(config))
 
     def _body_limit(self) -> int:
         """Bytes of each body the front keeps (0: `history.bodies` is off)."""
@@ -443,6 +444,7 @@ class Bridge:
     async def apply_config(self, new: Config) -> tuple[str, ...]:
         """Swap routing at once; restart LiteLLM only when its inputs changed."""
         check_exposure(new)
+        learn(config_secrets(new))
         old = self.config
         self.config = new
         self._bodies_config(new)

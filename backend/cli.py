@@ -19,6 +19,7 @@ from backend.config import ConfigError, ensure_config, load_config, write_import
 from backend.config.model import Config
 from backend.console import ConsoleWriter
 from backend.events import Event, LogLine, RequestFinished, RequestRecord, ServiceStateChanged
+from backend.redaction import RedactingFilter
 
 SUMMARY_SECONDS = 60.0
 
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="ccbridge: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # a logged message or traceback never carries a key
     parser = build_parser()
     claude = split_claude_args(list(sys.argv[1:] if argv is None else argv))
     if claude is not None:

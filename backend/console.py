@@ -16,6 +16,8 @@ import sys
 import threading
 from typing import TextIO
 
+from backend.redaction import redact
+
 FLUSH_EVERY = 0.2  # seconds between writes while lines come in
 
 
@@ -49,7 +51,7 @@ class ConsoleWriter:
                 try:
                     if dropped:
                         self._stream.write(f"ccbridge: {dropped} log line(s) dropped while output was stalled\n")
-                    self._stream.write("".join(line + "\n" for line in batch))
+                    self._stream.write("".join(redact(line) + "\n" for line in batch))  # off the loop
                     self._stream.flush()
                 except (OSError, ValueError):
                     pass  # stdout closed (a pipe whose reader left): serving goes on without it

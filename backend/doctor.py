@@ -19,6 +19,7 @@ from backend.monitor.process import parse_flags
 from backend.monitor.sampler import sample_once
 from backend.monitor.snapshot import Advice, MonitorSnapshot
 from backend.monitor.text import describe_gpu, describe_process, describe_server, describe_swa
+from backend.redaction import config_secrets, learn, redact
 from backend.services import litellm_env
 from backend.services.llama_service import command_argv
 from backend.services.supervised import port_in_use, port_owner
@@ -32,18 +33,18 @@ class Report:
         self.warnings = 0
 
     def ok(self, text: str) -> None:
-        print(f"  ok    {text}")
+        print(redact(f"  ok    {text}"))  # the one redactor: no key in any line
 
     def warn(self, text: str) -> None:
         self.warnings += 1
-        print(f"  warn  {text}")
+        print(redact(f"  warn  {text}"))
 
     def fail(self, text: str) -> None:
         self.failures += 1
-        print(f"  FAIL  {text}")
+        print(redact(f"  FAIL  {text}"))
 
     def info(self, text: str) -> None:
-        print(f"  info  {text}")
+        print(redact(f"  info  {text}"))
 
 
 def _check_proxy(config: Config, r: Report) -> None:
@@ -210,6 +211,7 @@ def run_doctor(config_path: str | None) -> int:
     print(f"ccbridge doctor: {path}")
     try:
         config = load_config(path)
+        learn(config_secrets(config))
         r.ok(f"config is valid ({len(config.backends)} backend(s), {len(config.aliases)} alias(es))")
     except (ConfigError, FileNotFoundError) as exc:
         r.fail(f"{exc}")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from backend.redaction import redact
+
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
@@ -46,6 +48,7 @@ class RequestRecord:
     error: str | None = None
     subagent: bool = False  # a Claude Code subagent's request (its billing line said so)
     cache_share: float | None = None  # share of the prompt llama-server served from its cache (0..1)
+    miss_reason: str | None = None  # why it took clearly less from cache than it should have (proxy.misses)
     tool_repairs: int = 0  # tool calls the model wrote as text that ccbridge sent as tool_use blocks
     repaired_text: str | None = None  # the text those calls were written as (cut at 4,000 characters)
 
@@ -116,6 +119,10 @@ class ServiceStateChanged:
     detail: str | None
     at: float
 
+    def __post_init__(self) -> None:  # a detail may hold a command line: secrets never leave in one
+        if self.detail is not None:
+            object.__setattr__(self, "detail", redact(self.detail))
+
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
@@ -124,6 +131,9 @@ class LogLine:
     service: str
     line: str
     at: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "line", redact(self.line))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 import psutil
 
 from backend.monitor.snapshot import ProcessFlags, ProcessStatus
+from backend.redaction import mask_argv
 
-# Flags whose value is secret: masked in the cmdline we show.
-_SECRET_FLAGS = frozenset({"--api-key", "--api-key-file", "--hf-token", "-hft", "--ssl-key-file"})
 _FA_VALUES = frozenset({"on", "off", "auto", "1", "0", "true", "false", "enabled", "disabled"})
 
 
@@ -183,24 +182,8 @@ def looks_like_llama_server(name: str | None, cmdline: Sequence[str]) -> bool:
 
 
 def mask_cmdline(cmdline: Sequence[str]) -> tuple[str, ...]:
-    """The command line with secret values replaced by ***."""
-    out: list[str] = []
-    hide = False
-    for arg in cmdline:
-        if hide:
-            out.append("***")
-            hide = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _SECRET_FLAGS:
-            if "=" in arg:
-                out.append(f"{name}=***")
-            else:
-                out.append(arg)
-                hide = True
-            continue
-        out.append(arg)
-    return tuple(out)
+    """The command line with secret values replaced by *** (the one redactor's `mask_argv`)."""
+    return mask_argv(cmdline)
 
 
 def _listening_pid(port: int) -> int | None:

@@ -23,6 +23,7 @@ from backend.backend_probe import server_root
 from backend.config.model import BackendConfig
 from backend.events import EventBus
 from backend.monitor.process import host_port
+from backend.redaction import command_secrets
 from backend.services.process import ChildProcess
 from backend.services.supervised import (
     READY,
@@ -78,7 +79,7 @@ class LlamaServerService(SupervisedService):
         self.backend = backend
         self._session = session
         self._load_timeout = load_timeout
-        self.log.hide([backend.api_key])
+        self.log.hide([backend.api_key, *command_secrets(backend.command)])  # `--api-key X` in the command too
         self._child: ChildProcess | None = None
         self._lock = asyncio.Lock()
 

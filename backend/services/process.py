@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from backend.redaction import learn, redact
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -48,16 +50,13 @@ class LogBuffer:
 
     def __init__(self, maxlen: int = 2000) -> None:
         self._lines: collections.deque[tuple[float, str]] = collections.deque(maxlen=maxlen)
-        self._secrets: tuple[str, ...] = ()
 
     def hide(self, secrets: Iterable[str | None]) -> None:
-        self._secrets = tuple(s for s in secrets if s and len(s) >= 6)
+        """Blank these secrets: they join every secret the one redactor (`backend.redaction`) knows."""
+        learn(secrets)
 
     def redact(self, line: str) -> str:
-        for secret in self._secrets:
-            if secret in line:
-                line = line.replace(secret, "[redacted]")
-        return line
+        return redact(line)
 
     def add(self, line: str) -> str:
         line = self.redact(line)

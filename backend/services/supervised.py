@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from backend.events import EventBus, LogLine, ServiceStateChanged
+from backend.redaction import redact, redact_optional
 from backend.services.process import LogBuffer
 
 # States a service moves through; the panel and the status API show them.
@@ -86,6 +87,10 @@ class ServiceStatus:
     version: str | None
     last_error: str | None
     log_tail: tuple[str, ...]
+
+    def __post_init__(self) -> None:  # the status API and the panel show these: no secret in them
+        object.__setattr__(self, "last_error", redact_optional(self.last_error))
+        object.__setattr__(self, "log_tail", tuple(redact(line) for line in self.log_tail))
 
 
 def port_owner(port: int) -> psutil.Process | None:

@@ -18,7 +18,7 @@ from backend.events import RequestFinished
 from tests.support.llama import free_port
 from tests.support.upstreams import AnthropicUpstream
 
-SECRET = "sk-planted-secret-0123456789"
+SECRET = "plantedFrontSecret0123456789"  # not key-shaped: only the config redaction can hide it
 
 
 def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.e2e.test_chain import StreamReader, _slot_busy, records_for, wait_for
-from tests.support.llama import LlamaServer
+from tests.support.llama import LlamaServer, free_port, llama_server_binary
 from tests.support.serve import ServeProcess, write_chain_config
 
 pytestmark = pytest.mark.e2e
@@ -183,28 +183,76 @@ def test_invalid_edit_of_the_file_is_refused_and_a_valid_one_applied(llama_serve
         assert resp.status_code == 200
 
 
-def test_a_planted_key_appears_nowhere(llama_server, tmp_path):
-    key = "sk-planted-0123456789abcdef"
-    config = write_chain_config(tmp_path / "ccbridge.yaml", llama_server.api_base)
-    config.write_text(config.read_text().replace("  host: 127.0.0.1\n", f"  host: 127.0.0.1\n  api_key: {key}\n"))
+# Not shaped like API keys (no `sk-`): only the config's own redaction can catch these.
+PLANTED = {"proxy.api_key": "plantedProxyKey7f3a", "litellm.api_key": "plantedLitellmKey2c9d",
+           "backends.local.api_key": "plantedBackendKey5e1b", "backends.managed.command": "plantedCommandKey8a6c"}
+
+
+class EventStream(threading.Thread):
+    """Everything the status API's event stream sends while the test runs."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers, self.text, self.opened = url, headers, "", threading.Event()
+
+    def run(self) -> None:
+        with httpx.stream("GET", f"{self.url}/ccbridge/api/events", headers=self.headers, timeout=None,
+                          trust_env=False) as resp:
+            for chunk in resp.iter_text():
+                self.text += chunk
+                if "event: hello" in self.text:
+                    self.opened.set()
+
+
+def test_a_planted_key_appears_nowhere(llama_server, tiny_model, tmp_path):
+    """Issue 20 item 1: a key in every key field and in a managed llama-server's `command:` (`--api-key`)
+    appears in no output, API answer, event, /metrics line, doctor line or file under the data dir."""
+    key = PLANTED["proxy.api_key"]
+    managed_port = free_port()
+    command = (f"{llama_server_binary()} -m {tiny_model} -c 4096 --threads 1 "
+               f"--api-key {PLANTED['backends.managed.command']}")
+    config = write_chain_config(
+        tmp_path / "ccbridge.yaml", llama_server.api_base,
+        extra_backend=(f"    api_key: {PLANTED['backends.local.api_key']}\n"
+                       f"  managed:\n    api_base: http://127.0.0.1:{managed_port}/v1\n    command: {command}\n"))
+    text = config.read_text().replace("  host: 127.0.0.1\n", f"  host: 127.0.0.1\n  api_key: {key}\n")
+    config.write_text(text.replace("litellm:\n", f"litellm:\n  api_key: {PLANTED['litellm.api_key']}\n", 1))
     with ServeProcess(config, _env(tmp_path), api_key=key) as serve:
         headers = {"x-api-key": key}
+        events = EventStream(serve.url, headers)
+        events.start()
+        assert events.opened.wait(30)
+        # a restart makes the managed server's `starting` line (its command line) while the stream is open
+        resp = httpx.post(f"{serve.url}/ccbridge/api/services/llama:managed/restart", json={}, headers=headers,
+                          timeout=120, trust_env=False)
+        assert resp.status_code == 200, resp.text
+        assert wait_for(lambda: "llama:managed" in events.text and "--api-key ***" in events.text, 30), events.text
         for auth in ({"x-api-key": key}, {"authorization": f"Bearer {key}"}):
             resp = httpx.post(f"{serve.url}/v1/messages", json={**PROMPT, "max_tokens": 4}, headers=auth,
                               timeout=60, trust_env=False)
             assert resp.status_code == 200, resp.text
         httpx.post(f"{serve.url}/v1/messages", json={**PROMPT, "model": 42}, headers=headers, timeout=60,
                    trust_env=False)
-        time.sleep(0.5)
-        api = httpx.get(f"{serve.url}/ccbridge/api/requests", headers=headers, trust_env=False).text \
-            + httpx.get(f"{serve.url}/ccbridge/api/status", headers=headers, trust_env=False).text
+        assert wait_for(lambda: len(serve.requests()) >= 3, 10)
+        api = ""
+        for path in ("requests", "status", "in_flight", "aliases", "services/proxy/log", "services/litellm/log",
+                     "services/llama:managed/log", f"requests/{serve.requests()[0]['id']}/bodies"):
+            got = httpx.get(f"{serve.url}/ccbridge/api/{path}", headers=headers, timeout=10, trust_env=False)
+            assert got.status_code == 200, (path, got.text)
+            api += got.text
+        metrics = httpx.get(f"{serve.url}/metrics", headers=headers, timeout=10, trust_env=False).text
+        assert "ccbridge_requests_total" in metrics
         doctor = subprocess.run([sys.executable, "-m", "backend", "doctor", "--config", str(config)],
-                                capture_output=True, text=True, env={**os.environ, **_env(tmp_path)}).stdout
+                                capture_output=True, text=True, env={**os.environ, **_env(tmp_path)})
         serve.stop()
-        places = {"serve log": serve.log(), "api": api, "doctor": doctor}
-        for path in (tmp_path / "d").rglob("*"):
-            if path.is_file() and path.name != "ccbridge.yaml":
-                places[str(path)] = path.read_bytes().decode("utf-8", "replace")
+        places = {"serve output": serve.log(), "api": api, "event stream": events.text, "/metrics": metrics,
+                  "doctor": doctor.stdout + doctor.stderr}
+        assert "llama:managed starting: " in serve.log() and "--api-key ***" in serve.log()
+        for root in (tmp_path / "d", tmp_path / "c"):
+            for path in root.rglob("*"):
+                if path.is_file() and path.name != "ccbridge.yaml":
+                    places[str(path)] = path.read_bytes().decode("utf-8", "replace")
         assert any("history" in p for p in places)  # the SQLite file was searched too
-        for where, text in places.items():
-            assert key not in text, f"the key leaked into {where}"
+        for where, found in places.items():
+            for field, secret in PLANTED.items():
+                assert secret not in found, f"{field} leaked into {where}"

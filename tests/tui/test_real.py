@@ -21,7 +21,7 @@ from tui.launcher import link_for_config
 from tui.screens.aliases import AliasEditor
 from tui.screens.requests import RequestDetail
 
-PLANTED = "sk-ant-planted-0123456789abcdef"
+PLANTED = "plantedPanelKey0123456789abcdef"  # not key-shaped: only the config redaction can hide it
 
 
 def _external_config(path: Path, upstream_url: str, *, api_key: str | None = None) -> Path:
