@@ -34,9 +34,22 @@ def _looks_like_serve(proc: psutil.Process) -> bool:
     return " serve" in line and ("backend" in line or "ccbridge" in line)
 
 
+def _gone(proc: psutil.Process) -> bool:
+    """Exited: a zombie counts (its parent, a panel still open, reaps it when it looks)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return alive
+    """The processes still running after up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.1)
 
 
 def stop_serve(config: Config, say: Callable[[str], None], timeout: float = STOP_TIMEOUT_S) -> int:
@@ -68,6 +81,7 @@ def stop_serve(config: Config, say: Callable[[str], None], timeout: float = STOP
         children = proc.children(recursive=True)
     except psutil.Error:
         children = []
+    names = sorted({_name(p) for p in children})
     started = time.monotonic()
     try:
         os.kill(pid, signal.SIGTERM)
@@ -94,7 +108,6 @@ def stop_serve(config: Config, say: Callable[[str], None], timeout: float = STOP
         except psutil.Error:
             pass
     left = _wait_gone(left, 5)
-    names = sorted({_name(p) for p in children})
     what = f" and what it started ({', '.join(names)})" if names else ""
     if left:
         say(f"ccbridge: stopped the serve{what}, but pids {', '.join(str(p.pid) for p in left)} are still running")

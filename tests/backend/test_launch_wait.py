@@ -1,0 +1,71 @@
+"""`ccbridge claude`'s wait for the backend, on one updating line, and what it assumes when it cannot learn."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from backend.backend_probe import BackendInfo
+from backend.config import parse_config
+from backend.launch import OneLine, statusline_args, user_statusline, wait_backend
+from backend.serve_info import describe
+
+CONFIG = parse_config("backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\naliases:\n  \"*\": local\n")
+BACKEND = CONFIG.backends["local"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_one_updating_line_while_loading_then_ready():
+    answers = [BackendInfo("local", "x", False, error="Loading model", health="loading")] * 3 + [
+        BackendInfo("local", "x", True, "qwen", n_ctx_slot=32768, health="ok")]
+    term = Terminal()
+    info = wait_backend(BACKEND, OneLine(term), interval=0.01, probe=lambda b: answers.pop(0))
+    assert info.n_ctx_slot == 32768
+    text = term.getvalue()
+    assert text.count("\r\x1b[K") == 4 and text.endswith("context 32768 per slot)\n")
+    assert "waiting for backend local at http://127.0.0.1:9: llama-server is loading its model (503) (0 s)" in text
+
+
+def test_gives_up_after_its_limits_and_returns_what_it_last_heard():
+    down = BackendInfo("local", "x", False, error="ClientConnectorError: refused", health="unreachable")
+    out = io.StringIO()
+    info = wait_backend(BACKEND, OneLine(out), down_timeout=0.05, interval=0.01, probe=lambda b: down)
+    assert info is down and out.getvalue().count("\n") == 1 and "refused" in out.getvalue()
+
+
+def test_status_line_settings_unless_the_user_has_one_or_passed_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCBRIDGE_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude"))
+    monkeypatch.chdir(tmp_path)
+    said: list[str] = []
+    args = statusline_args(["-p", "x"], said.append)
+    assert args[0] == "--settings" and '"refreshInterval": 1' in args[1] and not said
+    assert statusline_args(["--settings", "mine.json"], said.append) == [] and not said
+    project = tmp_path / "repo" / ".claude"
+    project.mkdir(parents=True)
+    (project / "settings.local.json").write_text('{"statusLine": {"type": "command", "command": "x"}}')
+    assert user_statusline(tmp_path / "repo" / "src") == project / "settings.local.json"
+    assert user_statusline(tmp_path) is None
+    monkeypatch.chdir(tmp_path / "repo")
+    assert statusline_args([], said.append) == [] and len(said) == 1 and "settings.local.json" in said[0]
+    assert statusline_args([], said.append) == [] and len(said) == 1  # said once
+
+
+def test_describe_names_the_serve_who_started_it_and_when():
+    status = {"version": "0.1.0", "config_path": "/c.yaml",
+              "services": [{"name": "proxy", "pid": 77, "started_by": "the panel (pid 5)", "started_at": 1000.0}]}
+    line = describe(status, "http://127.0.0.1:8082", now=1000.0 + 7200)
+    assert line.startswith("ccbridge serve 0.1.0 at http://127.0.0.1:8082 (pid 77, config /c.yaml), started by "
+                           "the panel (pid 5) at ") and line.endswith("(2.0 h ago)")
+    assert describe({"services": []}, "http://h:1") == "ccbridge serve at http://h:1"
+
+
+def test_paths_are_absolute_in_the_settings_snippet():
+    from backend.claude_env import statusline_command
+
+    argv = statusline_command().split()
+    assert Path(argv[0]).is_absolute() and argv[1:3] == ["-I", "-S"] and Path(argv[3]).is_file()
