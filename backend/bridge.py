@@ -124,6 +124,8 @@ class Bridge:
         self._prometheus = BridgeCollector(self.metrics, self.services,
                                            self.monitor.snapshot, __version__, groups=self.groups)
         self._config_mtime = self._mtime()
+        # History listens on its own, first: a failing fold (metrics, monitor) never loses a record.
+        self._unsubscribe_history = self.bus.subscribe(self._keep_history)
         self._unsubscribe = self.bus.subscribe(self._on_event)
 
     # -- façade --------------------------------------------------------------
@@ -542,6 +544,7 @@ class Bridge:
             "probes_answered": self.front.probes_answered,
             "billing_lines_removed": self.front.billing_lines_removed,
             "refused_retries": self.leg.refused_total if self.leg else 0,
+            "listener_errors": self.bus.listener_errors,
             "restarts": 0,
             "last_error": None,
         })
@@ -566,11 +569,14 @@ class Bridge:
         self._servers.append((listener, server))
         return int(listener.sockets[0].getsockname()[1])
 
+    def _keep_history(self, event: Event) -> None:
+        if isinstance(event, RequestFinished):
+            self.history.add(event.record)
+
     def _on_event(self, event: Event) -> None:
         self.metrics.on_event(event)
         self.sessions.on_event(event)
         if isinstance(event, RequestFinished):
-            self.history.add(event.record)
             self.monitor.add_record(event.record)
             self.balancer.finished(event.record)
         elif isinstance(event, LogLine) and event.service == "proxy":

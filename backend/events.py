@@ -7,12 +7,16 @@ be able to change it under each other.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from backend.redaction import redact
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,17 +162,26 @@ Event = (
 Listener = Callable[[Event], None]
 
 
+LISTENER_ERROR_EVERY = 30.0
+"""Seconds between two log lines about the same failing listener (the count between them is kept)."""
+
+
 class EventBus:
     """Fan-out of events to listeners.
 
     Listeners are called synchronously on the publishing thread; they must be
-    quick and must not raise (a failing listener is dropped from that call and
-    reported once through `on_listener_error`).
+    quick and must not raise. One that raises does not stop the others (or the
+    proxy): the error is counted (`listener_errors`, in the status API and
+    /metrics) and logged with its traceback, at most once per listener every
+    `LISTENER_ERROR_EVERY` seconds, with how many were not logged since.
     """
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self.listener_errors = 0
+        """Exceptions raised by listeners since start."""
+        self._reported: dict[str, tuple[float, int]] = {}  # listener -> (last logged, errors not logged since)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         with self._lock:
@@ -184,5 +197,19 @@ class EventBus:
         for listener in self._listeners:  # copy-on-write list: no lock on the hot path
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a listener must never break the proxy
-                pass
+            except Exception as exc:  # noqa: BLE001 - a listener must never break the proxy (or the others)
+                self._listener_failed(listener, event, exc)
+
+    def _listener_failed(self, listener: Listener, event: Event, exc: Exception) -> None:
+        name = getattr(listener, "__qualname__", None) or repr(listener)
+        now = time.monotonic()
+        with self._lock:  # the rare path: publishers on several threads may fail at once
+            self.listener_errors += 1
+            last, quiet = self._reported.get(name, (-LISTENER_ERROR_EVERY, 0))
+            if now - last < LISTENER_ERROR_EVERY:
+                self._reported[name] = (last, quiet + 1)
+                return
+            self._reported[name] = (now, 0)
+        more = f" ({quiet} more from it not logged in the last {LISTENER_ERROR_EVERY:.0f} s)" if quiet else ""
+        _log.error("event listener %s failed on %s: %s: %s%s", name, type(event).__name__, type(exc).__name__,
+                   exc, more, exc_info=exc)

@@ -131,14 +131,19 @@ class BridgeCollector(Collector):
                                                                                                          "state"])
         restarts = CounterMetricFamily("ccbridge_service_restarts", "Restarts of the service since ccbridge started",
                                        labels=["service"])
+        listener_errors = CounterMetricFamily("ccbridge_listener_errors", "Exceptions raised by event listeners "
+                                              "(history, metrics, panels); each is logged, rate-limited")
         for svc in self._services():
             name, current = str(svc.get("name")), str(svc.get("state"))
             up.add_metric([name], 1 if current in _UP_STATES else 0)
             state.add_metric([name, current], 1)
             restarts.add_metric([name], int(svc.get("restarts") or 0))
+            if name == "proxy":
+                listener_errors.add_metric([], int(svc.get("listener_errors") or 0))
         yield up
         yield state
         yield restarts
+        yield listener_errors
 
     def _monitor_families(self) -> Iterator[Metric]:
         snap = self._monitor()
