@@ -27,7 +27,7 @@ from backend.backend_probe import BackendInfo
 from backend.claude_env import claude_settings, shell_lines
 from backend.config import AliasTable, Config, ConfigDocument, ConfigError, load_config
 from backend.config.model import LOOPBACK_HOSTS, BackendConfig
-from backend.control import Alias, ServiceNotFound
+from backend.control import Alias, ConfigNotApplied, ServiceNotFound
 from backend.events import (
     ConfigApplied,
     Event,
@@ -124,6 +124,8 @@ class Bridge:
         self._prometheus = BridgeCollector(self.metrics, self.services,
                                            self.monitor.snapshot, __version__, groups=self.groups)
         self._config_mtime = self._mtime()
+        self._config_lock = asyncio.Lock()  # one config change at a time: file watcher, aliases, --swa-full
+        self._staged: tuple[Config, Routing] | None = None  # a config being applied, while LiteLLM tries it
         # History listens on its own, first: a failing fold (metrics, monitor) never loses a record.
         self._unsubscribe_history = self.bus.subscribe(self._keep_history)
         self._unsubscribe = self.bus.subscribe(self._on_event)
@@ -351,19 +353,24 @@ class Bridge:
             if self.litellm is None:
                 self.litellm = LiteLLMService(
                     settings=config.litellm,
-                    backends=lambda: self._routing.backends,
+                    backends=lambda: self._litellm_inputs()[1].backends,
                     leg_url=lambda: f"http://127.0.0.1:{self._leg_port}",
                     leg_secret=self._leg_secret,
                     run_dir=self._run_dir,
                     bus=self.bus,
                     session=self._session,  # type: ignore[arg-type]
-                    groups=lambda: groups_of(self.config.aliases),
-                    balance=lambda: self.config.groups.balance,
+                    groups=lambda: groups_of(self._litellm_inputs()[0].aliases),
+                    balance=lambda: self._litellm_inputs()[0].groups.balance,
                 )
             self._upstream = self.litellm
         else:
             first = next(iter(config.backends.values()))
             self._upstream = NativeUpstream(first, self._resolver.cached if self._resolver else None)
+
+    def _litellm_inputs(self) -> tuple[Config, Routing]:
+        """What LiteLLM's config is written from: the config being applied while a restart tries it,
+        else the one in force."""
+        return self._staged or (self.config, self._routing)
 
     async def stop_service(self, name: str) -> None:
         await self._service(name).stop()
@@ -395,16 +402,15 @@ class Bridge:
         if source is None:
             raise ConfigError("this bridge was started without a config file; nothing to save to")
 
-        def write() -> Config:
+        def edit() -> tuple[ConfigDocument, Config]:
             doc = ConfigDocument.load(source)
             doc.set_aliases(aliases)
-            new = doc.to_config()  # raises ConfigError with the reason; nothing written
-            doc.save()
-            return new
+            return doc, doc.to_config()  # raises ConfigError with the reason; nothing written
 
-        new = await asyncio.to_thread(write)
-        self._config_mtime = self._mtime()
-        await self.apply_config(new)
+        async with self._config_lock:
+            doc, new = await asyncio.to_thread(edit)
+            await self._apply(new)  # all or nothing: on failure nothing is written either
+            await self._save(doc)
         return [(r.pattern, r.target) for r in new.aliases]
 
     async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
@@ -416,21 +422,38 @@ class Bridge:
             raise ConfigError(f"backend '{backend}' is not run by ccbridge (it has no command): add --swa-full to "
                               "the llama-server command line you start yourself",
                               key=f"backends.{backend}.command", file=self.config.source)
-        if self.config.source is None:
+        source = self.config.source
+        if source is None:
             raise ConfigError("this bridge was started without a config file; nothing to save to")
-        doc = ConfigDocument.load(self.config.source)
-        doc.set_value(["backends", backend, "command"], command_with_flag(cfg.command, "--swa-full"))
-        new = doc.to_config()  # raises ConfigError with the reason; nothing written
-        doc.save()
-        self._config_mtime = self._mtime()
-        return await self.apply_config(new)
+        command = command_with_flag(cfg.command, "--swa-full")
+
+        def edit() -> tuple[ConfigDocument, Config]:  # YAML read and checked off the event loop
+            doc = ConfigDocument.load(source)
+            doc.set_value(["backends", backend, "command"], command)
+            return doc, doc.to_config()  # raises ConfigError with the reason; nothing written
+
+        async with self._config_lock:
+            doc, new = await asyncio.to_thread(edit)
+            restarted = await self._apply(new)
+            await self._save(doc)
+        return restarted
+
+    async def _save(self, doc: ConfigDocument) -> None:
+        """Write ccbridge.yaml off the loop (the config is in force already) and take its new mtime as seen, so
+        the watcher does not apply it again."""
+        await asyncio.to_thread(doc.save)
+        self._config_mtime = await asyncio.to_thread(self._mtime)
 
     async def reload_config(self) -> Config:
         """Re-read ccbridge.yaml; an invalid file is refused and the running config kept."""
+        async with self._config_lock:
+            return await self._reload()
+
+    async def _reload(self) -> Config:
         if self.config.source is None:
             return self.config
-        new = load_config(self.config.source)
-        await self.apply_config(new)
+        new = await asyncio.to_thread(load_config, self.config.source)  # YAML parsing off the event loop
+        await self._apply(new)
         return new
 
     def _bodies_config(self, config: Config) -> None:
@@ -444,14 +467,48 @@ class Bridge:
         return self.config.history.body_max_kb * 1024 if self.config.history.bodies else 0
 
     async def apply_config(self, new: Config) -> tuple[str, ...]:
-        """Swap routing at once; restart LiteLLM only when its inputs changed."""
-        check_exposure(new)
+        """Put a config in force, all or nothing (see `_apply`); one config change at a time."""
+        async with self._config_lock:
+            return await self._apply(new)
+
+    async def _apply(self, new: Config) -> tuple[str, ...]:
+        """Build the new state, start what it needs, then swap (call it holding `_config_lock`).
+
+        LiteLLM is the step that can fail: when its inputs changed (a new or removed backend or
+        group, a new port) a new LiteLLM is started from the new config while the running one
+        serves, and only once it is healthy are config and routing swapped. If it fails nothing
+        changed: the running LiteLLM and config stay, and `ConfigNotApplied` says why. The rest
+        follows the swap: a LiteLLM no longer needed stops, one newly needed starts (its supervisor
+        retries and requests wait for it), a llama-server whose command changed restarts (two
+        cannot hold one port)."""
+        try:
+            check_exposure(new)
+        except StartupError as exc:
+            raise ConfigError(str(exc)) from None
         learn(config_secrets(new))
         old = self.config
+        routing = self._make_routing(new)
+        restarted: tuple[str, ...] = ()
+        litellm = self.litellm
+        if (litellm is not None and not new.litellm.url and any(b.route != "native" for b in new.backends.values())
+                and (set(old.backends) != set(new.backends) or old.litellm != new.litellm
+                     or groups_of(old.aliases) != groups_of(new.aliases) or old.groups != new.groups)):
+            # LiteLLM's config names the backends and groups only (the leg reads api_base, model and
+            # keys live), so only a new or removed backend or group, or a new port, needs a restart.
+            settings, litellm.settings = litellm.settings, new.litellm
+            self._staged = (new, routing)
+            try:
+                await litellm.restart()
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the running state
+                litellm.settings = settings
+                raise ConfigNotApplied(f"LiteLLM did not start with the new config ({exc}); the running LiteLLM "
+                                       "and config are kept") from exc
+            finally:
+                self._staged = None
+            restarted = ("litellm",)
         self.config = new
         self._bodies_config(new)
-        self._routing = self._make_routing(new)
-        restarted: tuple[str, ...] = ()
+        self._routing = routing
         had = self.litellm
         self._choose_upstream()
         if self._upstream is not self.litellm and self.litellm is not None:
@@ -459,14 +516,6 @@ class Bridge:
             self.litellm = None
         elif self.litellm is not None and had is None:
             await self.litellm.start()
-            restarted = ("litellm",)
-        elif self.litellm is not None and (set(old.backends) != set(new.backends) or old.litellm != new.litellm
-                                           or groups_of(old.aliases) != groups_of(new.aliases)
-                                           or old.groups != new.groups):
-            # LiteLLM's config names the backends and groups only (the leg reads api_base, model and
-            # keys live), so only a new or removed backend or group, or a new port, needs a restart.
-            self.litellm.settings = new.litellm
-            await self.litellm.restart()
             restarted = ("litellm",)
         self.balancer.forget(groups_of(new.aliases))
         restarted += await self.llamas.sync(new.backends)
@@ -594,17 +643,26 @@ class Bridge:
             return None
 
     async def _watch_config(self) -> None:
-        """Apply external edits of ccbridge.yaml; refuse invalid ones with the reason."""
+        """Apply external edits of ccbridge.yaml; refuse invalid ones with the reason, and say truthfully
+        whether the running config was kept."""
         while True:
             await asyncio.sleep(_WATCH_INTERVAL)
-            mtime = self._mtime()
-            if mtime is None or mtime == self._config_mtime:
+            if self._mtime() == self._config_mtime:
                 continue
-            self._config_mtime = mtime
-            try:
-                await self.reload_config()
-                self.bus.publish(LogLine("proxy", f"applied edited {self.config.source}", time.time()))
-            except (ConfigError, Exception) as exc:  # noqa: BLE001 - keep running on any bad edit
-                self.bus.publish(LogLine(
-                    "proxy", f"ignored edit of {self.config.source}: {exc} (running config kept)",
-                    time.time()))
+            async with self._config_lock:  # an API change in progress saves first and takes the mtime as seen
+                mtime = self._mtime()
+                if mtime is None or mtime == self._config_mtime:
+                    continue
+                self._config_mtime = mtime
+                before = self.config
+                try:
+                    await self._reload()
+                    self._say(f"applied edited {self.config.source}")
+                except Exception as exc:  # noqa: BLE001 - keep running on any bad edit
+                    if self.config is before:
+                        self._say(f"ignored edit of {self.config.source}: {exc} (running config kept)")
+                    else:  # swapped, then a later step failed: say so, not "kept"
+                        self._say(f"applied edited {self.config.source}, but then: {exc}")
+
+    def _say(self, line: str) -> None:
+        self.bus.publish(LogLine("proxy", line, time.time()))

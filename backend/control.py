@@ -32,6 +32,10 @@ class ServiceNotFound(KeyError):
         return str(self.args[0]) if self.args else "no such service"
 
 
+class ConfigNotApplied(RuntimeError):
+    """A valid config could not be put in force (LiteLLM did not start with it); the running one is kept."""
+
+
 class ControlUnavailable(ConnectionError):
     """The bridge cannot be reached or answered something unexpected; the message says which and what to do."""
 

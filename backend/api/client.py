@@ -20,7 +20,15 @@ from httpx_sse import SSEError, aconnect_sse
 
 from backend.api.wire import EVENTS_PATH, bodies_from_dict, event_from_wire, record_from_dict
 from backend.config import ConfigError
-from backend.control import Alias, ControlEvent, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
+from backend.control import (
+    Alias,
+    ConfigNotApplied,
+    ControlEvent,
+    ControlUnavailable,
+    ControlUnreachable,
+    ServiceNotFound,
+    StreamOpened,
+)
 from backend.events import RequestProgress, RequestRecord, RequestStarted
 from backend.store.history import RequestBodies
 
@@ -77,6 +85,8 @@ class BridgeClient:
             raise ServiceNotFound(_message(resp))
         if resp.status_code == 400 and path.endswith("/aliases"):
             raise ConfigError(_message(resp).removeprefix("aliases not saved: "))
+        if resp.status_code == 503 and (path.endswith("/aliases") or path.endswith("/swa-full")):
+            raise ConfigNotApplied(_message(resp).removeprefix("ccbridge: "))
         if resp.status_code == 404 and path.startswith("/ccbridge/api/requests/"):
             return None
         if resp.status_code >= 400:

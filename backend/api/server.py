@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,11 +38,13 @@ from aiohttp import web
 from backend import __version__
 from backend.api.wire import EVENTS_PATH, bodies_to_dict, encode, events_payload
 from backend.config import ConfigError
-from backend.control import BridgeControl, ControlEvent, ServiceNotFound, StreamOpened
+from backend.control import BridgeControl, ConfigNotApplied, ControlEvent, ServiceNotFound, StreamOpened
 from backend.events import Event
 from backend.proxy.errors import anthropic_error
 from backend.proxy.headers import client_key
+from backend.redaction import redact
 
+_log = logging.getLogger(__name__)
 _MAX_LIMIT = 1000
 FLUSH_S = 0.2
 """The event stream is written at most five times a second, however many requests there are."""
@@ -139,6 +142,13 @@ class ControlAPI:
                 return _json({"restarted": list(restarted)})
         except ServiceNotFound as exc:
             return _error(404, str(exc))
+        except ConfigNotApplied as exc:
+            return _error(503, f"ccbridge: {exc}")
+        except ConfigError as exc:
+            return _error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a JSON error that says what failed, never a bare 500 page
+            _log.exception("%s %s failed", method, path)
+            return _error(500, redact(f"ccbridge: {method} {path} failed: {type(exc).__name__}: {exc}"))
         return _error(404, f"no such ccbridge API path: {method} {path}")
 
     async def _service(self, request: web.BaseRequest, name: str, verb: str) -> web.StreamResponse:
