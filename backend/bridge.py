@@ -51,6 +51,7 @@ from backend.proxy.guard import GuardedServer
 from backend.proxy.hostcheck import refuse_foreign
 from backend.proxy.leg import BackendLeg
 from backend.proxy.models import ModelResolver
+from backend.proxy.misses import CacheFacts, MissExplainer
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
@@ -60,6 +61,7 @@ from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
 from backend.store import HistoryStore
+from backend.services.slot_files import SlotFiles
 from backend.store.history import RequestBodies
 
 _WATCH_INTERVAL = 1.0
@@ -119,7 +121,8 @@ class Bridge:
         self.monitor = BackendMonitor(lambda: self.config.backends)
         self.metrics = RequestMetrics(route_of=self._route_of)
         self.sessions = SessionBoard()
-        self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session)
+        self.slot_files = SlotFiles(paths.slots_dir(), lambda: self.config.cache, say=self._say_in_service)
+        self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session, slot_files=self.slot_files)
         self.api = ControlAPI(self, api_key=lambda: self.config.proxy.api_key, prometheus=self.prometheus)
         self._prometheus = BridgeCollector(self.metrics, self.services,
                                            self.monitor.snapshot, __version__, groups=self.groups)
@@ -232,6 +235,7 @@ class Bridge:
             keep_bodies=self.history.add_bodies,
         )
         try:
+            misses=MissExplainer(self._cache_facts),
             await self._serve(self._handle, self.config.proxy.host, self.config.proxy.port)
         except OSError as exc:
             await self.stop()
@@ -245,6 +249,7 @@ class Bridge:
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
         await self.llamas.sync(self.config.backends)
         earlier = await asyncio.to_thread(self.history.recent, 500)
+        self.slot_files.clear_leftovers()
         self.monitor.seed(earlier)
         self.metrics.seed(earlier)
         await self.monitor.start(session=self._backend_session)
@@ -546,6 +551,7 @@ class Bridge:
             "unknown_models": [
                 {"model": m, **info} for m, info in sorted(
                     self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
+            "slot_restores": {name: r.as_dict() for name, r in self.slot_files.restored.items()},
             ],
             "history_warning": self.history.warning,
             "metrics": metrics.to_dict(),
@@ -603,6 +609,7 @@ class Bridge:
     def _make_routing(self, config: Config) -> Routing:
         return Routing(
             proxy=config.proxy,
+            "shared_first_moved": self.front.shared_moved,
             backends=dict(config.backends),
             aliases=AliasTable(config.aliases),
             config_path=str(config.source) if config.source else "ccbridge.yaml",
@@ -618,6 +625,7 @@ class Bridge:
         self._servers.append((listener, server))
         return int(listener.sockets[0].getsockname()[1])
 
+            shared_first=config.cache.shared_first,
     def _keep_history(self, event: Event) -> None:
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
@@ -637,6 +645,7 @@ class Bridge:
 
     def _mtime(self) -> float | None:
         source = self.config.source
+            self._check_restore(event.record)
         try:
             return source.stat().st_mtime if source else None
         except OSError:
@@ -646,6 +655,34 @@ class Bridge:
         """Apply external edits of ccbridge.yaml; refuse invalid ones with the reason, and say truthfully
         whether the running config was kept."""
         while True:
+    def _check_restore(self, record: RequestRecord) -> None:
+        """The first request after a slot restore says whether it gave anything back (see slot_files)."""
+        if record.routed_backend in self.slot_files.restored:
+            cached, fresh = record.backend_cache_n, record.backend_prompt_n
+            if cached is None or fresh is None:  # the native route: llama-server's Anthropic usage
+                cached, fresh = record.cache_read_tokens, record.input_tokens
+            self.slot_files.check(record.routed_backend, cached, fresh, f"llama:{record.routed_backend}")
+
+    def _cache_facts(self, backend: str) -> CacheFacts:
+        """When the backend's llama-server came up, when ccbridge restored its slots, whether it loses
+        the prompt start (sliding-window model without --swa-full): for naming a cache miss."""
+        svc = self.llamas.services.get(backend)
+        came_up = svc.status().started_at if svc is not None else None
+        swa = False
+        for b in self.monitor.snapshot().backends:
+            if b.name == backend:
+                if came_up is None and b.process is not None:
+                    came_up = b.process.started_at  # a server the user runs: its process start time
+                swa = bool(b.swa and b.swa.window and b.swa.full is not True)
+        restored = self.slot_files.restored.get(backend)
+        return CacheFacts(came_up, restored.at if restored else None, swa)
+
+    def _say_in_service(self, service: str, line: str) -> None:
+        """A line of ccbridge's own in a managed service's log (the panel and the API show it)."""
+        svc = self.llamas.get(service)
+        if svc is not None:
+            self.bus.publish(LogLine(service, svc.log.add(line), time.time()))
+
             await asyncio.sleep(_WATCH_INTERVAL)
             if self._mtime() == self._config_mtime:
                 continue

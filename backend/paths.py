@@ -46,3 +46,8 @@ def litellm_venv(version: str) -> Path:
 def run_dir() -> Path:
     """Generated LiteLLM config, its master key (0600), pid files, logs."""
     return data_dir() / "run"
+
+
+def slots_dir() -> Path:
+    """llama-server slot files (`--slot-save-path`) kept across restarts ccbridge makes, one folder per backend."""
+    return data_dir() / "slots"

@@ -172,7 +172,7 @@ def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:
     hung = "no"
     if r.client_hung_up:
         hung = "yes: the client hung up and the model was stopped"
-    return [
+    lines = [
         ("id", r.id),
         ("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))),
         ("request", f"{r.method} {r.path}" + ("  (stream)" if r.stream else "")),
@@ -195,6 +195,10 @@ def detail_lines(r: RequestRecord) -> list[tuple[str, str]]:
         ("tool calls", repair_text(r)),
         ("error", r.error or "-"),
     ]
+    if r.miss_reason:  # why the prompt cache gave less than it should have (backend.proxy.misses)
+        lines.insert(next(i for i, (label, _) in enumerate(lines) if label == "prompt cache") + 1,
+                     ("cache miss", r.miss_reason))
+    return lines
 
 
 def repair_text(r: RequestRecord) -> str:

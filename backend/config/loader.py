@@ -35,6 +35,7 @@ from backend.config.model import (
     LOOPBACK_HOSTS,
     AliasRule,
     BackendConfig,
+    CacheConfig,
     Config,
     GroupsConfig,
     HistoryConfig,
@@ -78,6 +79,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "aliases": (),  # free-form patterns
     "history": ("path", "retention_days", "max_rows", "bodies", "body_max_kb", "bodies_max_mb"),
     "groups": ("balance",),
+    "cache": ("shared_first", "keep_slots", "slot_files", "slot_files_mb"),
 }
 """Top-level sections and the keys each accepts."""
 
@@ -372,6 +374,7 @@ class _Checker:
         history = self.history(root)
         groups = self.groups(root)
         return Config(
+        cache = self.cache(root)
             proxy=proxy,
             litellm=litellm,
             backends=backends,
@@ -379,6 +382,7 @@ class _Checker:
             history=history,
             groups=groups,
             source=self.file,
+            cache=cache,
         )
 
     def proxy(self, root: Any) -> ProxyConfig:
@@ -613,6 +617,23 @@ class _Checker:
         self.check_keys(node, SECTIONS["history"], "history")
         kw: dict[str, Any] = {}
         kw["path"] = self.optional_text(
+    def cache(self, root: Any) -> CacheConfig:
+        node = self.section(root, "cache")
+        if node is None:
+            return CacheConfig()
+        self.check_keys(node, SECTIONS["cache"], "cache")
+        kw: dict[str, Any] = {}
+        for key in ("shared_first", "keep_slots"):
+            if key in node:
+                if not isinstance(node[key], bool):
+                    raise self.fail(f"cache.{key}", self.value_line(node, key), describe(node[key]), "true or false")
+                kw[key] = node[key]
+        if "slot_files" in node:
+            kw["slot_files"] = self.integer(node, "slot_files", "cache.slot_files", 1, None, "a whole number above 0")
+        if "slot_files_mb" in node:
+            kw["slot_files_mb"] = self.number(node, "slot_files_mb", "cache.slot_files_mb", "a number of MiB above 0")
+        return CacheConfig(**kw)
+
             node, "path", "history.path", "a file path for the SQLite history"
         )
         if "retention_days" in node:

@@ -134,6 +134,23 @@ class HistoryConfig:
 class Config:
     """Everything in ccbridge.yaml, validated."""
 
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """What ccbridge does to keep llama-server's prompt cache warm (section `cache:`)."""
+
+    shared_first: bool = True
+    """Move the `system` messages Claude Code sends right after the first user prompt (2.1.332:
+    "# Environment", the same for every session in a folder) ahead of that prompt, so a new
+    session reuses them from the cache. False: the body goes as Claude Code sent it."""
+    keep_slots: bool = True
+    """For a llama-server ccbridge runs (`command:`): add `--slot-save-path` (under the data dir),
+    save its slots before a restart ccbridge makes, restore them once it is back."""
+    slot_files: int = 8
+    """Most slot files kept per backend (the newest win)."""
+    slot_files_mb: float = 4096.0
+    """Most MiB of slot files kept per backend; older or larger ones are removed."""
+
+
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
     backends: dict[str, BackendConfig] = field(default_factory=dict)
@@ -142,3 +159,4 @@ class Config:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     source: Path | None = None
     """File this was read from (None when built in code)."""
+    cache: CacheConfig = field(default_factory=CacheConfig)

@@ -76,6 +76,7 @@ class Turn:
     first: bool = False  # the session's first conversation turn on this backend
     prev_other: tuple[str, int] | None = None  # (session, prompt + output) of the backend's previous
     # request when another session made it: what the slot held when this turn arrived
+    miss_reason: str | None = None  # what the front named (proxy.misses): the prompt's own difference
 
     @property
     def share(self) -> float | None:
@@ -230,7 +231,7 @@ class CacheFolder:
                 prompt_tokens=prompt, cached_tokens=cached, output_tokens=record.output_tokens,
                 prompt_tps=record.backend_prompt_tps, ttft_ms=record.ttft_ms, conversation=conversation,
                 later=later, other_sessions=others, side_between=side, prev_context=prev_ctx,
-                first=first, prev_other=prev_other,
+                first=first, prev_other=prev_other, miss_reason=record.miss_reason,
             )
             log.append(turn)
             if session is not None:
@@ -268,6 +269,10 @@ class CacheFolder:
         return CacheReport(by_backend=by_backend, by_session=by_session)
 
 
+_NAMED_FIX = ("nothing if it happened once (a restart, a changed prompt); if it repeats, the request detail "
+              "names each miss")
+
+
 def _share(cached: int, prompt: int) -> float | None:
     return cached / prompt if prompt else None
 
@@ -291,6 +296,9 @@ def _stats(key: str, backend: str | None, session_id: str | None, turns: list[Tu
         if why is not None:
             explained.append((turn.at, *why))
             break
+    named = [t for t in turns if t.miss_reason]
+    if named:  # compared with the earlier prompt itself: more precise than the heuristics above
+        explained.append((named[-1].at + 1e-6, named[-1].miss_reason or "", _NAMED_FIX))
     reason = fix = None
     if explained:
         _at, reason, fix = max(explained, key=lambda e: e[0])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from backend.events import RequestRecord
+from backend.proxy.misses import PromptShape
 from backend.proxy.sse import timings_fields
 from backend.proxy.toolrepair import Repair, ToolCatalog
 
@@ -63,6 +64,7 @@ class RequestDraft:
             self.answer_room -= len(data)
 
     family: str | None = None  # the system prompt's family (see prompt.prompt_family)
+    shape: PromptShape | None = None  # the routed body's structure, to say why the cache missed
 
     @property
     def agent_key(self) -> str | None:

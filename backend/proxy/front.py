@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import (
@@ -65,8 +65,9 @@ from backend.proxy.errors import (
 from backend.proxy.group_upstream import NativeGroupUpstream
 from backend.proxy.headers import client_key, forward_headers
 from backend.proxy.hostcheck import refuse_foreign
+from backend.proxy.misses import MissExplainer, PromptShape
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
-from backend.proxy.prompt import is_subagent, prompt_family, strip_billing_line
+from backend.proxy.prompt import is_subagent, prompt_family, shared_first, strip_billing_line
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 from backend.proxy.validate import RequestInvalid, check_messages_request
@@ -140,6 +141,7 @@ class Routing:
     config_path: str
     balancer: GroupBalancer | None = None  # chooses the member of a group alias (kept across reloads)
 
+    shared_first: bool = True  # cache.shared_first: the "# Environment" message goes ahead of the prompt
 
 @dataclass(slots=True)
 class _Routed:
@@ -181,6 +183,7 @@ class FrontProxy:
         bodies: Callable[[], int] = lambda: 0,
         keep_bodies: Callable[[str, float, bytes, bytes], None] | None = None,
     ) -> None:
+        misses: MissExplainer | None = None,
         self._routing = routing
         self._upstream = upstream
         self._registry = registry
@@ -193,12 +196,14 @@ class FrontProxy:
         self._body_limit = bodies  # bytes of each body to keep (0: bodies are not kept)
         self._keep_bodies = keep_bodies
         self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
+        self._misses = misses  # names why a request missed the prompt cache
         self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
         self.in_flight = 0
         self.probes_answered = 0
         self.billing_lines_removed = 0
 
+        self.shared_moved = 0  # requests whose shared system message was moved ahead of the first prompt
     # -- entry -------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
@@ -350,6 +355,8 @@ class FrontProxy:
             self.billing_lines_removed += 1
             draft.subagent = is_subagent(billing)
         draft.family = prompt_family(obj)
+        if routing.shared_first and shared_first(obj):
+            self.shared_moved += 1
         # a group alias: the member chosen for this session first, then the ones to fail over to
         order = [rule.backend] if not rule.is_group or routing.balancer is None else \
             routing.balancer.order(draft.id, rule.members, draft.session_id)
@@ -359,6 +366,8 @@ class FrontProxy:
         routed_model = rule.model or (backend.model if backend.model != "auto" else None)
         draft.routed_model = routed_model or self._resolved_model(backend)
         if backend.route == "native":
+        if self._misses is not None and draft.path == MESSAGES_PATH:
+            draft.shape = PromptShape.of(obj, backend.name, draft.session_id, draft.family, draft.started_at)
             # no slot pinning here: llama-server's /v1/messages conversion drops `id_slot`
             upstream = self._native(backend) if len(order) == 1 or routing.balancer is None else \
                 NativeGroupUpstream([routing.backends[m] for m in order], routing.balancer.health,
@@ -669,7 +678,15 @@ class FrontProxy:
             body = getattr(response, "body", None)
             if isinstance(body, bytes | bytearray):
                 draft.fail(extract_message(bytes(body)) or f"HTTP {status}")
-        self._bus.publish(RequestFinished(draft.to_record(status, timings)))
+        record = draft.to_record(status, timings)
+        if self._misses is not None and draft.shape is not None and status == 200:
+            cached, fresh = record.backend_cache_n, record.backend_prompt_n
+            if cached is None or fresh is None:  # the native route: llama-server's Anthropic usage
+                cached, fresh = record.cache_read_tokens, record.input_tokens
+            draft.shape = replace(draft.shape, backend=record.routed_backend or draft.shape.backend)
+            if why := self._misses.explain(draft.shape, cached, fresh):
+                record = replace(record, miss_reason=why)
+        self._bus.publish(RequestFinished(record))
         if draft.request_body is not None and self._keep_bodies is not None:
             answer = b"".join(draft.answer or ())
             if not answer and response is not None:

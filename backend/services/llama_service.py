@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
@@ -25,6 +25,7 @@ from backend.events import EventBus
 from backend.monitor.process import host_port
 from backend.redaction import command_secrets
 from backend.services.process import ChildProcess
+from backend.services.slot_files import SlotFiles
 from backend.services.supervised import (
     READY,
     STARTING,
@@ -74,9 +75,10 @@ class LlamaServerService(SupervisedService):
     """One supervised llama-server (same façade as LiteLLMService: start, stop, restart, status, log)."""
 
     def __init__(self, backend: BackendConfig, *, bus: EventBus, session: Callable[[], ClientSession | None],
-                 load_timeout: float = LOAD_TIMEOUT) -> None:
+                 load_timeout: float = LOAD_TIMEOUT, slot_files: SlotFiles | None = None) -> None:
         super().__init__(service_name(backend.name), bus)
         self.backend = backend
+        self.slot_files = slot_files  # saves the prompt cache before a restart ccbridge makes
         self._session = session
         self._load_timeout = load_timeout
         self.log.hide([backend.api_key, *command_secrets(backend.command)])  # `--api-key X` in the command too
@@ -90,7 +92,8 @@ class LlamaServerService(SupervisedService):
 
     def argv(self) -> list[str]:
         """The command line that is (or will be) run."""
-        return command_argv(self.backend.command or "", self.backend.api_base)
+        argv = command_argv(self.backend.command or "", self.backend.api_base)
+        return argv if self.slot_files is None else self.slot_files.argv_with_folder(argv, self.backend.name)
 
     async def start(self) -> None:
         """Begin supervising: start it and restart it after crashes."""
@@ -111,6 +114,7 @@ class LlamaServerService(SupervisedService):
     async def restart(self) -> None:
         """Stop, then start again (new flags from ccbridge.yaml take effect)."""
         async with self._lock:
+            await self.save_slots()
             await self.stop()
             self.restarts += 1
             await self.start()
@@ -156,7 +160,22 @@ class LlamaServerService(SupervisedService):
         self._child = ChildProcess(self.argv(), on_line=self._line)
         await self._child.start()
         await self._wait_healthy()
+        if (files := self.slot_files) is not None:  # before it counts as ready, so no request races the restore
+            await self._with_session(lambda s: files.restore(s, self.backend, self.name))
         self._set_state(READY, f"pid {self._child.pid} serving {self.backend.api_base}")
+
+    async def save_slots(self) -> None:
+        """Before a restart ccbridge makes: write the slots that hold a prompt to files (see slot_files)."""
+        if (files := self.slot_files) is not None and self.state == READY and self.pid is not None:
+            await self._with_session(lambda s: files.save(s, self.backend, self.name))
+
+    async def _with_session(self, call: Callable[[ClientSession], Awaitable[object]]) -> None:
+        session = self._session()
+        if session is None or session.closed:
+            async with ClientSession() as own:
+                await call(own)
+        else:
+            await call(session)
 
     async def _wait_healthy(self) -> None:
         assert self._child is not None
@@ -201,9 +220,11 @@ class LlamaServerService(SupervisedService):
 class LlamaServers:
     """The supervised llama-servers of all backends that have a `command`, kept in step with the config."""
 
-    def __init__(self, *, bus: EventBus, session: Callable[[], ClientSession | None]) -> None:
+    def __init__(self, *, bus: EventBus, session: Callable[[], ClientSession | None],
+                 slot_files: SlotFiles | None = None) -> None:
         self._bus = bus
         self._session = session
+        self.slot_files = slot_files
         self.services: dict[str, LlamaServerService] = {}
 
     async def sync(self, backends: Mapping[str, BackendConfig]) -> tuple[str, ...]:
@@ -216,13 +237,15 @@ class LlamaServers:
             svc = self.services[name]
             new = wanted.get(name)
             if new is None or (new.command, new.api_base) != (svc.backend.command, svc.backend.api_base):
+                if new is not None:
+                    await svc.save_slots()  # the new command's server reads them back
                 await svc.stop()
                 del self.services[name]
         for name, backend in wanted.items():
             if name in self.services:
                 self.services[name].backend = backend  # e.g. a new api_key: no restart needed
                 continue
-            svc = LlamaServerService(backend, bus=self._bus, session=self._session)
+            svc = LlamaServerService(backend, bus=self._bus, session=self._session, slot_files=self.slot_files)
             self.services[name] = svc
             await svc.start()
             changed.append(svc.name)
