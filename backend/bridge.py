@@ -50,8 +50,8 @@ from backend.proxy.front import FrontProxy, Routing
 from backend.proxy.guard import GuardedServer
 from backend.proxy.hostcheck import refuse_foreign
 from backend.proxy.leg import BackendLeg
-from backend.proxy.models import ModelResolver
 from backend.proxy.misses import CacheFacts, MissExplainer
+from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
@@ -60,8 +60,8 @@ from backend.serve_info import started_by
 from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
-from backend.store import HistoryStore
 from backend.services.slot_files import SlotFiles
+from backend.store import HistoryStore
 from backend.store.history import RequestBodies
 
 _WATCH_INTERVAL = 1.0
@@ -233,9 +233,9 @@ class Bridge:
             native=lambda backend: NativeUpstream(backend, resolver.cached),
             bodies=self._body_limit,
             keep_bodies=self.history.add_bodies,
+            misses=MissExplainer(self._cache_facts),
         )
         try:
-            misses=MissExplainer(self._cache_facts),
             await self._serve(self._handle, self.config.proxy.host, self.config.proxy.port)
         except OSError as exc:
             await self.stop()
@@ -247,9 +247,9 @@ class Bridge:
         if self.litellm is not None:
             await self.litellm.start()
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
+        self.slot_files.clear_leftovers()
         await self.llamas.sync(self.config.backends)
         earlier = await asyncio.to_thread(self.history.recent, 500)
-        self.slot_files.clear_leftovers()
         self.monitor.seed(earlier)
         self.metrics.seed(earlier)
         await self.monitor.start(session=self._backend_session)
@@ -541,6 +541,7 @@ class Bridge:
             "proxy_url": self.proxy_url,
             "api_key_set": bool(self.config.proxy.api_key),  # whether clients need one; the key is never sent
             "services": services,
+            "slot_restores": {name: r.as_dict() for name, r in self.slot_files.restored.items()},
             "aliases": [{"pattern": r.pattern, "target": r.target} for r in self.config.aliases],
             "backends": [
                 {"name": b.name, "api_base": b.api_base, "model": b.model,
@@ -551,7 +552,6 @@ class Bridge:
             "unknown_models": [
                 {"model": m, **info} for m, info in sorted(
                     self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
-            "slot_restores": {name: r.as_dict() for name, r in self.slot_files.restored.items()},
             ],
             "history_warning": self.history.warning,
             "metrics": metrics.to_dict(),
@@ -598,6 +598,7 @@ class Bridge:
             "in_flight": self.metrics.snapshot().in_flight if in_flight is None else in_flight,
             "probes_answered": self.front.probes_answered,
             "billing_lines_removed": self.front.billing_lines_removed,
+            "shared_first_moved": self.front.shared_moved,
             "refused_retries": self.leg.refused_total if self.leg else 0,
             "listener_errors": self.bus.listener_errors,
             "restarts": 0,
@@ -609,11 +610,11 @@ class Bridge:
     def _make_routing(self, config: Config) -> Routing:
         return Routing(
             proxy=config.proxy,
-            "shared_first_moved": self.front.shared_moved,
             backends=dict(config.backends),
             aliases=AliasTable(config.aliases),
             config_path=str(config.source) if config.source else "ccbridge.yaml",
             balancer=self.balancer,
+            shared_first=config.cache.shared_first,
         )
 
     async def _serve(self, handler: Any, host: str, port: int) -> int:
@@ -625,7 +626,6 @@ class Bridge:
         self._servers.append((listener, server))
         return int(listener.sockets[0].getsockname()[1])
 
-            shared_first=config.cache.shared_first,
     def _keep_history(self, event: Event) -> None:
         if isinstance(event, RequestFinished):
             self.history.add(event.record)
@@ -634,6 +634,7 @@ class Bridge:
         self.metrics.on_event(event)
         self.sessions.on_event(event)
         if isinstance(event, RequestFinished):
+            self._check_restore(event.record)
             self.monitor.add_record(event.record)
             self.balancer.finished(event.record)
         elif isinstance(event, LogLine) and event.service == "proxy":
@@ -643,18 +644,6 @@ class Bridge:
             info["count"] += 1
             info["last_seen"] = event.at
 
-    def _mtime(self) -> float | None:
-        source = self.config.source
-            self._check_restore(event.record)
-        try:
-            return source.stat().st_mtime if source else None
-        except OSError:
-            return None
-
-    async def _watch_config(self) -> None:
-        """Apply external edits of ccbridge.yaml; refuse invalid ones with the reason, and say truthfully
-        whether the running config was kept."""
-        while True:
     def _check_restore(self, record: RequestRecord) -> None:
         """The first request after a slot restore says whether it gave anything back (see slot_files)."""
         if record.routed_backend in self.slot_files.restored:
@@ -683,6 +672,17 @@ class Bridge:
         if svc is not None:
             self.bus.publish(LogLine(service, svc.log.add(line), time.time()))
 
+    def _mtime(self) -> float | None:
+        source = self.config.source
+        try:
+            return source.stat().st_mtime if source else None
+        except OSError:
+            return None
+
+    async def _watch_config(self) -> None:
+        """Apply external edits of ccbridge.yaml; refuse invalid ones with the reason, and say truthfully
+        whether the running config was kept."""
+        while True:
             await asyncio.sleep(_WATCH_INTERVAL)
             if self._mtime() == self._config_mtime:
                 continue

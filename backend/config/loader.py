@@ -373,16 +373,16 @@ class _Checker:
         aliases = self.aliases(root, backends)
         history = self.history(root)
         groups = self.groups(root)
-        return Config(
         cache = self.cache(root)
+        return Config(
             proxy=proxy,
             litellm=litellm,
             backends=backends,
             aliases=aliases,
             history=history,
             groups=groups,
-            source=self.file,
             cache=cache,
+            source=self.file,
         )
 
     def proxy(self, root: Any) -> ProxyConfig:
@@ -610,13 +610,6 @@ class _Checker:
             kw["balance"] = node["balance"]
         return GroupsConfig(**kw)
 
-    def history(self, root: Any) -> HistoryConfig:
-        node = self.section(root, "history")
-        if node is None:
-            return HistoryConfig()
-        self.check_keys(node, SECTIONS["history"], "history")
-        kw: dict[str, Any] = {}
-        kw["path"] = self.optional_text(
     def cache(self, root: Any) -> CacheConfig:
         node = self.section(root, "cache")
         if node is None:
@@ -634,6 +627,13 @@ class _Checker:
             kw["slot_files_mb"] = self.number(node, "slot_files_mb", "cache.slot_files_mb", "a number of MiB above 0")
         return CacheConfig(**kw)
 
+    def history(self, root: Any) -> HistoryConfig:
+        node = self.section(root, "history")
+        if node is None:
+            return HistoryConfig()
+        self.check_keys(node, SECTIONS["history"], "history")
+        kw: dict[str, Any] = {}
+        kw["path"] = self.optional_text(
             node, "path", "history.path", "a file path for the SQLite history"
         )
         if "retention_days" in node:

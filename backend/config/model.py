@@ -131,10 +131,6 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Config:
-    """Everything in ccbridge.yaml, validated."""
-
-@dataclass(frozen=True, slots=True)
 class CacheConfig:
     """What ccbridge does to keep llama-server's prompt cache warm (section `cache:`)."""
 
@@ -151,12 +147,16 @@ class CacheConfig:
     """Most MiB of slot files kept per backend; older or larger ones are removed."""
 
 
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything in ccbridge.yaml, validated."""
+
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     aliases: tuple[AliasRule, ...] = ()
     history: HistoryConfig = field(default_factory=HistoryConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     source: Path | None = None
     """File this was read from (None when built in code)."""
-    cache: CacheConfig = field(default_factory=CacheConfig)

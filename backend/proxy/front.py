@@ -140,8 +140,8 @@ class Routing:
     aliases: AliasTable
     config_path: str
     balancer: GroupBalancer | None = None  # chooses the member of a group alias (kept across reloads)
-
     shared_first: bool = True  # cache.shared_first: the "# Environment" message goes ahead of the prompt
+
 
 @dataclass(slots=True)
 class _Routed:
@@ -182,8 +182,8 @@ class FrontProxy:
         native: Callable[[BackendConfig], Upstream] | None = None,
         bodies: Callable[[], int] = lambda: 0,
         keep_bodies: Callable[[str, float, bytes, bytes], None] | None = None,
-    ) -> None:
         misses: MissExplainer | None = None,
+    ) -> None:
         self._routing = routing
         self._upstream = upstream
         self._registry = registry
@@ -195,15 +195,15 @@ class FrontProxy:
         self._native = native or (lambda backend: NativeUpstream(backend))
         self._body_limit = bodies  # bytes of each body to keep (0: bodies are not kept)
         self._keep_bodies = keep_bodies
-        self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
         self._misses = misses  # names why a request missed the prompt cache
+        self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
         self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
         self.in_flight = 0
         self.probes_answered = 0
         self.billing_lines_removed = 0
-
         self.shared_moved = 0  # requests whose shared system message was moved ahead of the first prompt
+
     # -- entry -------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
@@ -354,9 +354,9 @@ class FrontProxy:
         if billing is not None:
             self.billing_lines_removed += 1
             draft.subagent = is_subagent(billing)
-        draft.family = prompt_family(obj)
         if routing.shared_first and shared_first(obj):
             self.shared_moved += 1
+        draft.family = prompt_family(obj)
         # a group alias: the member chosen for this session first, then the ones to fail over to
         order = [rule.backend] if not rule.is_group or routing.balancer is None else \
             routing.balancer.order(draft.id, rule.members, draft.session_id)
@@ -365,9 +365,9 @@ class FrontProxy:
         draft.routed_backend = backend.name
         routed_model = rule.model or (backend.model if backend.model != "auto" else None)
         draft.routed_model = routed_model or self._resolved_model(backend)
-        if backend.route == "native":
         if self._misses is not None and draft.path == MESSAGES_PATH:
             draft.shape = PromptShape.of(obj, backend.name, draft.session_id, draft.family, draft.started_at)
+        if backend.route == "native":
             # no slot pinning here: llama-server's /v1/messages conversion drops `id_slot`
             upstream = self._native(backend) if len(order) == 1 or routing.balancer is None else \
                 NativeGroupUpstream([routing.backends[m] for m in order], routing.balancer.health,
