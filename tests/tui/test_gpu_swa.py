@@ -7,6 +7,7 @@ import copy
 
 from tests.tui.conftest import wait_until
 from tests.tui.fixed import NOW, fixed_app, fixed_status
+from tui.screens.gpu import plain
 
 SWA = {"window": 512, "swa_layers": 15, "n_layers": 18, "pattern_source": "llama.cpp default for gemma3",
        "full": False, "full_source": "process", "n_ctx": 8192, "slots": 1, "cache_types": "f16/f16",
@@ -41,10 +42,13 @@ def test_the_gpu_screen_and_card_show_it_and_w_applies_it_through_the_facade():
             assert "warn: model gemma-3-270m uses sliding-window" in card
             await pilot.press("5")
             await pilot.pause()
-            text = app.screen.query_one("#gpu-body").render().plain  # type: ignore[attr-defined]
+            text = plain(app.screen.body, 100)  # type: ignore[attr-defined]
             assert "sliding window 512 tokens on 15/18 layers  --swa-full off  KV 39 MiB without, 144 MiB with" \
                 in text
-            assert "first turn 0% from cache" in text and "fix: add --swa-full to backends.local.command" in text
+            session = next(line for line in text.splitlines() if line.startswith("session bbbb2222"))
+            assert "0%" in session, text  # the cache table's row, with the reason under the table
+            assert "session bbbb2222 missed: a new session's first turn served 0%" in text
+            assert "fix: add --swa-full to backends.local.command" in text
             await pilot.press("w")
             await wait_until(pilot, lambda: ("enable_swa_full", "local") in app.bridge.control.calls, 5)
 

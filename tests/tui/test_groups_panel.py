@@ -6,7 +6,7 @@ import asyncio
 import copy
 
 from tests.tui.fixed import fixed_app, fixed_status
-from tui.screens.gpu import group_lines
+from tui.screens.gpu import group_lines, plain
 
 GROUPS = [{"group": "box-a+box-b", "balance": "session", "requests": 16, "members": [
     {"backend": "box-a", "up": False, "reason": "cannot reach backend 'box-a' at http://10.0.0.2:8080/v1",
@@ -34,7 +34,7 @@ def test_the_gpu_screen_shows_the_groups():
         async with app.run_test(size=(100, 40)) as pilot:
             await pilot.press("5")
             await pilot.pause()
-            text = app.screen.query_one("#gpu-body").render().plain  # type: ignore[attr-defined]
+            text = plain(app.screen.body, 100)  # type: ignore[attr-defined]
             assert text.startswith("group box-a+box-b") and "box-b: up" in text and "llama-server" in text
 
     asyncio.run(drive())

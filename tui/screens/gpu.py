@@ -1,5 +1,8 @@
-"""llama-server and GPU: filled from `status()["monitor"]` when the backend provides it, with each
-group alias's backends (`status()["groups"]`: health, share of requests, sessions, cache) on top.
+"""llama-server and GPU at a glance, from `status()["monitor"]`: per backend its slots as a table with
+the context each one holds as a bar, memory and use as gauges (each GPU, else the host's RAM and CPU),
+the prompt cache per backend and per Claude Code session as a table, and the advice as cards with the
+fix; each group alias's backends (`status()["groups"]`: health, share of requests, sessions, cache) on
+top. Drawn with Rich tables in one Static: the data changes every poll, the shape does not.
 
 `w` applies the monitor's sliding-window advice to a llama-server ccbridge runs:
 through the backend façade (`enable_swa_full`), never by touching the service.
@@ -7,8 +10,14 @@ through the backend façade (`enable_swa_full`), never by touching the service.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +28,12 @@ from backend.events import RequestRecord
 from tui.screens.base import PanelScreen
 
 NOT_AVAILABLE = "llama-server and GPU status: not available yet"
+HEALTH_STYLE = {"ok": "bold green", "loading": "bold yellow", "error": "bold red", "unreachable": "bold red"}
+ADVICE_STYLE = {"error": "red", "warn": "yellow", "info": "blue"}
+FLAG_NAMES = {"ctx": "-c", "n_gpu_layers": "-ngl", "parallel": "-np", "metrics": "--metrics", "slots": "--slots",
+              "jinja": "--jinja", "flash_attn": "-fa", "threads": "-t", "cache_ram_mib": "--cache-ram",
+              "swa_full": "--swa-full", "kv_unified": "-kvu", "ubatch": "-ub", "n_gpu_layers_text": "-ngl",
+              "cache_type_k": "-ctk", "cache_type_v": "-ctv", "host": "--host", "port": "--port", "alias": "-a"}
 
 
 def _pct(x: object) -> str:
@@ -41,25 +56,6 @@ def _val(x: object, unit: str = "", fmt: str = "{:.0f}") -> str:
     return (fmt.format(x) + unit) if isinstance(x, int | float) else "-"
 
 
-def gpu_lines(gpu: dict) -> list[str]:
-    """One line per GPU (utilisation, memory, temperature, power, clocks, llama-server's share)."""
-    devices = gpu.get("devices") or []
-    if not devices:
-        return [f"  {gpu.get('note') or 'no GPU telemetry here'}"]
-    lines = []
-    for dev in devices:
-        lines.append(f"  {dev.get('index', '?')} {dev.get('name') or ''}: util {_val(dev.get('util_percent'), '%')}  "
-                     f"memory {_gib(dev.get('mem_used_bytes'))} of {_gib(dev.get('mem_total_bytes'))} "
-                     f"({_pct(dev.get('mem_fraction'))})")
-        lines.append(f"    {_val(dev.get('temperature_c'), ' C')}  power {_val(dev.get('power_w'), ' W')} of "
-                     f"{_val(dev.get('power_limit_w'), ' W')}  clock {_val(dev.get('clock_graphics_mhz'), ' MHz')}")
-        for proc in dev.get("processes") or []:
-            if proc.get("is_backend"):
-                lines.append(f"    llama-server '{proc.get('backend')}' (pid {proc.get('pid')}) uses "
-                             f"{_gib(proc.get('used_memory_bytes'))}")
-    return lines
-
-
 def swa_line(swa: dict | None) -> str | None:
     """The sliding-window state of a backend: window, layers, --swa-full and the KV memory either way."""
     if not swa:
@@ -73,55 +69,182 @@ def swa_line(swa: dict | None) -> str | None:
     return line
 
 
+def _gib_pair(used: object, total: object) -> str:
+    """18.4/24.0 GiB."""
+    if isinstance(used, int | float) and isinstance(total, int | float):
+        return f"{used / 2**30:.1f}/{total / 2**30:.1f} GiB"
+    return f"{_gib(used)} of {_gib(total)}"
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
 
 
-def monitor_text(monitor: dict | None) -> str:
-    """A plain summary of the monitor section: servers, slots, speed, process, GPU, cache, advice."""
-    if not monitor:
-        return NOT_AVAILABLE
-    lines: list[str] = ["llama-server"]
-    for b in monitor.get("backends") or []:
-        lines.append(f"  {b.get('name', '?')}: {b.get('health', '?')}  {b.get('api_base', '')}")
-        lines.append(f"    model {b.get('model_alias') or b.get('model') or '-'}  build {b.get('build') or '-'}")
-        lines.append(f"    context per slot {b.get('n_ctx_slot') or '-'} (trained {b.get('n_ctx_train') or '-'})  "
-                     f"slots busy {_count(b.get('busy_slots'))}/{b.get('total_slots') or '-'}")
-        lines.append(f"    generation {_val(b.get('gen_tps'), ' tok/s', '{:.1f}')}  "
-                     f"prompt {_val(b.get('prompt_tps'), ' tok/s')}")
-        proc = b.get("process") or {}
-        if proc.get("pid"):
-            flags = proc.get("flags") or {}
-            shown = " ".join(f"{k}={v}" for k, v in flags.items() if v not in (None, False, "") and k != "model")
-            lines.append(f"    process pid {proc['pid']}  cpu {_val(proc.get('cpu_percent'), '%')}  "
-                         f"rss {_gib(proc.get('rss_bytes'))}  threads {proc.get('threads', '-')}")
-            if shown:
-                lines.append(f"    flags {shown}")
-        swa = swa_line(b.get("swa"))
-        if swa:
-            lines.append(swa)
-    gpu = monitor.get("gpu") or {}
-    lines.append("GPU")
-    lines.extend(gpu_lines(gpu))
+def _bar(fraction: object, width: int = 16, *, high_is_good: bool = False) -> Text:
+    """A gauge: for a use, green under 70 %, yellow under 90 %, red above (`high_is_good`, for a cache
+    share: red under 30 %, yellow under 70 %, green above); grey dots when unknown."""
+    if not isinstance(fraction, int | float):
+        return Text("·" * width, style="dim")
+    f = min(1.0, max(0.0, float(fraction)))
+    full = round(f * width)
+    if high_is_good:
+        style = "red" if f < 0.3 else "yellow" if f < 0.7 else "green"
+    else:
+        style = "green" if f < 0.7 else "yellow" if f < 0.9 else "red"
+    return Text("█" * full, style=style) + Text("░" * (width - full), style="dim")
+
+
+def _gauge(fraction: object, label: str, width: int = 16, *, high_is_good: bool = False) -> Text:
+    pct = f" {100 * fraction:3.0f}%" if isinstance(fraction, int | float) else "    -"
+    return _bar(fraction, width, high_is_good=high_is_good) + Text(pct) + Text(f"  {label}" if label else "",
+                                                                           style="dim")
+
+
+def _grid(*columns: str, wrap_last: bool = False) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False, header_style="bold")
+    for i, name in enumerate(columns):
+        last = wrap_last and i == len(columns) - 1
+        table.add_column(name, no_wrap=not last, overflow="fold" if last else "ellipsis", ratio=1 if last else None)
+    return table
+
+
+def _slot_used(slot: dict) -> int | None:
+    tokens = slot.get("prompt_tokens")
+    if not isinstance(tokens, int):
+        return None
+    return tokens + (slot.get("decoded") or 0)
+
+
+def slots_table(b: dict) -> Table:
+    """One row per slot: what it does, how full its context is (a bar), prompt, cache, generated."""
+    table = _grid("slot", "state", "context used", "prompt", "cached", "generated")
+    slots = b.get("slots") or []
+    for slot in slots:
+        used, n_ctx = _slot_used(slot), slot.get("n_ctx") or b.get("n_ctx_slot")
+        fraction = used / n_ctx if used is not None and isinstance(n_ctx, int) and n_ctx else None
+        state = {"prompt": ("reading prompt", "yellow"), "generating": ("generating", "green")}.get(
+            str(slot.get("phase")), ("idle", "dim"))
+        table.add_row(str(slot.get("id", "?")), Text(*state),
+                      _bar(fraction, 12) + Text(f" {_k(used)}/{_k(n_ctx)}" if used is not None else " -"),
+                      _k(slot.get("prompt_tokens")), _k(slot.get("prompt_cached")), _count(slot.get("decoded")))
+    if not slots:
+        busy, total = b.get("busy_slots"), b.get("total_slots")
+        table.add_row("-", Text(f"busy {_count(busy)}/{total or '-'}", style="dim"),
+                      Text("per-slot detail needs GET /slots", style="dim"), "", "", "")
+    return table
+
+
+def backend_view(b: dict) -> Group:
+    """A backend at a glance: health and model, speeds, its slots as a table, process, flags, SWA."""
+    health = str(b.get("health", "?"))
+    head = Text(f"{b.get('name', '?')}  ", style="bold") + Text(health, style=HEALTH_STYLE.get(health, "bold"))
+    model = str(b.get("model_alias") or b.get("model") or "-").rsplit("/", 1)[-1]
+    head += Text(f"  {model}")
+    where = Text(f"{b.get('api_base', '')}  build {b.get('build') or '-'}", style="dim")
+    speed = Text(f"ctx {_k(b.get('n_ctx_slot'))}/slot (trained {_k(b.get('n_ctx_train'))})   generation ") + \
+        Text(_val(b.get("gen_tps"), " tok/s", "{:.1f}"), style="bold") + Text("   prompt ") + \
+        Text(_val(b.get("prompt_tps"), " tok/s"), style="bold")
+    parts: list[RenderableType] = [head, where, speed, slots_table(b)]
+    proc = b.get("process") or {}
+    if proc.get("pid"):
+        flags = proc.get("flags") or {}
+        chips = Text()
+        for key, value in flags.items():
+            if value in (None, False, "") or key == "model":
+                continue
+            chips += Text(f" {FLAG_NAMES.get(key, key)}{'' if value is True else ' ' + str(value)} ",
+                          style="reverse dim") + Text(" ")
+        parts.append(Text(f"pid {proc['pid']}  cpu {_val(proc.get('cpu_percent'), '%')}  rss "
+                          f"{_gib(proc.get('rss_bytes'))}  threads {proc.get('threads', '-')}   ", style="dim")
+                     + chips)
+    swa = swa_line(b.get("swa"))
+    if swa:
+        parts.append(Text(swa.strip()))
+    return Group(*parts)
+
+
+def memory_table(monitor: dict) -> Table:
+    """Gauges: each GPU's memory and use (llama-server's share), the host's RAM and CPU, KV memory."""
+    table = _grid("memory", "use", "", "")
+    for dev in (monitor.get("gpu") or {}).get("devices") or []:
+        name = f"GPU {dev.get('index', '?')} {str(dev.get('name') or '').removeprefix('NVIDIA ')}".strip()
+        table.add_row(name, _gauge(dev.get("mem_fraction"), "", 10),
+                      _gib_pair(dev.get("mem_used_bytes"), dev.get("mem_total_bytes")),
+                      Text(f"{_val(dev.get('temperature_c'), ' C')} {_val(dev.get('power_w'))}/"
+                           f"{_val(dev.get('power_limit_w'), ' W')}", style="dim"))
+        util = dev.get("util_percent")
+        table.add_row("  compute", _gauge(util / 100 if isinstance(util, int | float) else None, "", 10), "", "")
+        for proc in dev.get("processes") or []:
+            if proc.get("is_backend"):
+                table.add_row(f"  llama-server {proc.get('backend')}", "", _gib(proc.get("used_memory_bytes")),
+                              Text(f"pid {proc.get('pid')}", style="dim"))
+    if not (monitor.get("gpu") or {}).get("devices"):
+        note = (monitor.get("gpu") or {}).get("note") or "no GPU telemetry here"
+        table.add_row(Text("GPU", style="dim"), Text(note, style="dim"), "", "")
     host = monitor.get("host") or {}
-    if host:
-        used, total = host.get("mem_used_bytes"), host.get("mem_total_bytes")
-        mem = f"{used / 2**30:.1f} of {total / 2**30:.1f} GiB" if used and total else "-"
-        lines.append(f"host  cpu {host.get('cpu_percent', '-')}% of {host.get('cpu_count', '-')} cores, memory {mem}")
-    cache = monitor.get("cache") or {}
+    used, total = host.get("mem_used_bytes"), host.get("mem_total_bytes")
+    if isinstance(used, int) and isinstance(total, int) and total:
+        table.add_row("host RAM", _gauge(used / total, "", 10), _gib_pair(used, total), "")
+    cpu = host.get("cpu_percent")
+    if isinstance(cpu, int | float):
+        table.add_row("host CPU", _gauge(cpu / 100, "", 10), f"{host.get('cpu_count', '-')} cores", "")
+    for b in monitor.get("backends") or []:
+        swa = b.get("swa") or {}
+        if isinstance(swa.get("kv_bytes"), int):
+            table.add_row(f"KV cache {b.get('name')}", "", _mib(swa["kv_bytes"]), "")
+    return table
+
+
+def cache_table(cache: dict) -> Group:
+    """Per backend, then per Claude Code session: how much of the prompts came from llama-server's cache;
+    under it, why a session missed (too long for a column)."""
+    table = _grid("prompt cache", "req", "tokens", "from cache", "1st turn", "later turns")
+    why: list[Text] = []
     for c in cache.get("by_backend") or []:
-        lines.append(f"prompt cache  {c.get('key')}: {_pct(c.get('share'))} of {c.get('prompt_tokens', 0):,} "
-                     f"tokens from cache ({c.get('requests', 0)} requests)")
-    for c in (cache.get("by_session") or [])[:5]:
-        why = f"  ({c['reason']})" if c.get("reason") else ""
-        first = f", first turn {_pct(c['first_share'])}" if c.get("first_share") is not None else ""
-        lines.append(f"  session {str(c.get('key'))[:8]}: later turns {_pct(c.get('later_share'))}{first} "
-                     f"from cache{why}")
-    for a in monitor.get("advice") or []:
-        lines.append(f"{a.get('level', 'note')}: {a.get('text', '')}")
-        if a.get("fix"):
-            lines.append(f"  fix: {a['fix']}")
-    return "\n".join(lines)
+        table.add_row(str(c.get("key")), _count(c.get("requests")), _k(c.get("prompt_tokens")),
+                      _gauge(c.get("share"), "", 8, high_is_good=True), "", "")
+    for c in (cache.get("by_session") or [])[:8]:
+        key = f"session {str(c.get('key'))[:8]}"
+        table.add_row(key, _count(c.get("requests")), _k(c.get("prompt_tokens")),
+                      _gauge(c.get("share"), "", 8, high_is_good=True), _pct(c.get("first_share")),
+                      _pct(c.get("later_share")))
+        if c.get("reason"):
+            why.append(Text(f"{key} missed: ", style="bold") + Text(str(c["reason"]), style="yellow"))
+    return Group(table, *why)
+
+
+def advice_cards(advice: list[dict]) -> list[Panel]:
+    """A card per advice: what is wrong, then the fix."""
+    cards = []
+    for a in advice:
+        level = str(a.get("level", "info"))
+        body = Text(str(a.get("text", ""))) + Text("\nfix: ", style="bold") + Text(str(a.get("fix") or "-"))
+        cards.append(Panel(body, title=f"{level} · {a.get('code', '')}", title_align="left",
+                           border_style=ADVICE_STYLE.get(level, "dim"), box=box.ROUNDED))
+    return cards
+
+
+def monitor_view(monitor: dict | None, groups: list[dict] | None = None) -> RenderableType:
+    """The whole GPU screen: groups, each backend with its slots, memory gauges, the cache table, advice cards."""
+    parts: list[RenderableType] = [Text(line) for line in group_lines(groups)]
+    if not monitor:
+        return Group(*parts, Text(NOT_AVAILABLE))
+    parts.append(Text("llama-server", style="bold underline"))
+    for b in monitor.get("backends") or []:
+        parts += [backend_view(b), Text("")]
+    parts += [memory_table(monitor), Text("")]
+    cache = monitor.get("cache") or {}
+    if cache.get("by_backend") or cache.get("by_session"):
+        parts += [cache_table(cache), Text("")]
+    parts += advice_cards(monitor.get("advice") or [])
+    return Group(*parts)
+
+
+def plain(renderable: RenderableType, width: int = 100) -> str:
+    """The text a renderable shows at `width` columns (tests and `ccbridge doctor`-style dumps)."""
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
 
 
 def group_lines(groups: list[dict] | None) -> list[str]:
@@ -160,8 +283,17 @@ def dashboard_card(monitor: dict | None) -> str:
         host = monitor.get("host") or {}
         lines.append(f"no GPU telemetry; host cpu {_val(host.get('cpu_percent'), '%')}")
     advice = [a for a in monitor.get("advice") or [] if a.get("level") in ("error", "warn")]
-    lines.append(f"{advice[0]['level']}: {advice[0].get('text', '')}" if advice else "no advice")
+    if advice:  # the card is too narrow for the whole advice: what is wrong in short, the fix on screen 5
+        more = f" (+{len(advice) - 1} more)" if len(advice) > 1 else ""
+        lines.append(f"{advice[0]['level']}: {advice_summary(advice[0])}{more} · fix: press 5")
+    else:
+        lines.append("no advice")
     return "\n".join(lines)
+
+
+def advice_summary(advice: dict) -> str:
+    """What is wrong, in the words before the first colon of the advice ("context per slot is 65536 tokens")."""
+    return str(advice.get("text") or advice.get("code") or "?").split(": ", 1)[0]
 
 
 def swa_target(status: dict[str, Any]) -> tuple[str | None, str]:
@@ -190,11 +322,13 @@ class GpuScreen(PanelScreen):
             yield Static(NOT_AVAILABLE, id="gpu-body", markup=False)
         yield Footer(compact=True)
 
+    body: RenderableType = NOT_AVAILABLE
+    """What the screen shows now (tests read it with `plain`)."""
+
     def refresh_view(self, finished: list[RequestRecord]) -> None:
         status = self.panel.state.status
-        text = monitor_text(status.get("monitor"))
-        groups = group_lines(status.get("groups"))
-        self.query_one("#gpu-body", Static).update("\n".join([*groups, text]) if groups else text)
+        self.body = monitor_view(status.get("monitor"), status.get("groups"))
+        self.query_one("#gpu-body", Static).update(self.body)
 
     def action_swa_full(self) -> None:
         name, message = swa_target(self.panel.state.status)

@@ -1,0 +1,43 @@
+"""The llama-server screen at a glance (slots, memory, cache as tables and bars; advice as cards), and the
+dashboard card that no longer cuts its advice mid-sentence."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.tui.fixed import fixed_app, fixed_monitor
+from tui.screens.gpu import dashboard_card, monitor_view, plain
+
+
+def test_the_card_keeps_what_is_wrong_whole_and_points_to_the_fix():
+    monitor = fixed_monitor()
+    monitor["advice"][0]["text"] = ("context per slot is 65536 tokens: enough to start, but Claude Code on its own "
+                                    "will not compact before a 100k window")
+    monitor["advice"].append({"level": "warn", "code": "no_metrics", "text": "no /metrics: x", "fix": "y"})
+    assert dashboard_card(monitor).splitlines()[-1] == \
+        "warn: context per slot is 65536 tokens (+1 more) · fix: press 5"
+    app = fixed_app()
+
+    async def drive() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            card = app.screen.query_one("#card-model").render().plain  # type: ignore[attr-defined]
+            assert card.rstrip().endswith("warn: context per slot is 65536 tokens · fix: press 5"), card
+
+    asyncio.run(drive())
+
+
+def test_slots_memory_and_cache_are_tables_with_bars():
+    text = plain(monitor_view(fixed_monitor()), 80)
+    slot = next(line for line in text.splitlines() if line.startswith("0 "))
+    assert "generating" in slot and "████░░░░░░░░ 23k/64k" in slot and "312" in slot
+    gpu = next(line for line in text.splitlines() if line.startswith("GPU 0"))
+    assert "██████████░░░░░░░░  77%" not in gpu and "████████░░  77%   18.4/24.0 GiB" in gpu, gpu
+    assert any(line.startswith("local ") and "96%" in line for line in text.splitlines())  # the cache table
+    assert "╭─ warn · ctx_below_compact" in text and "│ fix: restart llama-server with -c 131072" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    no_gpu = fixed_monitor()
+    no_gpu["gpu"] = {"devices": [], "note": "no NVIDIA GPU here"}
+    del no_gpu["backends"][0]["slots"]
+    text = plain(monitor_view(no_gpu), 80)
+    assert "host RAM" in text and "no NVIDIA GPU here" in text and "per-slot detail needs GET /slots" in text
