@@ -492,7 +492,7 @@ class Bridge:
             raise ConfigError(str(exc)) from None
         learn(config_secrets(new))
         old = self.config
-        routing = self._make_routing(new)
+        routing = await asyncio.to_thread(self._make_routing, new)  # alias patterns compile: ~35 ms for 600
         restarted: tuple[str, ...] = ()
         litellm = self.litellm
         if (litellm is not None and not new.litellm.url and any(b.route != "native" for b in new.backends.values())

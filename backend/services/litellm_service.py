@@ -346,7 +346,8 @@ class LiteLLMService(SupervisedService):
                 if self._current is None or not self._current.child.running:
                     executable = await self._ensure_installed()
                     if first:
-                        self._clear_stale(self.settings.port)
+                        # psutil scans /proc and waits up to 5 s for a killed process: off the loop
+                        await asyncio.to_thread(self._clear_stale, self.settings.port)
                     first = False
                     self._set_state(STARTING)
                     self._current = await self._launch(executable, self._next_port())
