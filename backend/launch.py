@@ -290,8 +290,9 @@ def claude_session(config: Config, claude: str, args: list[str], say: Callable[[
 
 def statusline_args(args: list[str], say: Callable[[str], None]) -> list[str]:
     """`--settings` with ccbridge's status line, unless the user passed their own `--settings` or their
-    Claude Code settings already have a status line (kept; said once, with how to add ours)."""
-    if any(a == "--settings" or a.startswith("--settings=") for a in args):
+    Claude Code settings already have a status line (kept; said once, with how to add ours), or Claude
+    Code runs in print mode (`-p`: no screen to show it on)."""
+    if any(a in ("--settings", "-p", "--print") or a.startswith("--settings=") for a in args):
         return []
     theirs = user_statusline(Path.cwd())
     if theirs is not None:

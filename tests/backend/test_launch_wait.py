@@ -42,9 +42,10 @@ def test_status_line_settings_unless_the_user_has_one_or_passed_settings(tmp_pat
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude"))
     monkeypatch.chdir(tmp_path)
     said: list[str] = []
-    args = statusline_args(["-p", "x"], said.append)
+    args = statusline_args(["--model", "x"], said.append)
     assert args[0] == "--settings" and '"refreshInterval": 1' in args[1] and not said
     assert statusline_args(["--settings", "mine.json"], said.append) == [] and not said
+    assert statusline_args(["-p", "x"], said.append) == [] == statusline_args(["--print"], said.append)
     project = tmp_path / "repo" / ".claude"
     project.mkdir(parents=True)
     (project / "settings.local.json").write_text('{"statusLine": {"type": "command", "command": "x"}}')

@@ -80,7 +80,9 @@ def test_claude_uses_a_running_ccbridge_leaves_it_running_and_never_touches_clau
                                  path=_path(version))
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.strip()
-        assert "using the ccbridge already running" in result.stderr
+        assert serve.proc is not None  # it says which serve it uses, who started it and when
+        assert f"using ccbridge serve 0.1.0 at {serve.url} (pid {serve.proc.pid}, config {config}), started by " \
+            "`ccbridge serve` at " in result.stderr, result.stderr
         assert (home / ".claude.json").read_bytes() == claude_json
 
         records = [r for r in serve.requests(20) if r["requested_model"] == "claude-opus-ccbridge"]

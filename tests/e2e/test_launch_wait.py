@@ -76,7 +76,7 @@ def test_claude_waits_while_the_model_loads_and_sets_the_window_and_the_status_l
                    CCBRIDGE_CONFIG_DIR=str(tmp_path / "c"), CCBRIDGE_DATA_DIR=str(tmp_path / "d"),
                    FAKE_CLAUDE_OUT=str(out))
         (tmp_path / "home").mkdir()
-        result = subprocess.run([sys.executable, "-m", "backend", "claude", "--config", str(config), "-p", "hi"],
+        result = subprocess.run([sys.executable, "-m", "backend", "claude", "--config", str(config), "hi"],
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
                                 stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stderr
@@ -87,7 +87,7 @@ def test_claude_waits_while_the_model_loads_and_sets_the_window_and_the_status_l
         assert result.stderr.count("loading its model") == 1  # off a terminal: one line per change, not per second
         assert "assum" not in result.stderr.lower()
         # the status line came with it, run by this install's ccbridge
-        assert saw["argv"][:1] == ["--settings"] and saw["argv"][2:] == ["-p", "hi"]
+        assert saw["argv"][:1] == ["--settings"] and saw["argv"][2:] == ["hi"]
         status_line = json.loads(saw["argv"][1])["statusLine"]
         assert status_line["refreshInterval"] == 1 and status_line["command"].endswith("/backend/statusline.py")
         shown = subprocess.run(status_line["command"], shell=True, input='{"session_id": "s"}', text=True,
@@ -100,10 +100,10 @@ def test_claude_waits_while_the_model_loads_and_sets_the_window_and_the_status_l
         (tmp_path / "home" / ".claude").mkdir()
         (tmp_path / "home" / ".claude" / "settings.json").write_text('{"statusLine": {"type": "command", '
                                                                     '"command": "echo mine"}}')
-        again = [subprocess.run([sys.executable, "-m", "backend", "claude", "--config", str(config), "-p", "hi"],
+        again = [subprocess.run([sys.executable, "-m", "backend", "claude", "--config", str(config), "hi"],
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
                                 stdin=subprocess.DEVNULL) for _ in range(2)]
-        assert json.loads(out.read_text())["argv"] == ["-p", "hi"]
+        assert json.loads(out.read_text())["argv"] == ["hi"]
         assert "kept the statusLine of" in again[0].stderr and "kept the statusLine" not in again[1].stderr
     finally:
         loop.run(llama.stop())

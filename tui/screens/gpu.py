@@ -163,8 +163,9 @@ def backend_view(b: dict) -> Group:
     return Group(*parts)
 
 
-def memory_table(monitor: dict) -> Table:
-    """Gauges: each GPU's memory and use (llama-server's share), the host's RAM and CPU, KV memory."""
+def memory_table(monitor: dict) -> Group:
+    """Gauges: each GPU's memory and use (llama-server's share), the host's RAM and CPU, KV memory; why
+    there is no GPU row under it (a note too long for a column)."""
     table = _grid("memory", "use", "", "")
     for dev in (monitor.get("gpu") or {}).get("devices") or []:
         name = f"GPU {dev.get('index', '?')} {str(dev.get('name') or '').removeprefix('NVIDIA ')}".strip()
@@ -178,9 +179,6 @@ def memory_table(monitor: dict) -> Table:
             if proc.get("is_backend"):
                 table.add_row(f"  llama-server {proc.get('backend')}", "", _gib(proc.get("used_memory_bytes")),
                               Text(f"pid {proc.get('pid')}", style="dim"))
-    if not (monitor.get("gpu") or {}).get("devices"):
-        note = (monitor.get("gpu") or {}).get("note") or "no GPU telemetry here"
-        table.add_row(Text("GPU", style="dim"), Text(note, style="dim"), "", "")
     host = monitor.get("host") or {}
     used, total = host.get("mem_used_bytes"), host.get("mem_total_bytes")
     if isinstance(used, int) and isinstance(total, int) and total:
@@ -192,7 +190,10 @@ def memory_table(monitor: dict) -> Table:
         swa = b.get("swa") or {}
         if isinstance(swa.get("kv_bytes"), int):
             table.add_row(f"KV cache {b.get('name')}", "", _mib(swa["kv_bytes"]), "")
-    return table
+    if (monitor.get("gpu") or {}).get("devices"):
+        return Group(table)
+    note = (monitor.get("gpu") or {}).get("note") or "no GPU telemetry here"
+    return Group(table, Text(f"GPU: {note}", style="dim"))
 
 
 def cache_table(cache: dict) -> Group:
