@@ -65,6 +65,8 @@ from backend.store import HistoryStore
 from backend.store.history import RequestBodies
 
 _WATCH_INTERVAL = 1.0
+UNKNOWN_MODELS = 50
+"""Unknown model names the status keeps (the latest seen), as /metrics keeps 50 model names."""
 # Seconds a client may take to send its request headers before the connection is closed.
 HEADER_TIMEOUT = 30.0
 
@@ -103,7 +105,8 @@ class Bridge:
             max_rows=config.history.max_rows,
         )
         self._bodies_config(config)
-        self.unknown_models: dict[str, dict[str, Any]] = {}
+        self.unknown_models: dict[str, dict[str, Any]] = {}  # at most UNKNOWN_MODELS names, the latest seen
+        self.unknown_models_forgotten = 0  # names dropped to keep that bound (a client can send any)
         self.proxy_log = LogBuffer()
         self.started_at: float | None = None
         self._leg_secret = secrets.token_urlsafe(32)
@@ -553,6 +556,7 @@ class Bridge:
                 {"model": m, **info} for m, info in sorted(
                     self.unknown_models.items(), key=lambda kv: -kv[1]["last_seen"])
             ],
+            "unknown_models_forgotten": self.unknown_models_forgotten,
             "history_warning": self.history.warning,
             "metrics": metrics.to_dict(),
             "monitor": self.monitor.snapshot().to_dict(),
@@ -601,6 +605,7 @@ class Bridge:
             "shared_first_moved": self.front.shared_moved,
             "refused_retries": self.leg.refused_total if self.leg else 0,
             "listener_errors": self.bus.listener_errors,
+            "bodies_dropped": self.history.bodies_dropped,  # not kept: the history writer was too far behind
             "restarts": 0,
             "last_error": None,
         })
@@ -640,6 +645,9 @@ class Bridge:
         elif isinstance(event, LogLine) and event.service == "proxy":
             self.proxy_log.add(event.line)
         elif isinstance(event, UnknownModel):
+            if event.model not in self.unknown_models and len(self.unknown_models) >= UNKNOWN_MODELS:
+                del self.unknown_models[min(self.unknown_models, key=lambda m: self.unknown_models[m]["last_seen"])]
+                self.unknown_models_forgotten += 1
             info = self.unknown_models.setdefault(event.model, {"count": 0, "first_seen": event.at})
             info["count"] += 1
             info["last_seen"] = event.at

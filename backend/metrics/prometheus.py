@@ -133,6 +133,8 @@ class BridgeCollector(Collector):
                                        labels=["service"])
         listener_errors = CounterMetricFamily("ccbridge_listener_errors", "Exceptions raised by event listeners "
                                               "(history, metrics, panels); each is logged, rate-limited")
+        bodies_dropped = CounterMetricFamily("ccbridge_bodies_dropped", "Request bodies not kept because the history "
+                                             "writer was too far behind (the records were kept)")
         for svc in self._services():
             name, current = str(svc.get("name")), str(svc.get("state"))
             up.add_metric([name], 1 if current in _UP_STATES else 0)
@@ -140,10 +142,12 @@ class BridgeCollector(Collector):
             restarts.add_metric([name], int(svc.get("restarts") or 0))
             if name == "proxy":
                 listener_errors.add_metric([], int(svc.get("listener_errors") or 0))
+                bodies_dropped.add_metric([], int(svc.get("bodies_dropped") or 0))
         yield up
         yield state
         yield restarts
         yield listener_errors
+        yield bodies_dropped
 
     def _monitor_families(self) -> Iterator[Metric]:
         snap = self._monitor()

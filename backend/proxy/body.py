@@ -1,17 +1,19 @@
-"""Reading a request body: one reader for the front proxy and the backend leg.
+"""Reading a request body, or an upstream's whole answer: one reader each for the front proxy and the leg.
 
 Both sides must accept the same bodies (`proxy.max_body_mb`): a 1.3 MB Claude
 Code request (many MCP tools, a pasted image, a long session) that the front
 accepted must not be refused by the leg behind LiteLLM. aiohttp's own
 `request.read()` caps bodies at `client_max_size` (1 MiB by default), so the
-body is read here, streamed, against our own limit and deadline.
+body is read here, streamed, against our own limit and deadline. A non-streamed
+answer (LiteLLM's, llama-server's) is held whole in memory too, so it gets the same
+limit (`read_answer`): a runaway upstream cannot make ccbridge buffer without end.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, ClientResponse, web
 
 # Seconds a client may take to send its whole request body (a stalled upload is cut off).
 BODY_TIMEOUT = 60.0
@@ -26,8 +28,30 @@ class BodyRefused(Exception):
         self.message = message
 
 
+class AnswerTooLarge(ClientPayloadError):
+    """An upstream's non-streamed answer is over the limit (a payload error: callers treat it as a broken answer)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"it is over {limit / 1024 / 1024:g} MiB, the most ccbridge holds of an answer "
+                         "(proxy.max_body_mb in ccbridge.yaml; raise it, or ask for less with max_tokens)")
+
+
 def byte_limit(max_body_mb: float) -> int:
     return int(max_body_mb * 1024 * 1024)
+
+
+async def read_answer(response: ClientResponse, limit: int) -> bytes:
+    """An upstream's whole answer, at most `limit` bytes; AnswerTooLarge past it (nothing more is read)."""
+    if response.content_length is not None and response.content_length > limit:
+        raise AnswerTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_body(request: web.BaseRequest, limit: int, timeout: float | None = None) -> bytes:

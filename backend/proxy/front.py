@@ -52,7 +52,7 @@ from backend.events import (
 from backend.proxy import fastjson
 from backend.proxy.assemble import MessageAssembler
 from backend.proxy.balance import GroupBalancer
-from backend.proxy.body import BodyRefused, byte_limit, read_body
+from backend.proxy.body import BodyRefused, byte_limit, read_answer, read_body
 from backend.proxy.draft import RequestDraft
 from backend.proxy.errors import (
     anthropic_error,
@@ -505,7 +505,7 @@ class FrontProxy:
             if streamed:
                 return await self._stream(request, up, draft, count)
             try:
-                data = await up.read()
+                data = await read_answer(up, byte_limit(routing.proxy.max_body_mb))  # AnswerTooLarge: broken
             except _UPSTREAM_BROKE as exc:
                 status = 504 if isinstance(exc, TimeoutError | ServerTimeoutError) else 502
                 message = (self._timeout_message(routing.proxy) if status == 504 else

@@ -39,7 +39,7 @@ from backend.config.model import BackendConfig
 from backend.events import RequestProgress
 from backend.proxy import fastjson
 from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
-from backend.proxy.body import BodyRefused, read_body
+from backend.proxy.body import BodyRefused, read_answer, read_body
 from backend.proxy.headers import forward_headers
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
@@ -185,7 +185,7 @@ class BackendLeg:
                     return await self._assemble(upstream, backend, pair)
                 return await self._stream(request, upstream, out_headers, backend, pair)
             try:
-                data = await upstream.read()
+                data = await read_answer(upstream, self._max_body())
             except _BACKEND_BROKE as exc:
                 upstream.close()
                 return self._broke(backend, pair, exc)

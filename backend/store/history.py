@@ -232,7 +232,10 @@ class HistoryStore:
         self.redact: Callable[[bytes], bytes] = lambda body: body  # set by the owner: blanks its secrets
         self._memory_bodies: collections.OrderedDict[str, RequestBodies] = collections.OrderedDict()
         self._bodies_total = -1  # bytes of bodies in the file, counted at the first commit of bodies
-        self._bodies_pending = 0  # bodies queued, not yet written (bounded by _BODIES_BACKLOG)
+        # Bodies queued and bodies the writer is done with: each count has one writer thread (the loop,
+        # the history writer), so neither loses an update; their difference is the backlog.
+        self._bodies_queued = 0
+        self._bodies_done = 0
         self.bodies_dropped = 0  # bodies not kept because the writer was that far behind
         self.flush_interval = flush_interval
         self.warning: str | None = None
@@ -278,12 +281,17 @@ class HistoryStore:
         if self._thread is None:
             self._keep_in_memory(item.bodies)
             return
-        if self._bodies_pending >= _BODIES_BACKLOG:
+        if self.bodies_pending >= _BODIES_BACKLOG:
             # the writer is behind (a load spike on a busy machine): records go on, bodies wait no more
             self.bodies_dropped += 1
             return
-        self._bodies_pending += 1
+        self._bodies_queued += 1
         self._queue.append(item)
+
+    @property
+    def bodies_pending(self) -> int:
+        """Bodies queued and not yet written (bounded by _BODIES_BACKLOG)."""
+        return self._bodies_queued - self._bodies_done
 
     def _keep_in_memory(self, bodies: RequestBodies) -> None:
         redacted = dataclasses.replace(bodies, request=self.redact(bodies.request),
@@ -438,7 +446,7 @@ class HistoryStore:
                 if isinstance(item, _Flush):
                     item.done.set()
                 elif isinstance(item, _Bodies):
-                    self._bodies_pending -= 1
+                    self._bodies_done += 1
 
     def _commit(self, records: list[RequestRecord], bodies: Sequence[_Bodies] = ()) -> None:
         conn = self._conn
