@@ -24,7 +24,7 @@ from aiohttp import ClientSession, TCPConnector, web
 from backend import __version__, paths
 from backend.api.server import ControlAPI
 from backend.backend_probe import BackendInfo
-from backend.claude_env import claude_settings, shell_lines
+from backend.claude_env import base_url, claude_settings, shell_lines
 from backend.config import AliasTable, Config, ConfigDocument, ConfigError, load_config
 from backend.config.model import LOOPBACK_HOSTS, BackendConfig
 from backend.control import Alias, ConfigNotApplied, ServiceNotFound
@@ -139,9 +139,7 @@ class Bridge:
     # -- façade --------------------------------------------------------------
     @property
     def proxy_url(self) -> str:
-        host = self.config.proxy.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.config.proxy.port}"
+        return base_url(self.config)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Every event from now on (called on the publishing thread: hand over only)."""

@@ -76,9 +76,11 @@ class EnvSetting:
 
 
 def base_url(config: Config) -> str:
-    """The URL Claude Code reaches ccbridge at (a wildcard listen address becomes loopback)."""
-    host = config.proxy.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    """The URL Claude Code reaches ccbridge at: the one helper for it (a wildcard listen address becomes
+    loopback; an IPv6 address is bracketed, `http://[::1]:8082`)."""
+    host = config.proxy.host.strip("[]")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{config.proxy.port}"
 
 
