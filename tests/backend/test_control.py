@@ -7,6 +7,7 @@ The bridge runs for real against an instrumented Anthropic upstream
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -140,29 +141,30 @@ def test_admin_reads_and_alias_saves_leave_the_event_loop_free(tmp_path, monkeyp
     """A slow disk (SQLite read, fsynced config write) must not hold up proxied requests."""
     from backend.config.writer import ConfigDocument
 
-    slow_save = ConfigDocument.save
+    # The slow disk holds each call until the test lets it go: a proxied request must be answered meanwhile.
+    entered, release = threading.Event(), threading.Event()
 
-    def save(self, *a, **kw):  # type: ignore[no-untyped-def]
-        time.sleep(1.0)
-        return slow_save(self, *a, **kw)
+    def held(call):  # type: ignore[no-untyped-def]
+        def slow(*a, **kw):  # type: ignore[no-untyped-def]
+            entered.set()
+            assert release.wait(30), "never released"
+            return call(*a, **kw)
+        return slow
 
-    monkeypatch.setattr(ConfigDocument, "save", save)
+    monkeypatch.setattr(ConfigDocument, "save", held(ConfigDocument.save))
 
     async def body(bridge, up, http):
-        original = bridge.history.recent
-
-        def slow_recent(*a, **kw):  # type: ignore[no-untyped-def]
-            time.sleep(1.0)
-            return original(*a, **kw)
-
-        bridge.history.recent = slow_recent
+        bridge.history.recent = held(bridge.history.recent)
         async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as other:
             for slow in (http.get("/ccbridge/api/requests"),
                          http.put("/ccbridge/api/aliases", json={"aliases": [["*", "local"]]})):
+                entered.clear()
+                release.clear()
                 task = asyncio.create_task(slow)
-                await asyncio.sleep(0.1)
+                assert await asyncio.to_thread(entered.wait, 10)  # the slow call is under way, on the disk
                 assert (await other.post("/v1/messages", json=messages_body())).status_code == 200
-                assert not task.done()  # answered while the slow call was still under way
+                assert not task.done()  # answered while the slow call was still held
+                release.set()
                 assert (await task).status_code == 200
 
     run_with_bridge(tmp_path, body)
@@ -175,14 +177,37 @@ def test_serve_prints_the_same_numbers_the_api_shows(tmp_path):
         def write(self, line: str) -> None:
             self.append(line)
 
+    class Watched:
+        """The bridge as `_summaries` sees it, counting its ticks (it reads `metrics` once a tick)."""
+
+        def __init__(self, bridge: object) -> None:
+            self.bridge, self.reads = bridge, 0
+
+        @property
+        def metrics(self):  # type: ignore[no-untyped-def]
+            self.reads += 1
+            return self.bridge.metrics  # type: ignore[attr-defined]
+
+    async def ticks(watched: Watched, n: int) -> None:
+        start = watched.reads
+        deadline = time.monotonic() + 10
+        while watched.reads < start + n:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
     async def body(bridge, up, http):
         lines = Lines()
-        task = asyncio.create_task(_summaries(bridge, lines, every=0.3))
+        watched = Watched(bridge)
+        task = asyncio.create_task(_summaries(watched, lines, every=0.05))
         try:
-            await asyncio.sleep(0.5)
+            await ticks(watched, 3)  # it looked at least twice
             assert not lines  # quiet while nothing happens
             assert (await http.post("/v1/messages", json=messages_body(stream=True))).status_code == 200
-            await asyncio.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while not lines:
+                assert time.monotonic() < deadline, "no summary line after a request"
+                await asyncio.sleep(0.01)
+            await ticks(watched, 3)  # later looks, with no new request: no second line
         finally:
             task.cancel()
         out = "\n".join(lines)

@@ -28,6 +28,7 @@ from backend.events import EventBus, ServiceStateChanged
 from backend.proxy.upstream import UpstreamUnavailable
 from backend.services import litellm_env
 from backend.services.litellm_service import LiteLLMService
+from tests.e2e.test_chain import wait_for
 from tests.support.llama import free_port
 from tests.support.serve import REPO, write_chain_config
 
@@ -50,6 +51,13 @@ class Run:
                 raise AssertionError(f"LiteLLM is {self.service.state}, not {state}, after {timeout} s: "
                                      f"{self.service.last_error}")
             await asyncio.sleep(0.05)
+
+    async def stopped_retrying(self, timeout: float = 10) -> None:
+        """Wait until its supervision has ended: nothing can retry (or announce) after that."""
+        deadline = time.monotonic() + timeout
+        while self.service.supervising:
+            assert time.monotonic() < deadline, "LiteLLM's supervision is still running"
+            await asyncio.sleep(0.02)
 
     async def refused_at_once(self) -> str:
         """wait_ready raises at once (well under its 120 s hold); the message it gives."""
@@ -91,7 +99,7 @@ def test_missing_lock_file_fails_at_once_and_a_restart_tries_again(tmp_path, mon
             message = await lt.refused_at_once()
             assert "lock file" in message and "reinstall ccbridge" in message, message
             assert "stopped retrying" in message and "/ccbridge/api/services/litellm/restart" in message
-            await asyncio.sleep(1.5)  # no retry loop: still failed, said once
+            await lt.stopped_retrying()  # no retry loop: still failed, said once
             assert lt.service.state == "failed" and len(lt.failed_events()) == 1
             assert lt.service.status().last_error == lt.service.last_error
 
@@ -116,7 +124,7 @@ def test_venv_that_cannot_be_created_fails_with_what_to_do(tmp_path, monkeypatch
             message = await lt.refused_at_once()
             assert "cannot create LiteLLM's environment" in message and str(blocker) in message, message
             assert "CCBRIDGE_CACHE_DIR" in message
-            await asyncio.sleep(1.5)
+            await lt.stopped_retrying()
             assert len(lt.failed_events()) == 1
 
     run(story)
@@ -136,7 +144,7 @@ def test_port_held_by_another_program_fails_naming_it(tmp_path):
                 message = await lt.refused_at_once()
                 assert f"port {port} is already in use by" in message and f"pid {os.getpid()}" in message, message
                 assert "litellm.port" in message
-                await asyncio.sleep(1.5)
+                await lt.stopped_retrying()
                 assert len(lt.failed_events()) == 1
 
         run(story)
@@ -153,7 +161,7 @@ def test_litellm_exiting_the_same_way_three_times_stops_retrying(tmp_path, monke
             message = await lt.refused_at_once()
             assert "failed the same way 3 times in a row" in message and "FileNotFoundError" in message, message
             assert [s.state for s in lt.states].count("crashed") == 2  # two retries, then it gave up
-            await asyncio.sleep(1.5)
+            await lt.stopped_retrying()
             assert len(lt.failed_events()) == 1 and lt.service.status().pid is None
 
     run(story)
@@ -196,7 +204,9 @@ def test_serve_says_it_once_answers_requests_at_once_and_restarts_on_request(lla
         body = resp.json()
         assert body["type"] == "error" and f"port {litellm_port} is already in use" in body["error"]["message"]
 
-        time.sleep(1)
+        # serve prints the request's line after the failure's (one writer, in order): once it is there, every
+        # line about the failure is too; the supervision gave up, so no later one can come
+        assert wait_for(lambda: " 503 POST /v1/messages" in log.read_text(), 10), log.read_text()
         said = [line for line in log.read_text().splitlines() if "litellm failed" in line]
         assert len(said) == 1 and "ccbridge stopped retrying" in said[0], log.read_text()
 

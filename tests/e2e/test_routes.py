@@ -78,10 +78,19 @@ def test_native_route_hang_up_frees_the_slot(tiny_model, tmp_path):
 
 
 def test_native_route_counts_tokens_with_the_model_itself(native):
-    serve, _ = native
-    resp = httpx.post(f"{serve.url}/v1/messages/count_tokens", trust_env=False, timeout=30, json={
-        "model": "claude-opus-4-8", "messages": [{"role": "user", "content": "one two three four"}]})
-    assert resp.status_code == 200 and resp.json()["input_tokens"] > 4
+    """The count is llama-server's own for the same request, not an estimate: equal to asking it directly,
+    and it follows the text (a longer one counts more)."""
+    serve, llama = native
+    counts = []
+    for text in ("one two three four", "one two three four " * 40):
+        body = {"model": "claude-opus-4-8", "messages": [{"role": "user", "content": text}]}
+        resp = httpx.post(f"{serve.url}/v1/messages/count_tokens", trust_env=False, timeout=30, json=body)
+        direct = httpx.post(f"{llama.base_url}/v1/messages/count_tokens", trust_env=False, timeout=30,
+                            json={**body, "model": "tiny"})
+        assert resp.status_code == 200 and direct.status_code == 200, (resp.text, direct.text)
+        assert resp.json()["input_tokens"] == direct.json()["input_tokens"], (resp.json(), direct.json())
+        counts.append(resp.json()["input_tokens"])
+    assert counts[1] > counts[0] + 40, counts
 
 
 def _conversation_turn(url: str, session: str, history: list[dict], system: str) -> dict:
