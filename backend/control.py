@@ -128,6 +128,11 @@ class BridgeControl(Protocol):
         restart it; returns the services restarted. Raises `backend.config.ConfigError` with the reason."""
         ...
 
+    async def probe_models(self) -> list[dict[str, Any]]:
+        """Probe each idle backend's model for the scorecard (tools, tool calls, thinking, context,
+        sliding window), once per model setup; returns every card (backend.monitor.scorecard)."""
+        ...
+
     def subscribe(self, listener: Callable[[ControlEvent], None]) -> Callable[[], None]:
         """Call `listener` with every event from now on; returns the call that stops it.
 

@@ -10,6 +10,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from backend import paths
@@ -17,6 +18,7 @@ from backend.config import ConfigError, load_config
 from backend.config.model import LOOPBACK_HOSTS, Config
 from backend.monitor.process import parse_flags
 from backend.monitor.sampler import sample_once
+from backend.monitor.scorecard import Scorecard, probe_model
 from backend.monitor.snapshot import Advice, MonitorSnapshot
 from backend.monitor.text import describe_gpu, describe_process, describe_server, describe_swa
 from backend.redaction import config_secrets, learn, redact
@@ -127,6 +129,7 @@ def _check_backends(config: Config, r: Report) -> MonitorSnapshot:
             r.info(f"backend '{b.name}' process: {b.process_note}")
         if b.swa is not None:
             r.info(f"backend '{b.name}' model: {describe_swa(b.swa)}")
+    _check_models(config, snap, r)
     for line in describe_gpu(snap.gpu, snap.host):
         (r.ok if snap.gpu.available else r.info)(line)
     seen = {(a.code, a.backend) for a in snap.advice}
@@ -142,6 +145,26 @@ def _check_backends(config: Config, r: Report) -> MonitorSnapshot:
         line = f"{prefix}{a.text}. Fix: {a.fix}"
         {"error": r.fail, "warn": r.warn, "info": r.info}[a.level](line)
     return snap
+
+
+def _check_models(config: Config, snap: MonitorSnapshot, r: Report) -> None:
+    """The model scorecard of each idle backend: tools rendered, tool calls, thinking, context, window."""
+    idle = [b for b in snap.backends if b.health == "ok" and not b.busy_slots]
+    for b in snap.backends:
+        if b.health == "ok" and b.busy_slots:
+            r.info(f"backend '{b.name}' model: not probed, llama-server is busy (a probe would make a turn "
+                   "wait); run ccbridge doctor again when it is idle")
+    if not idle:
+        return
+
+    async def probe_all() -> list[Scorecard]:
+        async with aiohttp.ClientSession() as session:
+            return [await probe_model(session, config.backends[b.name], b) for b in idle]
+
+    for card in asyncio.run(probe_all()):
+        report = {"ok": r.ok, "warn": r.warn, "fail": r.fail, "info": r.info}
+        for line in card.lines:
+            report[line.level](f"backend '{card.backend}' model: {line.text()}")
 
 
 def _check_groups(config: Config, snap: MonitorSnapshot, r: Report) -> None:

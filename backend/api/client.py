@@ -169,6 +169,10 @@ class BridgeClient:
                                 timeout=300)
         return tuple(str(x) for x in data["restarted"])
 
+    async def probe_models(self) -> list[dict[str, Any]]:
+        data = await self._call("POST", "/ccbridge/api/scorecards", json={}, timeout=400)
+        return list(data["scorecards"])
+
     async def log_tail(self, service: str, n: int = 200) -> list[str]:
         data = await self._call("GET", f"/ccbridge/api/services/{service}/log", params={"n": n})
         return [str(x) for x in data["lines"]]

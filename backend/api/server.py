@@ -119,6 +119,11 @@ class ControlAPI:
                 return _json(record)
             if path == "/ccbridge/api/statusline" and method == "GET":
                 return _json(await control.session_status(request.query.get("session") or None))
+            if path == "/ccbridge/api/scorecards":
+                if method == "GET":
+                    return _json({"scorecards": (await control.status()).get("scorecards", [])})
+                if method == "POST":
+                    return _json({"scorecards": await control.probe_models()})
             if path == "/ccbridge/api/in_flight" and method == "GET":
                 return _json({"in_flight": events_payload(await control.in_flight()),
                               "progress": events_payload(await control.progress())})

@@ -32,6 +32,7 @@ from backend.config import load_config
 from backend.monitor.gguf import read_model_shape
 from backend.monitor.kv import KvLayout, kv_estimate
 from tests.support.claude import claude_binary, claude_env
+from tests.support.gemma import CHAT_TEMPLATE, CPU_SAFE
 from tests.support.llama import LlamaServer, cache_dir, free_port, llama_server_binary
 from tests.support.serve import REPO, ServeProcess, write_chain_config
 
@@ -42,26 +43,9 @@ CLAUDE_VERSION = "2.1.330"
 CTX = 8192  # Claude Code's first turn is ~4,000 tokens with this template (it renders no tools)
 MiB = 2**20
 
-# The GGUF has no chat template: Gemma's turn format, written here. It renders no tools.
-CHAT_TEMPLATE = (
-    "{{- bos_token -}}"
-    "{%- for message in messages -%}"
-    "{%- set role = 'model' if message['role'] == 'assistant' else 'user' -%}"
-    "{{- '<start_of_turn>' + role + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] | trim -}}"
-    "{%- elif message['content'] -%}{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'text' -%}{{- item['text'] | trim -}}{%- endif -%}{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<end_of_turn>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
-)
 # The base model never ends its turn by itself, and Claude Code retries a reply cut at max_tokens: a
 # grammar makes every answer one sentence that ends the turn, so each session is one request.
 ANSWER_GRAMMAR = 'root ::= "Hello from Gemma."'
-# This build's AMX kernels crash on quantised weights on CPUs that have AMX (seen here: SIGSEGV in
-# ggml_backend_amx_mul_mat while loading); --no-repack keeps llama-server off them.
-CPU_SAFE = ("--no-repack",)
 KV_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers")
 
 
