@@ -26,10 +26,13 @@ bash scripts/install_claude_code.sh > .logs/claude-install.log 2>&1 & pids+=($!)
 .venv/bin/python -c 'from backend.services.litellm_env import ensure_env; ensure_env()' \
   > .logs/litellm-env.log 2>&1 & pids+=($!)
 bash scripts/fetch_gemma.sh > .logs/gemma-fetch.log 2>&1 & pids+=($!)
+bash scripts/fetch_qwen.sh > .logs/qwen-fetch.log 2>&1 & pids+=($!)
 # wheels for tests/e2e/test_install.py, which installs ccbridge's wheel with no network
 .venv/bin/python -m tests.support.wheelhouse > .logs/wheelhouse.log 2>&1 & pids+=($!)
-names=("llama-server build" "Claude Code install" "LiteLLM environment" "Gemma 3 270M model" "wheelhouse")
-logs=(.logs/llama-build.log .logs/claude-install.log .logs/litellm-env.log .logs/gemma-fetch.log .logs/wheelhouse.log)
+names=("llama-server build" "Claude Code install" "LiteLLM environment" "Gemma 3 270M model" "Qwen2.5-Coder 0.5B model"
+       "wheelhouse")
+logs=(.logs/llama-build.log .logs/claude-install.log .logs/litellm-env.log .logs/gemma-fetch.log .logs/qwen-fetch.log
+      .logs/wheelhouse.log)
 failed=0
 for i in "${!pids[@]}"; do
   if wait "${pids[$i]}"; then
