@@ -4,6 +4,8 @@ first run, a panel that starts its own serve, a panel crash that leaves serve se
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,10 @@ from tui.screens.aliases import AliasEditor
 from tui.screens.requests import RequestDetail
 
 PLANTED = "plantedPanelKey0123456789abcdef"  # not key-shaped: only the config redaction can hide it
+PLANTED_BACKEND = "plantedPanelBackendKey4711"
+PLANTED_COMMAND = "plantedPanelCommandKey0815"
+# prints its command line, as a server's start-up log may: the Services screen shows that log
+STAND_IN = "import sys, time; print('started:', *sys.argv, flush=True); time.sleep(60)"
 
 
 def _external_config(path: Path, upstream_url: str, *, api_key: str | None = None) -> Path:
@@ -77,6 +83,11 @@ async def _edit_alias(app: PanelApp, config: Path, upstream) -> None:  # type: i
 
 def test_request_detail_never_shows_the_key(tmp_path, upstream):
     config = _external_config(tmp_path / "ccbridge.yaml", upstream.url, api_key=PLANTED)
+    # a backend key, and a llama-server (a stand-in) ccbridge runs with a key on its command line
+    config.write_text(config.read_text().replace("    model: auto\n", (
+        f"    model: auto\n    api_key: {PLANTED_BACKEND}\n  managed:\n"
+        f"    api_base: http://127.0.0.1:{free_port()}/v1\n"
+        f"    command: {sys.executable} -c {STAND_IN!r} --api-key {PLANTED_COMMAND}\n"), 1))
     with ServeProcess(config, api_key=PLANTED) as serve:
         refused = _attached(serve)  # no key: the panel says what is missing
 
@@ -113,8 +124,20 @@ async def _no_key_anywhere(app: PanelApp) -> None:
         assert "$ANTHROPIC_AUTH_TOKEN" in detail.curl and '"content":"hi"' in detail.curl
         assert detail.bodies is not None and b'"content":"hi"' in detail.bodies.request
         for text in [*seen, detail.curl, detail.bodies.request.decode(), detail.bodies.response.decode()]:
-            assert PLANTED not in text
-        await pilot.press("escape", "q")
+            for secret in (PLANTED, PLANTED_BACKEND, PLANTED_COMMAND):
+                assert secret not in text
+        # the Services screen with the managed server's log: it printed its command line, key included
+        await pilot.press("escape", "4")
+        deadline = time.monotonic() + 20
+        while "started:" not in screen_text(app):
+            assert time.monotonic() < deadline, screen_text(app)
+            await pilot.press("down")
+            await pilot.pause(0.3)
+        managed = screen_text(app)
+        assert "--api-key" in managed, managed
+        for secret in (PLANTED, PLANTED_BACKEND, PLANTED_COMMAND):
+            assert secret not in managed, managed
+        await pilot.press("q")
         await wait_until(pilot, lambda: not app.is_running, 30, "quit")
 
 
