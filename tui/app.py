@@ -125,7 +125,8 @@ class PanelApp(App[None]):
             self.notify(f"started ccbridge serve (pid {self.link.process.pid if self.link.process else '?'}); "
                         "q stops it", markup=False)
         else:
-            found = describe(self.link.found, self.link.url) if self.link.found else f"the serve at {self.link.url}"
+            seen = getattr(self.link, "found", None)  # the serve's status when it was found running
+            found = describe(seen, self.link.url) if seen else f"the serve at {self.link.url}"
             self.notify(f"attached to {found}; q leaves it running", markup=False, timeout=10)
         self.backend_up = True
         await self._reseed()

@@ -237,6 +237,9 @@ class FixedLink:
         self.process = None
         self.log_path = None
         self.closed = False
+        self.found = {"version": "0.1.0", "config_path": "/home/u/.config/ccbridge/ccbridge.yaml", "services": [
+            {"name": "proxy", "pid": 4242, "started_by": "the panel (pid 4100)", "started_at": NOW - 7200}]}
+        """What `ServeLink.connect` keeps of a serve it found running: who started it and when."""
 
     @property
     def started_here(self) -> bool:

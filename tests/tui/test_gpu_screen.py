@@ -41,3 +41,20 @@ def test_slots_memory_and_cache_are_tables_with_bars():
     del no_gpu["backends"][0]["slots"]
     text = plain(monitor_view(no_gpu), 80)
     assert "host RAM" in text and "no NVIDIA GPU here" in text and "per-slot detail needs GET /slots" in text
+
+
+def test_attaching_says_which_serve_who_started_it_and_when():
+    from tests.tui.fixed import FixedLink
+    from tui.app import PanelApp
+
+    app = PanelApp(None, link=FixedLink())  # type: ignore[arg-type]
+
+    async def drive() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.3)
+            said = [str(n.message) for n in app._notifications]
+            assert any(m.startswith("attached to ccbridge serve 0.1.0 at http://127.0.0.1:8082 (pid 4242, config "
+                                    "/home/u/.config/ccbridge/ccbridge.yaml), started by the panel (pid 4100) at ")
+                       and "q leaves it running" in m for m in said), said
+
+    asyncio.run(drive())
