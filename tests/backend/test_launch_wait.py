@@ -70,3 +70,15 @@ def test_paths_are_absolute_in_the_settings_snippet():
 
     argv = statusline_command().split()
     assert Path(argv[0]).is_absolute() and argv[1:3] == ["-I", "-S"] and Path(argv[3]).is_file()
+
+
+def test_env_ends_with_the_settings_entry_as_comments():
+    import json
+
+    from backend.claude_env import statusline_snippet_lines
+
+    lines = statusline_snippet_lines("/x/python -I -S /x/backend/statusline.py")
+    assert all(line.startswith("# ") for line in lines)  # `eval "$(ccbridge env)"` ignores them
+    entry = json.loads(lines[-1].split('"statusLine": ', 1)[1])
+    assert entry == {"type": "command", "command": "/x/python -I -S /x/backend/statusline.py", "refreshInterval": 1,
+                     "padding": 0}
