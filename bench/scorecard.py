@@ -21,7 +21,7 @@ import aiohttp
 
 from backend.config.model import BackendConfig
 from backend.monitor.sampler import sample_once
-from backend.monitor.scorecard import Scorecard, probe_model
+from backend.monitor.scorecard import Scorecard, ScoreLine, probe_model
 from tests.support.gemma import CHAT_TEMPLATE as GEMMA_TEMPLATE
 from tests.support.gemma import CPU_SAFE
 from tests.support.llama import LlamaServer, cache_dir
@@ -53,6 +53,22 @@ async def _card(server: LlamaServer, name: str) -> tuple[Scorecard, float]:
     return card, time.perf_counter() - started
 
 
+TOPICS = ("tools in the template", "tool calls", "thinking", "context per slot", "sliding-window attention")
+
+
+def _short(line: ScoreLine, card: Scorecard) -> str:
+    """A table cell's words for one line of the card."""
+    if line.topic == "tools in the template":
+        return "renders tools" if line.level == "ok" else "leaves them out"
+    if line.topic == "tool calls":
+        return card.tool_calls
+    if line.topic == "thinking":
+        return "yes" if line.level == "ok" else "no"
+    if line.topic == "context per slot":
+        return line.found.split(" tokens")[0]
+    return line.found.split(" (")[0].split(":")[0]
+
+
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ccbridge-scorecard-") as tmp:
@@ -60,16 +76,15 @@ def main() -> None:
             with make() as server:
                 card, seconds = asyncio.run(_card(server, "local"))
             by_topic = {line.topic: line for line in card.lines}
-            cells = [f"{by_topic[t].level}: {by_topic[t].found}" if t in by_topic else "-"
-                     for t in ("tools in the template", "tool calls", "thinking", "context per slot",
-                               "sliding-window attention")]
-            rows.append((label, card.verdict, f"{seconds:.1f} s", *cells))
-            print(f"{label}: {card.verdict} ({seconds:.1f} s)", flush=True)
+            cells = [f"{by_topic[t].level}: {_short(by_topic[t], card)}" if t in by_topic else "-" for t in TOPICS]
+            took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+            rows.append((label, *cells, card.verdict, took))
+            print(f"{label}: {card.verdict} (probe {seconds:.2f} s)", flush=True)
             for line in card.lines:
                 print(f"  {line.level:5} {line.text()}", flush=True)
     print()
-    print("| model | verdict | probe | tools in the template | tool calls | thinking | context per slot | "
-          "sliding window |")
+    print("| model | tools in the template | tool calls | thinking | context per slot | sliding window | verdict | "
+          "probe took |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")

@@ -175,7 +175,9 @@ def call_lines(status: int | None, body: Any) -> tuple[ToolCalls, list[ScoreLine
                                "into tool_use blocks (backends.<name>.repair_tool_calls, on by default)"))
     else:
         kind = "none"
-        said = " ".join(content.split())[:80] or "nothing"
+        said = " ".join(content.split())[:80]
+        readable = sum(ch.isalnum() or ch in " .,:;'\"!?-_/()[]{}" for ch in said)
+        said = "nothing" if not said else said if readable >= 0.8 * len(said) else "unreadable bytes"
         lines.append(ScoreLine("tool calls", "warn", f"the model did not call the offered Read tool (it said: "
                                f"{said!r}); Claude Code cannot act through it",
                                "serve an instruct model trained for tool calls (Qwen2.5/Qwen3 Instruct, "

@@ -253,3 +253,17 @@ def test_the_scorecard_says_calls_come_through_repair(bridge: Bridge) -> None:
            "repairs them" in out, out
     assert "ok    backend 'via_native' model: tools in the template: the chat template renders" in out, out
     assert "warn  backend 'via_native' model: context per slot: 16,384 tokens" in out, out
+
+
+def repaired_total(serve: ServeProcess, route: str) -> float:
+    text = httpx.get(f"{serve.url}/metrics", timeout=10, trust_env=False).text
+    name = f'ccbridge_tool_calls_repaired_total{{model="{ROUTE_MODELS[route]}",route="{route}"}} '
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.parametrize("route", ["litellm", "native"])
+def test_metrics_count_each_repaired_call(bridge: Bridge, route: str) -> None:
+    before = repaired_total(bridge.serve, route)
+    reply = ask(bridge, "raw", True, read_request(ROUTE_MODELS[route]))
+    assert reply.record["tool_repairs"] == 1
+    assert repaired_total(bridge.serve, route) == before + 1
