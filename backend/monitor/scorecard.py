@@ -58,7 +58,7 @@ _BASH_SCHEMA = {
     "additionalProperties": False,
 }
 # Claude Code's two most used tools: a model trained on tool calls picks Read for the sentence below
-_TOOLS = [
+_TOOLS: list[dict[str, Any]] = [
     {"type": "function", "function": {"name": "Read", "description": "Reads a file from the local filesystem.",
                                       "parameters": _SCHEMA}},
     {"type": "function", "function": {"name": "Bash", "description": "Executes a given bash command.",
