@@ -134,31 +134,39 @@ class BackgroundBridge:
 
 
 def wait_serving(url: str, api_key: str | None, *, alive: Callable[[], bool], timeout: float,
-                 say: Callable[[str], None]) -> dict[str, Any]:
+                 say: Callable[[str], None], line: OneLine | None = None) -> dict[str, Any]:
     """Poll the status API until every service serves; LaunchError when one failed for good,
-    when `alive()` turns false, or after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    when `alive()` turns false, or after `timeout` seconds. What it waits for, and for how long, goes
+    on `line` (one line rewritten in a terminal), else to `say` once per new state."""
+    started = time.monotonic()
+    deadline = started + timeout
     shown: set[str] = set()
-    while True:
-        status = bridge_status(url, api_key)
-        if status is not None:
-            waiting = _not_serving(status)
-            if not waiting:
-                return status
-            for svc in waiting:
-                if svc.get("state") == "failed":
-                    raise LaunchError(f"{svc.get('name')} failed: {svc.get('last_error')}")
-                note = f"{svc.get('name')} {svc.get('state')}"
-                if note not in shown:
-                    shown.add(note)
-                    extra = " (first run: LiteLLM's environment, about a minute)" if svc.get("state") == \
-                        "installing" else ""
-                    say(f"ccbridge: waiting for {note}{extra}")
-        if not alive():
-            raise LaunchError("ccbridge serve exited before it was ready")
-        if time.monotonic() > deadline:
-            raise LaunchError(f"ccbridge at {url} was not ready after {timeout:.0f} s")
-        time.sleep(0.25)
+    try:
+        while True:
+            status = bridge_status(url, api_key)
+            if status is not None:
+                waiting = _not_serving(status)
+                if not waiting:
+                    return status
+                for svc in waiting:
+                    if svc.get("state") == "failed":
+                        raise LaunchError(f"{svc.get('name')} failed: {svc.get('last_error')}")
+                notes = ", ".join(f"{svc.get('name')} {svc.get('state')}" for svc in waiting)
+                extra = " (first run: LiteLLM's environment, about a minute)" if any(
+                    svc.get("state") == "installing" for svc in waiting) else ""
+                if line is not None:
+                    line.show(f"ccbridge: waiting for {notes}{extra} ({time.monotonic() - started:.0f} s)", notes)
+                elif notes not in shown:
+                    shown.add(notes)
+                    say(f"ccbridge: waiting for {notes}{extra}")
+            if not alive():
+                raise LaunchError("ccbridge serve exited before it was ready")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"ccbridge at {url} was not ready after {timeout:.0f} s")
+            time.sleep(0.25)
+    finally:
+        if line is not None:
+            line.done()
 
 
 @contextlib.contextmanager
@@ -169,20 +177,21 @@ def running_bridge(config: Config, say: Callable[[str], None]) -> Iterator[dict[
     status = bridge_status(url, key)
     if status is not None:
         say(f"ccbridge: using {describe(status, url)}")
-        yield wait_serving(url, key, alive=lambda: True, timeout=START_TIMEOUT, say=say)
+        yield wait_serving(url, key, alive=lambda: True, timeout=START_TIMEOUT, say=say, line=OneLine())
         return
     bridge = BackgroundBridge(config, paths.run_dir() / "claude-serve.log")
     say(f"ccbridge: starting ccbridge serve at {url} (log: {bridge.log_path})")
     bridge.start()
     try:
         try:
-            status = wait_serving(url, key, alive=lambda: bridge.running, timeout=START_TIMEOUT, say=say)
+            status = wait_serving(url, key, alive=lambda: bridge.running, timeout=START_TIMEOUT, say=say,
+                                  line=OneLine())
         except LaunchError as exc:
             if bridge.running or bridge_status(url, key) is None:
                 raise LaunchError(f"{exc}. Last lines of {bridge.log_path}:\n{bridge.log_tail()}") from None
             # another `ccbridge claude` started one at the same moment and won the port: use it
             say(f"ccbridge: using the ccbridge another session started at {url}")
-            status = wait_serving(url, key, alive=lambda: True, timeout=START_TIMEOUT, say=say)
+            status = wait_serving(url, key, alive=lambda: True, timeout=START_TIMEOUT, say=say, line=OneLine())
         yield status
     finally:
         bridge.stop()

@@ -239,6 +239,7 @@ def render(data: dict[str, Any], *, colored: bool = False, width: int = WIDTH) -
         if total and n_ctx:
             parts.append((f"ctx {tokens(total, decimals=False)}/{tokens(n_ctx, decimals=False)}", "dim"))
     elif last:
+        before = len(parts)
         if last.get("error") or (last.get("status") or 200) >= 400:
             parts.append((f"last call failed ({last.get('status') or 'error'})", "red"))
         elif last.get("output_tps"):
@@ -249,6 +250,8 @@ def render(data: dict[str, Any], *, colored: bool = False, width: int = WIDTH) -
             used = last["context_tokens"]
             parts.append((f"ctx {tokens(used, decimals=False)}/{tokens(n_ctx, decimals=False)}",
                           "red" if used > 0.9 * n_ctx else "dim"))
+        if len(parts) == before:  # nothing measured to show (a backend that reports no timings)
+            parts.append(("ready", "dim"))
     elif not problem:
         busy = data.get("in_flight") or 0
         parts.append((f"busy: {busy} in flight" if busy else "ready", "dim"))

@@ -82,3 +82,19 @@ def test_env_ends_with_the_settings_entry_as_comments():
     entry = json.loads(lines[-1].split('"statusLine": ', 1)[1])
     assert entry == {"type": "command", "command": "/x/python -I -S /x/backend/statusline.py", "refreshInterval": 1,
                      "padding": 0}
+
+
+def test_waiting_for_the_services_rewrites_one_line_with_the_time(monkeypatch):
+    from backend import launch
+
+    answers = [{"services": [{"name": "proxy", "state": "ready"}, {"name": "litellm", "state": "installing"}]}] * 2 + [
+        {"services": [{"name": "proxy", "state": "ready"}, {"name": "litellm", "state": "starting"}]},
+        {"services": [{"name": "proxy", "state": "ready"}, {"name": "litellm", "state": "ready"}]}]
+    monkeypatch.setattr(launch, "bridge_status", lambda url, key: answers.pop(0))
+    monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+    term, said = Terminal(), []
+    status = launch.wait_serving("http://x", None, alive=lambda: True, timeout=5, say=said.append, line=OneLine(term))
+    assert status["services"][1]["state"] == "ready" and not said
+    text = term.getvalue()
+    assert text.count("\r\x1b[K") == 3 and text.endswith("litellm starting (0 s)\n")
+    assert "waiting for litellm installing (first run: LiteLLM's environment, about a minute) (0 s)" in text
