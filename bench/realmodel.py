@@ -153,6 +153,25 @@ def render(data: dict[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+def suite_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """bench.suite's rows: first token and prompt speed per path, and the Claude Code runs."""
+    reads = data["prompt_read"]
+    direct = reads["direct (llama-server /v1/messages)"]
+    rows = []
+    for name in ("ccbridge native route", "ccbridge LiteLLM route"):
+        r = reads[name]
+        rows.append((f"real Qwen 0.5B, {reads['prompt_tokens']:.0f}-token prompt: {name}, first token / prompt read",
+                     f"{r['ttft_s']:.2f} s ({r['ttft_ratio']:.3f} x direct) / {r['prompt_tps']:.0f} tok/s",
+                     f"direct {direct['ttft_s']:.2f} s / {direct['prompt_tps']:.0f} tok/s"))
+    for key, label in (("claude_lean", "lean"), ("claude_full", "full prompt")):
+        if key in data:
+            r = data[key]
+            rows.append((f"claude -p 2.1.332 on real Qwen 0.5B ({label}): read the file / repaired calls",
+                         f"{'yes' if r['read_the_file'] else 'no'} / {r['repairs']} in {r['requests']} requests, "
+                         f"{r['wall_s']:.0f} s", f"first turn {r['first_turn_prompt']:,} tokens"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one prompt read per path, no Claude Code runs")

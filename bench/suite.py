@@ -13,7 +13,9 @@ the hang-up, prompt-cache reuse of two interleaved sessions with and
 without slot pinning, and (bench/cache.py) the prompt cache with real Claude Code
 sessions and subagents, before and after ccbridge removes the billing line, and
 (bench/groups.py) four Claude Code sessions on a group of two llama-servers, one of them
-killed mid-run, with session affinity and with plain round-robin.
+killed mid-run, with session affinity and with plain round-robin, and (bench/realmodel.py, not
+with --quick) the real Qwen2.5-Coder 0.5B model's prompt read through both routes against
+direct, and Claude Code 2.1.332 reading a file with it.
 Prints one table; writes bench/results/suite-<time>.json (and suite-latest.json).
 Figures are ratios or differences within this run.
 """
@@ -38,7 +40,7 @@ import aiohttp
 import httpx
 import psutil
 
-from bench import cache, groups
+from bench import cache, groups, realmodel
 from bench.harness import REPO, ZeroBackend, free_port, litellm_alone, machine, median, pct, save, table, wait_port
 
 sys.path.insert(0, str(REPO))
@@ -403,6 +405,8 @@ def main() -> None:
             data["real"] = real_chain(tmp, env, 30 if args.quick else 100, args.quick)
             data["prompt_cache"] = cache.measure(tmp / "prompt-cache", env, args.quick)
             data["groups"] = groups.measure(tmp / "groups", args.quick)
+            if not args.quick:  # minutes on two cores: the real model reads ~115 prompt tokens a second
+                data["real_model"] = realmodel.measure(tmp / "real-model")
     data["retried_requests"] = FAILURES
     print(render(data))
     if FAILURES:
@@ -465,6 +469,8 @@ def render(d: dict) -> str:
         rows.extend(cache.rows(d["prompt_cache"]))
     if d.get("groups"):
         rows.extend(groups.suite_rows(d["groups"]))
+    if d.get("real_model"):
+        rows.extend(realmodel.suite_rows(d["real_model"]))
     return table(rows)
 
 
