@@ -36,7 +36,6 @@ import re
 import signal
 import socket
 import sys
-import time
 
 TYPE_CHECKING = False  # `typing` costs ~4 ms to import: mypy reads this name as True, Python never imports
 if TYPE_CHECKING:
@@ -269,7 +268,7 @@ def fit(head: str, parts: list[tuple[str, str | None]], *, colored: bool, width:
     if len(head) > room:
         head = head[:max(1, room - 1)] + "…"
     sep = _paint(SEP, "dim", colored)
-    return _paint(head, "cyan", colored) + "".join(sep + _paint(t, c, colored) for t, c in parts)[:10_000]
+    return _paint(head, "cyan", colored) + "".join(sep + _paint(t, c, colored) for t, c in parts)
 
 
 def problem_line(text: str, *, colored: bool) -> str:
@@ -292,15 +291,38 @@ def _on_alarm(_signum: int, _frame: object) -> None:
     raise Deadline
 
 
+class _Alarm:
+    """SIGALRM after `seconds` (raising Deadline in whatever is running), cancelled on exit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.previous: object = None
+
+    def __enter__(self) -> None:
+        if hasattr(signal, "setitimer"):
+            self.previous = signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)  # type: ignore[arg-type]
+
+
 def line(argv: list[str], environ: dict[str, str] | os._Environ[str], session: str | None,
          deadline_s: float = DEADLINE_S) -> str:
-    """The status line (never raises, returns within about `deadline_s`)."""
+    """The status line (never raises). The deadline covers the request; with `--config` the file is
+    read before it (a local read that cannot hang, but with the config loader's imports it alone takes
+    longer than the deadline on a busy machine)."""
     colored = not environ.get("NO_COLOR")
-    started = time.monotonic()
     url = DEFAULT_URL
     try:
         url, key = target(argv, environ)
-        status, data = fetch(url, key, session, max(0.01, deadline_s - (time.monotonic() - started)))
+    except Exception as exc:  # noqa: BLE001 - a bad --config, said in the line
+        return problem_line(f"{type(exc).__name__}: {exc}"[:68], colored=colored)
+    try:
+        with _Alarm(deadline_s + 0.05):  # the socket's own timeouts come first
+            status, data = fetch(url, key, session, deadline_s)
     except Deadline:
         return problem_line(f"no answer in {deadline_s * 1000:.0f} ms", colored=colored)
     except ValueError:
@@ -310,7 +332,7 @@ def line(argv: list[str], environ: dict[str, str] | os._Environ[str], session: s
     except TimeoutError:
         return problem_line(f"no answer in {deadline_s * 1000:.0f} ms", colored=colored)
     except Exception as exc:  # noqa: BLE001 - a status line must print something, whatever broke
-        return problem_line(f"{type(exc).__name__}", colored=colored)
+        return problem_line(f"{type(exc).__name__}: {exc}"[:68], colored=colored)
     if status == 401:
         return problem_line("wrong api key (proxy.api_key)", colored=colored)
     if status == 404:
@@ -327,19 +349,13 @@ def main(argv: list[str]) -> int:
               "(statusLine.command): what the local model is doing for the session whose JSON arrives on "
               "stdin. `ccbridge claude` sets it up; `ccbridge env` prints the settings snippet.")
         return 0
-    previous = None
-    if hasattr(signal, "setitimer"):
-        previous = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, DEADLINE_S + 0.05)  # the socket timeouts come first
     try:
-        text = line(argv, os.environ, _session_from_stdin())
+        with _Alarm(DEADLINE_S):  # Claude Code writes the JSON and closes stdin; a terminal never does
+            session = _session_from_stdin()
     except Deadline:
-        text = problem_line(f"no answer in {DEADLINE_S * 1000:.0f} ms", colored=not os.environ.get("NO_COLOR"))
-    finally:
-        if previous is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    sys.stdout.write(text + "\n")
+        session = None
+    text = line(argv, os.environ, session)
+    sys.stdout.buffer.write((text + "\n").encode("utf-8"))  # Claude Code reads UTF-8, whatever the locale
     sys.stdout.flush()
     return 0
 
