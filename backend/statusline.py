@@ -249,7 +249,7 @@ def render(data: dict[str, Any], *, colored: bool = False, width: int = WIDTH) -
             used = last["context_tokens"]
             parts.append((f"ctx {tokens(used, decimals=False)}/{tokens(n_ctx, decimals=False)}",
                           "red" if used > 0.9 * n_ctx else "dim"))
-        if len(parts) == before:  # nothing measured to show (a backend that reports no timings)
+        if len(parts) == before and not problem:  # nothing measured to show (a backend without timings)
             parts.append(("ready", "dim"))
     elif not problem:
         busy = data.get("in_flight") or 0

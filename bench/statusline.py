@@ -48,22 +48,18 @@ def time_runs(argv: list[str], runs: int, stdin: bytes, env: dict[str, str]) -> 
     return took, out.decode(errors="replace").rstrip("\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=100, help="requests per second sent to serve meanwhile")
-    args = parser.parse_args()
+def measure(runs: int = 100, rate: float = 100) -> dict:
+    """The figures (see the module docstring); serve, its zero backend and the load are started here."""
     from tests.support.serve import ServeProcess
 
     stdin = json.dumps({"session_id": "bench-session-1", "model": {"id": "claude-opus-ccbridge"},
                         "cwd": "/tmp", "version": "2.1.332"}).encode()
     with tempfile.TemporaryDirectory() as d, ZeroBackend() as zero:
         tmp = Path(d)
-        os.environ["CCBRIDGE_DATA_DIR"] = str(tmp / "data")
-        os.environ["CCBRIDGE_CONFIG_DIR"] = str(tmp / "config")
+        dirs = {"CCBRIDGE_DATA_DIR": str(tmp / "data"), "CCBRIDGE_CONFIG_DIR": str(tmp / "config")}
         config = config_for(tmp, zero.url)
-        with ServeProcess(config) as serve:
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")},
+        with ServeProcess(config, dirs) as serve:
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}, **dirs,
                    "ANTHROPIC_BASE_URL": serve.url, "ANTHROPIC_AUTH_TOKEN": "ccbridge-local", "NO_COLOR": "1"}
             import httpx  # one request of the session asked about, so the line has its last call to show
 
@@ -71,22 +67,38 @@ def main() -> None:
                 {"role": "user", "content": "hi"}]}, headers={"x-claude-code-session-id": "bench-session-1"},
                 trust_env=False, timeout=30)
             installed = shlex.split(statusline_command())
-            idle, _ = time_runs(installed, max(10, args.runs // 5), stdin, env)
-            seconds = args.runs * 0.3 + 15
-            loader = load(serve.url, args.rate, seconds)
+            idle, _ = time_runs(installed, max(10, runs // 5), stdin, env)
+            seconds = runs * 0.3 + 15
+            loader = load(serve.url, rate, seconds)
             time.sleep(2)
-            busy, line = time_runs(installed, args.runs, stdin, env)
-            script, _ = time_runs([str(CCBRIDGE), "statusline"], max(10, args.runs // 2), stdin, env)
+            busy, line = time_runs(installed, runs, stdin, env)
+            script, _ = time_runs([str(CCBRIDGE), "statusline"], max(10, runs // 2), stdin, env)
             pass_site, _ = time_runs([sys.executable, "-c", "pass"], 30, b"", env)
             pass_bare, _ = time_runs([sys.executable, "-S", "-c", "pass"], 30, b"", env)
             load_result = finish(loader)
             down_env = {**env, "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
         down, down_line = time_runs(installed, 20, stdin, down_env)
-    data = {"runs": args.runs, "rate": args.rate, "load": load_result, "line": line, "down_line": down_line,
+    return {"runs": runs, "rate": rate, "load": load_result, "line": line, "down_line": down_line,
             "busy_p50_ms": median(busy), "busy_p95_ms": pct(busy, 95), "busy_max_ms": max(busy),
             "idle_p50_ms": median(idle), "down_p50_ms": median(down), "command": statusline_command(),
             "console_script_p50_ms": median(script), "console_script_p95_ms": pct(script, 95),
             "python_site_p50_ms": median(pass_site), "python_bare_p50_ms": median(pass_bare)}
+
+
+def suite_rows(d: dict) -> list[tuple[str, str, str]]:
+    """bench.suite's rows: the command as installed, under load and with no serve, against the interpreter."""
+    return [(f"status line command p50 / p95, serve under {d['rate']:.0f} req/s ({d['runs']} runs)",
+             f"{d['busy_p50_ms']:.0f} / {d['busy_p95_ms']:.0f} ms",
+             f"< 300 ms; python -S -c pass {d['python_bare_p50_ms']:.0f} ms"),
+            ("status line command, no serve (p50)", f"{d['down_p50_ms']:.0f} ms", "< 300 ms")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=100, help="requests per second sent to serve meanwhile")
+    args = parser.parse_args()
+    data = measure(args.runs, args.rate)
     print(render(data))
     print(f"saved {save('statusline', data)}")
 

@@ -15,7 +15,8 @@ sessions and subagents, before and after ccbridge removes the billing line, and
 (bench/groups.py) four Claude Code sessions on a group of two llama-servers, one of them
 killed mid-run, with session affinity and with plain round-robin, and (bench/realmodel.py, not
 with --quick) the real Qwen2.5-Coder 0.5B model's prompt read through both routes against
-direct, and Claude Code 2.1.332 reading a file with it.
+direct, and Claude Code 2.1.332 reading a file with it, and (bench/statusline.py) the status line
+command's own time while serve is under load.
 Prints one table; writes bench/results/suite-<time>.json (and suite-latest.json).
 Figures are ratios or differences within this run.
 """
@@ -40,7 +41,7 @@ import aiohttp
 import httpx
 import psutil
 
-from bench import cache, groups, realmodel
+from bench import cache, groups, realmodel, statusline
 from bench.harness import REPO, ZeroBackend, free_port, litellm_alone, machine, median, pct, save, table, wait_port
 
 sys.path.insert(0, str(REPO))
@@ -401,6 +402,7 @@ def main() -> None:
                 asyncio.run(throughput(proxy_url, total, 32))
                 data["rss_mb"] = {"idle": idle, "after": rss_mb(proxy_pid), "requests": total}
         data["request_check"] = request_check_cost()
+        data["statusline"] = statusline.measure(30 if args.quick else 100)
         if not args.no_real:
             data["real"] = real_chain(tmp, env, 30 if args.quick else 100, args.quick)
             data["prompt_cache"] = cache.measure(tmp / "prompt-cache", env, args.quick)
@@ -442,6 +444,8 @@ def render(d: dict) -> str:
                  f"{r['idle']:.1f} -> {r['after']:.1f} MB ({100 * (r['after'] / r['idle'] - 1):+.1f} %)",
                  "<= +10 %"))
     rows.append(("`ccbridge serve` to accepting", f"{d['serve_accepting_s'] * 1000:.0f} ms", "<= 1 s"))
+    if d.get("statusline"):
+        rows.extend(statusline.suite_rows(d["statusline"]))
     real = d.get("real")
     if real:
         routes = real["routes"]

@@ -128,6 +128,8 @@ def test_render_each_state_within_80_columns():
     assert render(_view(backend={"name": "local", "health": "unreachable"})) == "local · llama-server down"
     assert render(_view(known=False)) == "local qwen2.5-coder-0.5b · ready · ctx 32k"
     assert render(_view(last={"status": 200})) == "local qwen2.5-coder-0.5b · ready"
+    assert render(_view(last={"status": 200}, backend={"name": "local", "health": "unreachable"})) == \
+        "local · llama-server down"
     huge = _view(backend={"name": "a-very-long-backend-name", "model": "x" * 90, "n_ctx_slot": 131072},
                  request={**prefill, "eta_s": 7_300})
     for colored in (False, True):
