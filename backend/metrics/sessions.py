@@ -44,6 +44,8 @@ class SessionBoard:
     def on_event(self, event: Event) -> None:
         """Quick, never raises."""
         if isinstance(event, RequestStarted):
+            if not _model_call(event.path):
+                return
             with self._lock:
                 self._live[event.id] = _Live(event)
                 if event.session_id:
@@ -62,8 +64,7 @@ class SessionBoard:
             record = event.record
             with self._lock:
                 self._drop(record.id)
-                if record.session_id and record.path.startswith("/v1/messages") and \
-                        not record.path.startswith("/v1/messages/count_tokens"):
+                if record.session_id and _model_call(record.path):
                     self._last[record.session_id] = record
                     self._last.move_to_end(record.session_id)
                     while len(self._last) > MAX_SESSIONS:
@@ -114,6 +115,11 @@ class SessionBoard:
             }
         return {"known": request is not None or done is not None, "request": request, "last": done,
                 "in_flight": busy}
+
+
+def _model_call(path: str) -> bool:
+    """A call that reads a prompt and answers (not a token count, a probe or telemetry)."""
+    return path.startswith("/v1/messages") and not path.startswith("/v1/messages/count_tokens")
 
 
 def _prompt_tokens(r: RequestRecord) -> int | None:

@@ -158,6 +158,8 @@ def test_board_keeps_the_newest_request_of_a_session_and_its_last_finished_one()
                                            output_tokens=50)))
     view = board.view("s", now=5.0)
     assert view["request"] is None and view["last"]["id"] == "main" and view["last"]["context_tokens"] == 1050
+    board.on_event(RequestStarted("c", 6.0, "POST", "/v1/messages/count_tokens", "m", "local", "s"))
+    assert board.view("s")["request"] is None
     board.on_event(RequestFinished(_record("c", "s", path="/v1/messages/count_tokens")))
     assert board.view("s")["last"]["id"] == "main"  # a token count is not a model call
     assert board.view("other") == {"known": False, "request": None, "last": None, "in_flight": 0}
