@@ -34,15 +34,16 @@ def chromium_binary() -> str:
 class Browser:
     """One headless Chromium with a fresh profile; `page()` opens a DevTools session on its first tab."""
 
-    def __init__(self, size: tuple[int, int] = (1400, 900)) -> None:
+    def __init__(self, size: tuple[int, int] = (1400, 900), flags: tuple[str, ...] = ()) -> None:
         self.profile = Path(tempfile.mkdtemp(prefix="ccbridge-chromium-"))
         self.size = size
+        self.flags = flags  # e.g. --host-resolver-rules, to point a made-up name at 127.0.0.1
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def __enter__(self) -> Browser:
         self.proc = subprocess.Popen(
-            [chromium_binary(), *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
+            [chromium_binary(), *FLAGS, *self.flags, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
              "--remote-debugging-address=127.0.0.1", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = self.profile / "DevToolsActivePort"
@@ -115,6 +116,19 @@ class Page:
     def received(self) -> str:
         """Everything the page's websockets received, as one string (terminal output for a Textual page)."""
         return "".join(self.frames)
+
+    async def goto(self, url: str) -> None:
+        """Open `url` and wait until its page has loaded."""
+        await self.send("Page.navigate", url=url)
+        deadline = time.monotonic() + 30
+        while (await self.evaluate("[document.readyState, location.href]")) != ["complete", url]:
+            assert time.monotonic() < deadline, f"{url} did not load"
+            await asyncio.sleep(0.05)
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (a promise is awaited)."""
+        result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        return result.get("result", {}).get("value")
 
     async def screenshot(self, path: Path) -> Path:
         data = await self.send("Page.captureScreenshot", format="png")
