@@ -28,7 +28,7 @@ import httpx
 
 from backend import paths
 from backend.backend_probe import BackendInfo, probe_backend, server_root
-from backend.claude_env import apply, base_url, claude_settings, statusline_settings
+from backend.claude_env import apply, assumed_context, base_url, claude_settings, statusline_settings
 from backend.config.model import BackendConfig, Config
 from backend.serve_info import STARTED_BY_ENV, describe
 from backend.services.process import DIE_WITH_PARENT
@@ -281,18 +281,17 @@ def claude_session(config: Config, claude: str, args: list[str], say: Callable[[
         first = next(iter(config.backends.values()), None)
         info = wait_backend(first, OneLine()) if first is not None else None
         settings = claude_settings(config, info)
-        if info is None or not info.n_ctx_slot:
-            window = next(s for s in settings if s.name == CONTEXT_VARIABLE)
+        if info is None or not info.n_ctx_slot:  # claude_settings put in an assumed window: say so
             own = os.environ.get(CONTEXT_VARIABLE)
             why = info.error if info is not None and info.error else "no backend"
             if own:
                 settings = [s for s in settings if s.name != CONTEXT_VARIABLE]
                 say(f"ccbridge: the backend's context is unknown ({why}); keeping your {CONTEXT_VARIABLE}={own}")
             else:
-                say(f"ccbridge: the backend's context is unknown ({why}); assuming {window.value} tokens "
-                    f"({window.why.split(': ', 1)[0].removeprefix('ASSUMED (').rstrip(')')}): "
-                    f"{CONTEXT_VARIABLE}={window.value}. Set {CONTEXT_VARIABLE} to llama-server's context "
-                    "per slot (its -c divided by -np) to change it.")
+                assumed, source = assumed_context(config)
+                say(f"ccbridge: the backend's context is unknown ({why}); assuming {assumed} tokens ({source}): "
+                    f"{CONTEXT_VARIABLE}={assumed}. Set {CONTEXT_VARIABLE} to llama-server's context per slot "
+                    "(its -c divided by -np) to change it.")
         env = apply(settings, os.environ)
         return run_claude(claude, [*statusline_args(args, say), *args], env)
 

@@ -98,3 +98,27 @@ def test_waiting_for_the_services_rewrites_one_line_with_the_time(monkeypatch):
     text = term.getvalue()
     assert text.count("\r\x1b[K") == 3 and text.endswith("litellm starting (0 s)\n")
     assert "waiting for litellm installing (first run: LiteLLM's environment, about a minute) (0 s)" in text
+
+
+def test_claude_never_starts_without_a_window_and_says_what_it_assumed(monkeypatch, tmp_path):
+    import contextlib
+
+    from backend import launch
+
+    monkeypatch.setenv("CCBRIDGE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CLAUDE_CODE_MAX_CONTEXT_TOKENS", raising=False)
+    down = BackendInfo("local", "x", False, error="Loading model", health="loading")
+    ran: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(launch, "running_bridge", lambda config, say: contextlib.nullcontext({}))
+    monkeypatch.setattr(launch, "wait_backend", lambda backend, line: down)
+    monkeypatch.setattr(launch, "run_claude", lambda claude, args, env: ran.append((args, env)) or 0)
+    said: list[str] = []
+    assert launch.claude_session(CONFIG, "claude", ["-p", "hi"], said.append) == 0
+    assert ran[0][1]["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "32768"
+    assert said == ["ccbridge: the backend's context is unknown (Loading model); assuming 32768 tokens (the least "
+                    "Claude Code's first turn fits in): CLAUDE_CODE_MAX_CONTEXT_TOKENS=32768. Set "
+                    "CLAUDE_CODE_MAX_CONTEXT_TOKENS to llama-server's context per slot (its -c divided by -np) to "
+                    "change it."]
+    monkeypatch.setenv("CLAUDE_CODE_MAX_CONTEXT_TOKENS", "50000")  # the user's own is kept
+    assert launch.claude_session(CONFIG, "claude", ["-p", "hi"], said.append) == 0
+    assert ran[1][1]["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "50000" and "keeping your" in said[-1]
