@@ -112,8 +112,27 @@ def fixed_status() -> dict[str, Any]:
         "history_warning": None,
         "metrics": fixed_metrics(fixed_records()),
         "monitor": fixed_monitor(),
+        "scorecards": fixed_scorecards(),
         "claude_env": fixed_claude_env(),
     }
+
+
+def fixed_scorecards() -> list[dict[str, Any]]:
+    """`status()["scorecards"]`: the real Qwen2.5-Coder 0.5B card (bench.scorecard), context as at -c 16384."""
+    lines = [
+        {"topic": "tools in the template", "level": "ok", "found": "the chat template renders the offered tools",
+         "fix": ""},
+        {"topic": "tool calls", "level": "ok", "found": "the model writes its calls as JSON text; ccbridge repairs "
+         "them into tool_use blocks (backends.<name>.repair_tool_calls, on by default)", "fix": ""},
+        {"topic": "thinking", "level": "info", "found": "none came back (Claude Code works without it; a reasoning "
+         "model's thinking needs its template and --jinja)", "fix": ""},
+        {"topic": "context per slot", "level": "warn", "found": "16,384 tokens: Claude Code's prompt alone is "
+         "12-22k tokens with its tools, so little room is left for the work", "fix": "use -c 65536 or more per slot"},
+        {"topic": "sliding-window attention", "level": "ok", "found": "none (the cache is shared across sessions as "
+         "it is)", "fix": ""},
+    ]
+    return [{"backend": "local", "model": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "checked_at": NOW - 120,
+             "tool_calls": "repair", "lines": lines, "key": "k", "verdict": "warn"}]
 
 
 def fixed_monitor() -> dict[str, Any]:
@@ -214,6 +233,11 @@ class FixedBackend:
     async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
         self.calls.append(("enable_swa_full", backend))
         return (f"llama:{backend}",)
+
+    async def probe_models(self) -> list[dict[str, Any]]:
+        self.calls.append(("probe_models", None))
+        self._status["scorecards"] = fixed_scorecards()
+        return fixed_scorecards()
 
 
 def fixed_app(**kw: Any):  # type: ignore[no-untyped-def]

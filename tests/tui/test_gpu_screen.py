@@ -58,3 +58,25 @@ def test_attaching_says_which_serve_who_started_it_and_when():
                        and "q leaves it running" in m for m in said), said
 
     asyncio.run(drive())
+
+
+def test_the_model_scorecard_is_on_the_screen_and_asked_for_once_when_missing():
+    app = fixed_app()
+    app.state.status.pop("scorecards")  # the status FixedBackend serves: no card yet
+
+    async def drive() -> None:
+        async with app.run_test(size=(140, 60)) as pilot:
+            await pilot.press("5")
+            for _ in range(50):
+                await pilot.pause(0.05)
+                text = plain(app.screen.body, 140)  # type: ignore[attr-defined]
+                if "writes its calls as JSON text" in text:
+                    break
+            assert "tool calls" in text and "writes its calls as JSON text" in text, text
+            assert "fix: use -c 65536 or more per slot" in text
+            await pilot.press("m")  # asked again by hand
+            await pilot.pause(0.2)
+        probes = [c for c in app.bridge.control.calls if c[0] == "probe_models"]  # type: ignore[attr-defined]
+        assert len(probes) == 2, probes  # once on the first look (no card yet), once for `m`
+
+    asyncio.run(drive())

@@ -225,8 +225,31 @@ def advice_cards(advice: list[dict]) -> list[Panel]:
     return cards
 
 
-def monitor_view(monitor: dict | None, groups: list[dict] | None = None) -> RenderableType:
-    """The whole GPU screen: groups, each backend with its slots, memory gauges, the cache table, advice cards."""
+VERDICT_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "blue"}
+
+
+def scorecard_table(cards: list[dict]) -> Table:
+    """Per backend, what its model can do for Claude Code: a line per question, the verdict, the fix."""
+    table = _grid("model", "question", "", "found · fix", wrap_last=True)
+    for card in cards:
+        name = str(card.get("backend", "?"))
+        if card.get("waiting"):
+            table.add_row(name, "-", Text("wait", style="dim"), str(card["waiting"]))
+            continue
+        for i, line in enumerate(card.get("lines") or []):
+            level = str(line.get("level", "info"))
+            found = Text(str(line.get("found", "")))
+            if line.get("fix"):
+                found += Text(" · fix: ", style="bold") + Text(str(line["fix"]))
+            table.add_row(name if i == 0 else "", str(line.get("topic", "")),
+                          Text(level, style=VERDICT_STYLE.get(level, "")), found)
+    return table
+
+
+def monitor_view(monitor: dict | None, groups: list[dict] | None = None,
+                 cards: list[dict] | None = None) -> RenderableType:
+    """The whole GPU screen: groups, each backend with its slots, memory gauges, the cache table, the model
+    scorecards, advice cards."""
     parts: list[RenderableType] = [Text(line) for line in group_lines(groups)]
     if not monitor:
         return Group(*parts, Text(NOT_AVAILABLE))
@@ -237,6 +260,8 @@ def monitor_view(monitor: dict | None, groups: list[dict] | None = None) -> Rend
     cache = monitor.get("cache") or {}
     if cache.get("by_backend") or cache.get("by_session"):
         parts += [cache_table(cache), Text("")]
+    if cards:
+        parts += [scorecard_table(cards), Text("")]
     parts += advice_cards(monitor.get("advice") or [])
     return Group(*parts)
 
@@ -315,7 +340,8 @@ def swa_target(status: dict[str, Any]) -> tuple[str | None, str]:
 class GpuScreen(PanelScreen):
     """llama-server, GPU, prompt cache and the monitor's advice; `w` applies --swa-full."""
 
-    BINDINGS = [Binding("w", "swa_full", "--swa-full", id="gpu.swa_full")]
+    BINDINGS = [Binding("w", "swa_full", "--swa-full", id="gpu.swa_full"),
+                Binding("m", "probe_models", "probe model", id="gpu.probe_models")]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -328,8 +354,27 @@ class GpuScreen(PanelScreen):
 
     def refresh_view(self, finished: list[RequestRecord]) -> None:
         status = self.panel.state.status
-        self.body = monitor_view(status.get("monitor"), status.get("groups"))
+        cards = status.get("scorecards")
+        self.body = monitor_view(status.get("monitor"), status.get("groups"), cards)
         self.query_one("#gpu-body", Static).update(self.body)
+        if not self._probe_asked and status.get("monitor") and not any(c.get("lines") for c in cards or []):
+            self.action_probe_models()  # the first look at the screen asks once (serve probes only when idle)
+
+    _probe_asked = False
+
+    def action_probe_models(self) -> None:
+        """Ask serve to probe each idle backend's model (a small request each, once per model setup)."""
+        self._probe_asked = True
+        self._probe_models()
+
+    @work(group="probe-models", exclusive=True)
+    async def _probe_models(self) -> None:
+        try:
+            await self.panel.control.probe_models()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the panel goes on
+            self.notify(f"model probe failed: {exc}", severity="warning", markup=False)
+            return
+        self.panel.poll_status()
 
     def action_swa_full(self) -> None:
         name, message = swa_target(self.panel.state.status)
