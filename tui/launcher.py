@@ -72,7 +72,8 @@ def run_panel(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="ccbridge", description="Open ccbridge's control panel over the ccbridge serve on the configured "
         "port, starting one in the background when none runs (q stops what the panel started). Other "
-        "commands: serve, attach, web, claude, env, export, import, doctor (ccbridge COMMAND --help).")
+        "commands: serve, attach, web, claude, env, statusline, stop, export, import, doctor "
+        "(ccbridge COMMAND --help).")
     parser.add_argument("--config", help="ccbridge.yaml to use (default: the user config dir)")
     args = parser.parse_args(argv)
     from backend.config import ConfigError
