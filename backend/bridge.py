@@ -38,6 +38,7 @@ from backend.events import (
     RequestProgress,
     RequestRecord,
     RequestStarted,
+    ServiceStateChanged,
     UnknownModel,
 )
 from backend.metrics import RequestMetrics
@@ -55,12 +56,14 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.proxy.upstream import ExternalUpstream, NativeUpstream, Upstream
+from backend.proxy.warm import Warmer
 from backend.redaction import Redactor, config_secrets, learn
 from backend.serve_info import started_by
 from backend.services.litellm_service import LiteLLMService
 from backend.services.llama_service import LlamaServers, LlamaServerService, command_with_flag
 from backend.services.process import LogBuffer
 from backend.services.slot_files import SlotFiles
+from backend.services.supervised import READY
 from backend.store import HistoryStore
 from backend.store.history import RequestBodies
 
@@ -125,6 +128,11 @@ class Bridge:
         self.metrics = RequestMetrics(route_of=self._route_of)
         self.sessions = SessionBoard()
         self.slot_files = SlotFiles(paths.slots_dir(), lambda: self.config.cache, say=self._say_in_service)
+        self.warmer = Warmer(lambda: self._backend_session, self.bus.publish,
+                             families=lambda: self.config.cache.warm_families, enabled=lambda: self.config.cache.warm,
+                             busy=lambda: self.front.in_flight if self.front is not None else 0)
+        self._process_starts: dict[str, float] = {}  # backend -> its llama-server's start time, last seen
+        self._restart_watch: asyncio.Task[None] | None = None
         self.llamas = LlamaServers(bus=self.bus, session=lambda: self._backend_session, slot_files=self.slot_files)
         self.api = ControlAPI(self, api_key=lambda: self.config.proxy.api_key, prometheus=self.prometheus)
         self._prometheus = BridgeCollector(self.metrics, self.services,
@@ -218,6 +226,7 @@ class Bridge:
             progress=self.bus.publish,
             reports_progress=self._reports_progress,
             reached=self._backend_reached,
+            keep_prompt=self.warmer.keep,
         )
         self._leg_port = await self._serve(self.leg.handle, "127.0.0.1", 0)
         self._choose_upstream()
@@ -235,6 +244,7 @@ class Bridge:
             bodies=self._body_limit,
             keep_bodies=self.history.add_bodies,
             misses=MissExplainer(self._cache_facts),
+            warmer=self.warmer,
         )
         try:
             await self._serve(self._handle, self.config.proxy.host, self.config.proxy.port)
@@ -249,6 +259,7 @@ class Bridge:
             await self.litellm.start()
         self._watcher = asyncio.create_task(self._watch_config(), name="config-watcher")
         self.slot_files.clear_leftovers()
+        self._restart_watch = asyncio.create_task(self._watch_restarts(), name="restart-watch")
         await self.llamas.sync(self.config.backends)
         earlier = await asyncio.to_thread(self.history.recent, 500)
         self.monitor.seed(earlier)
@@ -273,6 +284,9 @@ class Bridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         self.api.close()
+        if self._restart_watch is not None:
+            self._restart_watch.cancel()
+        await self.warmer.stop()
         await self.monitor.stop()
         if self.litellm is not None:
             await self.litellm.stop()
@@ -543,6 +557,8 @@ class Bridge:
             "api_key_set": bool(self.config.proxy.api_key),  # whether clients need one; the key is never sent
             "services": services,
             "slot_restores": {name: r.as_dict() for name, r in self.slot_files.restored.items()},
+            "warming": dict(self.warmer.progress),  # backend -> the warm-up in flight (share read so far)
+            "warmups": list(self.warmer.recent),
             "aliases": [{"pattern": r.pattern, "target": r.target} for r in self.config.aliases],
             "backends": [
                 {"name": b.name, "api_base": b.api_base, "model": b.model,
@@ -640,6 +656,8 @@ class Bridge:
             self._check_restore(event.record)
             self.monitor.add_record(event.record)
             self.balancer.finished(event.record)
+        elif isinstance(event, ServiceStateChanged) and event.state == READY and event.service.startswith("llama:"):
+            self._came_up(event)
         elif isinstance(event, LogLine) and event.service == "proxy":
             self.proxy_log.add(event.line)
         elif isinstance(event, UnknownModel):
@@ -656,7 +674,8 @@ class Bridge:
             cached, fresh = record.backend_cache_n, record.backend_prompt_n
             if cached is None or fresh is None:  # the native route: llama-server's Anthropic usage
                 cached, fresh = record.cache_read_tokens, record.input_tokens
-            self.slot_files.check(record.routed_backend, cached, fresh, f"llama:{record.routed_backend}")
+            if self.slot_files.check(record.routed_backend, cached, fresh, f"llama:{record.routed_backend}") is False:
+                self.warmer.start(record.routed_backend)  # the restore gave nothing: warm from kept prompts
 
     def _cache_facts(self, backend: str) -> CacheFacts:
         """When the backend's llama-server came up, when ccbridge restored its slots, whether it loses
@@ -671,6 +690,30 @@ class Bridge:
                 swa = bool(b.swa and b.swa.window and b.swa.full is not True)
         restored = self.slot_files.restored.get(backend)
         return CacheFacts(came_up, restored.at if restored else None, swa)
+
+    def _came_up(self, event: ServiceStateChanged) -> None:
+        """A managed llama-server is ready: warm it unless its slots were just restored with a prompt."""
+        backend = event.service.removeprefix("llama:")
+        restored = self.slot_files.restored.get(backend)
+        if restored is None or event.at - restored.at > 30 or not restored.tokens:
+            self.warmer.start(backend)
+
+    async def _watch_restarts(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(Exception):  # a monitor hiccup must not end the watch
+                self._external_restarts()
+
+    def _external_restarts(self) -> None:
+        """A llama-server ccbridge does not run came up again (its process start time changed): warm it."""
+        for b in self.monitor.snapshot().backends:
+            started = b.process.started_at if b.process is not None else None
+            if b.name in self.llamas.services or started is None:
+                continue
+            before = self._process_starts.get(b.name)
+            self._process_starts[b.name] = started
+            if before is not None and started > before + 1:
+                self.warmer.start(b.name)
 
     def _say_in_service(self, service: str, line: str) -> None:
         """A line of ccbridge's own in a managed service's log (the panel and the API show it)."""

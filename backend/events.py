@@ -149,6 +149,21 @@ class ConfigApplied:
     restarted: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class WarmupFinished:
+    """ccbridge replayed a kept prompt to a llama-server that came up cold (backend.proxy.warm):
+    not a user request, so never a request record and never in the request metrics."""
+
+    backend: str
+    family: str
+    at: float
+    duration_ms: float
+    prompt_tokens: int | None
+    cached_tokens: int | None
+    cancelled: bool = False  # a user request arrived and went first
+    error: str | None = None
+
+
 Event = (
     RequestStarted
     | RequestProgress
@@ -158,6 +173,7 @@ Event = (
     | ServiceStateChanged
     | LogLine
     | ConfigApplied
+    | WarmupFinished
 )
 Listener = Callable[[Event], None]
 

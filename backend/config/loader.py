@@ -79,7 +79,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "aliases": (),  # free-form patterns
     "history": ("path", "retention_days", "max_rows", "bodies", "body_max_kb", "bodies_max_mb"),
     "groups": ("balance",),
-    "cache": ("shared_first", "keep_slots", "slot_files", "slot_files_mb"),
+    "cache": ("shared_first", "keep_slots", "slot_files", "slot_files_mb", "warm", "warm_families"),
 }
 """Top-level sections and the keys each accepts."""
 
@@ -616,7 +616,7 @@ class _Checker:
             return CacheConfig()
         self.check_keys(node, SECTIONS["cache"], "cache")
         kw: dict[str, Any] = {}
-        for key in ("shared_first", "keep_slots"):
+        for key in ("shared_first", "keep_slots", "warm"):
             if key in node:
                 if not isinstance(node[key], bool):
                     raise self.fail(f"cache.{key}", self.value_line(node, key), describe(node[key]), "true or false")
@@ -625,6 +625,9 @@ class _Checker:
             kw["slot_files"] = self.integer(node, "slot_files", "cache.slot_files", 1, None, "a whole number above 0")
         if "slot_files_mb" in node:
             kw["slot_files_mb"] = self.number(node, "slot_files_mb", "cache.slot_files_mb", "a number of MiB above 0")
+        if "warm_families" in node:
+            kw["warm_families"] = self.integer(node, "warm_families", "cache.warm_families", 0, None,
+                                               "a whole number, 0 or more")
         return CacheConfig(**kw)
 
     def history(self, root: Any) -> HistoryConfig:

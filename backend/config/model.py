@@ -145,6 +145,12 @@ class CacheConfig:
     """Most slot files kept per backend (the newest win)."""
     slot_files_mb: float = 4096.0
     """Most MiB of slot files kept per backend; older or larger ones are removed."""
+    warm: bool = True
+    """When a llama-server comes up with nothing cached (first start, a restart without restored slots,
+    a crash, a server restarted by hand), replay the latest prompt of the most recent prompt families
+    with max_tokens 1 while no user request is in flight; a user request cancels it at once."""
+    warm_families: int = 2
+    """How many prompt families (a main agent, each subagent type) per backend a warm-up replays."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,7 @@ from backend.proxy.prompt import is_subagent, prompt_family, shared_first, strip
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 from backend.proxy.validate import RequestInvalid, check_messages_request
+from backend.proxy.warm import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class FrontProxy:
         bodies: Callable[[], int] = lambda: 0,
         keep_bodies: Callable[[str, float, bytes, bytes], None] | None = None,
         misses: MissExplainer | None = None,
+        warmer: Warmer | None = None,
     ) -> None:
         self._routing = routing
         self._upstream = upstream
@@ -196,6 +198,7 @@ class FrontProxy:
         self._body_limit = bodies  # bytes of each body to keep (0: bodies are not kept)
         self._keep_bodies = keep_bodies
         self._misses = misses  # names why a request missed the prompt cache
+        self._warmer = warmer  # warm-ups of a cold llama-server: a user request goes first
         self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
         self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
@@ -276,6 +279,8 @@ class FrontProxy:
         if task is not None:
             self._live[draft.id] = task
         self.in_flight += 1
+        if self._warmer is not None:
+            self._warmer.user_request()
         try:
             if self._stopping:
                 response = _error(503, "ccbridge is stopping; start it again (`ccbridge serve`).")
@@ -292,6 +297,10 @@ class FrontProxy:
                     response = routed
                     return response
                 body, backend, model, upstream = routed.body, routed.backend, routed.model, routed.upstream
+                if self._warmer is not None and isinstance(upstream, NativeUpstream) and draft.path == MESSAGES_PATH:
+                    b = routing.backends[backend]
+                    self._warmer.keep(backend, draft.family, server_root(b.api_base) + MESSAGES_PATH, body,
+                                      NativeUpstream(b).auth_headers({}))
                 if upstream.paired:
                     pair = self._registry.open(draft.id, backend, model, draft.agent_key)
             self._bus.publish(RequestStarted(draft.id, draft.started_at, draft.method, draft.path,

@@ -77,6 +77,7 @@ class BackendLeg:
         progress: Callable[[RequestProgress], None] | None = None,
         reports_progress: Callable[[BackendConfig], bool] = lambda backend: True,
         reached: Callable[[str, str | None], None] = lambda name, failure: None,
+        keep_prompt: Callable[[str, str | None, str, bytes, dict[str, str]], None] | None = None,
     ) -> None:
         self._backends = backends
         self._max_body = max_body
@@ -89,6 +90,7 @@ class BackendLeg:
         self._pinner = pinner
         self._reached = reached  # (backend, None) when it answered, (backend, why) when it could not be reached
         self.refused_total = 0
+        self._keep_prompt = keep_prompt  # (backend, family, url, body, auth): what a warm-up replays (proxy.warm)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
@@ -151,6 +153,10 @@ class BackendLeg:
         if backend.api_key:
             headers["authorization"] = f"Bearer {backend.api_key}"
         url = f"{backend.api_base.rstrip('/')}/{rest}"
+        if self._keep_prompt is not None and pair is not None and rest.endswith("chat/completions") and body:
+            family = (pair.session or "").partition("/")[2] or None  # agent key: session/family
+            self._keep_prompt(backend.name, family, url, body, {k: v for k, v in headers.items()
+                                                                 if k.lower() == "authorization"})
         if request.query_string:
             url += "?" + request.query_string
         for attempt in (1, 2):

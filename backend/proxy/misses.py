@@ -109,13 +109,18 @@ def _quote(text: str, at: int) -> str:
 
 
 def first_difference(old: PromptShape, new: PromptShape) -> Difference | None:
-    """The first structural difference of `new` from `old` (None: `new` extends `old`)."""
+    """The first structural difference of `new` from `old` (None: `new` extends `old`). A session in
+    another folder is named as such wherever its prompt first differs (Claude Code 2.1.332 names the
+    folder in a system block, its memory path, before the "# Environment" block)."""
     total = max(1, new.size)
     done = 0
+    folder = ""
+    if old.cwd and new.cwd and old.cwd != new.cwd:
+        folder = f"a session in another folder: {new.cwd} (the earlier one ran in {old.cwd}); "
     for i, (a, b) in enumerate(zip(old.system, new.system, strict=False)):
         if a != b:
             at = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-            return Difference(f"system block {i + 1} changed at character {at:,}: {_quote(b, at)}",
+            return Difference(f"{folder}system block {i + 1} changed at character {at:,}: {_quote(b, at)}",
                               (done + at) / total, True)
         done += len(b)
     if len(old.system) != len(new.system):
@@ -129,12 +134,11 @@ def first_difference(old: PromptShape, new: PromptShape) -> Difference | None:
             parts = ["their order changed"]
         same = next((n for n, (t, u) in enumerate(zip(old.tools, new.tools, strict=False)) if t != u),
                     min(len(old.tools), len(new.tools)))
-        return Difference("tools changed: " + ", ".join(parts), (done + sum(t[2] for t in new.tools[:same])) / total,
-                          True)
+        shared = (done + sum(t[2] for t in new.tools[:same])) / total
+        return Difference(folder + "tools changed: " + ", ".join(parts), shared, True)
     done += sum(t[2] for t in new.tools)
-    if old.cwd and new.cwd and old.cwd != new.cwd:
-        return Difference(f"a session in another folder: {new.cwd} (the earlier one ran in {old.cwd}); Claude "
-                          "Code's \"# Environment\" block names the folder", done / total, True)
+    if folder:
+        return Difference(folder + "Claude Code's \"# Environment\" block names the folder", done / total, True)
     for i, (was, now_m) in enumerate(zip(old.messages, new.messages, strict=False)):
         if was[:2] != now_m[:2]:
             if new.session_id != old.session_id or new.family != old.family:
