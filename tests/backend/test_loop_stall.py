@@ -110,6 +110,7 @@ def test_litellm_stale_process_cleanup_does_not_stall_the_loop(tmp_path, monkeyp
             return meter.longest
 
     stall = asyncio.run(main())
+    print(f"\nLiteLLM's clean-up blocked {scan * 1000:.0f} ms in its thread; the loop stalled {stall * 1000:.0f} ms")
     assert scanned, "the clean-up never asked who holds the port"
     assert stall < scan / 4, stall
 
