@@ -694,8 +694,10 @@ class Bridge:
     def _came_up(self, event: ServiceStateChanged) -> None:
         """A managed llama-server is ready: warm it unless its slots were just restored with a prompt."""
         backend = event.service.removeprefix("llama:")
-        restored = self.slot_files.restored.get(backend)
-        if restored is None or event.at - restored.at > 30 or not restored.tokens:
+        svc = self.llamas.services.get(backend)
+        started = svc.status().started_at if svc is not None else None
+        restored = self.slot_files.restored.get(backend)  # restored by this start (before it was ready)?
+        if restored is None or started is None or restored.at < started or not restored.tokens:
             self.warmer.start(backend)
 
     async def _watch_restarts(self) -> None:

@@ -206,10 +206,11 @@ class SlotFiles:
             with contextlib.suppress(OSError):
                 files.append((path.stat().st_mtime, path.stat().st_size, path))
         files.sort(reverse=True)
-        budget, kept = settings.slot_files_mb * 1024 * 1024, 0
-        for n, (_mtime, size, path) in enumerate(files):
-            kept += size
-            if n >= settings.slot_files or kept > budget:
+        budget, kept, count = settings.slot_files_mb * 1024 * 1024, 0, 0
+        for _mtime, size, path in files:
+            if count < settings.slot_files and kept + size <= budget:
+                kept, count = kept + size, count + 1
+            else:
                 with contextlib.suppress(OSError):
                     path.unlink()
                 pending = self._pending.get(backend, [])

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+from pathlib import Path
 
 from aiohttp import web
 
+from backend.config.model import CacheConfig
 from backend.proxy.misses import CacheFacts, MissExplainer, PromptShape
 from backend.proxy.prompt import shared_first
+from backend.services.slot_files import Restored, SlotFiles
 from tests.backend.test_front import messages_body, run_with_bridge
 from tests.support.upstreams import AnthropicUpstream, Seen
 
@@ -201,3 +205,40 @@ def claude_body_with(tools: list) -> dict:
     body = turn(tools=tools)
     body["messages"] = [body["messages"][1], body["messages"][0]]  # as Claude Code sends it
     return body
+
+
+# -- slot files ----------------------------------------------------------------------------------
+
+def test_slot_files_folder_flag_and_bounds(tmp_path):
+    settings = CacheConfig(slot_files=2, slot_files_mb=1.0)
+    files = SlotFiles(tmp_path / "slots", lambda: settings)
+    argv = files.argv_with_folder(["llama-server", "-m", "m.gguf"], "local box")
+    assert argv[-2:] == ["--slot-save-path", str(tmp_path / "slots" / "local_box")]
+    assert (tmp_path / "slots" / "local_box").is_dir()
+    own = ["llama-server", "--slot-save-path=/mine"]
+    assert files.argv_with_folder(own, "local") == own  # the user's own folder wins
+    assert SlotFiles(tmp_path, lambda: CacheConfig(keep_slots=False)).argv_with_folder(["x"], "local") == ["x"]
+    folder = files.folder("local")
+    for n, size in enumerate((10, 10, 10)):
+        path = folder / f"slot0-{n}.bin"
+        path.write_bytes(b"x" * size)
+        os.utime(path, (n, n))
+    files.prune("local")
+    assert sorted(p.name for p in folder.glob("*.bin")) == ["slot0-1.bin", "slot0-2.bin"]  # the newest 2
+    (folder / "slot0-9.bin").write_bytes(b"x" * (2 * 1024 * 1024))  # over the MiB budget alone
+    files.prune("local")
+    assert sorted(p.name for p in folder.glob("*.bin")) == ["slot0-1.bin", "slot0-2.bin"]
+    files.clear_leftovers()
+    assert not list(folder.glob("*.bin"))
+
+
+def test_a_restore_that_gave_nothing_is_said_once():
+    said: list[str] = []
+    files = SlotFiles(Path("/nonexistent"), lambda: CacheConfig(), say=lambda service, line: said.append(line))
+    assert files.check("local", 0, 100, "llama:local") is None  # no restore: nothing to judge
+    files.restored["local"] = Restored(at=1.0, slots=1, tokens=20_000)
+    assert files.check("local", 3, 20_000, "llama:local") is False
+    assert files.check("local", 0, 100, "llama:local") is None  # judged once
+    assert len(said) == 1 and "gave nothing" in said[0]
+    files.restored["local"] = Restored(at=2.0, slots=1, tokens=20_000)
+    assert files.check("local", 19_000, 300, "llama:local") is True
