@@ -35,7 +35,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from backend.backend_probe import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
+from backend.backend_info import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
 from backend.config.aliases import AliasTable
 from backend.config.model import Config
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from backend import __version__, paths
-from backend.backend_probe import probe_backend
 from backend.claude_env import claude_settings, shell_lines, statusline_snippet_lines
 from backend.config import ConfigError, ensure_config, load_config, write_imported
 from backend.config.model import Config
 from backend.console import ConsoleWriter
 from backend.events import Event, LogLine, RequestFinished, RequestRecord, ServiceStateChanged
+from backend.monitor.llama import probe_backend
 from backend.redaction import RedactingFilter
 
 SUMMARY_SECONDS = 60.0

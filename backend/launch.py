@@ -27,9 +27,11 @@ from typing import Any, TextIO
 import httpx
 
 from backend import paths
-from backend.backend_probe import BackendInfo, probe_backend, server_root
+from backend.backend_info import BackendInfo
 from backend.claude_env import apply, assumed_context, base_url, claude_settings, statusline_settings
 from backend.config.model import BackendConfig, Config
+from backend.llama_api import server_root
+from backend.monitor.llama import probe_backend
 from backend.serve_info import STARTED_BY_ENV, describe
 from backend.services.process import DIE_WITH_PARENT
 

@@ -45,4 +45,5 @@ done
 
 .venv/bin/ruff check backend tests bench tui
 .venv/bin/mypy backend tui
+.venv/bin/lint-imports  # the layers and no-circle contracts in pyproject.toml
 .venv/bin/python -m pytest "$@"

@@ -21,12 +21,14 @@ from textual.worker import Worker, WorkerState
 
 from backend.api.link import ServeLink
 from backend.control import BridgeControl, ControlUnavailable
+from backend.events import RequestRecord
 from backend.serve_info import describe
 from tui.bridge import ROW_WINDOW, PanelBridge, PanelState
 from tui.commands import PanelCommands
+from tui.connection import link_for_config
 from tui.format import progress_text
 from tui.screens.aliases import AliasesScreen
-from tui.screens.base import PanelScreen
+from tui.screens.base import Panel, PanelScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.gpu import GpuScreen
 from tui.screens.help import HelpScreen
@@ -92,8 +94,6 @@ class PanelApp(App[None]):
             self.clean_exit = True
             self.exit()
             return
-        from tui.launcher import link_for_config
-
         self.link = link_for_config(path)
         self._begin()
 
@@ -162,7 +162,7 @@ class PanelApp(App[None]):
         if events or self.state.in_flight:  # in-flight rows show their time so far
             self.refresh_screens(finished)
 
-    def refresh_screens(self, finished: list[Any] | None = None) -> None:
+    def refresh_screens(self, finished: list[RequestRecord] | None = None) -> None:
         if not self.screen_stack:  # shutting down
             return
         screen = self.screen
@@ -278,3 +278,8 @@ class PanelApp(App[None]):
         if self.link is not None:
             await self.link.close(stop_started=True)
         self.exit()
+
+
+def as_panel(app: PanelApp) -> Panel:
+    """The app is what screens ask for: mypy checks it here, where both are known."""
+    return app

@@ -13,45 +13,11 @@ Textual is imported only on these paths, so `ccbridge serve` starts as fast as b
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from backend.api.link import ServeLink
+from tui.connection import DEFAULT_URL, config_path, link_for_config, target
 
 PANEL_COMMANDS = {"attach", "web"}
-DEFAULT_URL = "http://127.0.0.1:8082"
-
-
-def _config_path(value: str | None) -> Path:
-    from backend import paths
-
-    return Path(value).expanduser() if value else paths.default_config_file()
-
-
-def url_for(config_path: Path) -> tuple[str, str | None]:
-    """The serve URL and key a config file names (proxy.host/port, proxy.api_key)."""
-    from backend.config import load_config
-
-    config = load_config(config_path)
-    host = config.proxy.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{config.proxy.port}", config.proxy.api_key
-
-
-def link_for_config(path: Path) -> ServeLink:
-    """A link that attaches to the serve on the config's port, or starts one for that config."""
-    from backend.api.link import ServeLink
-
-    url, key = url_for(path)
-    return ServeLink(url, key, config_path=path, spawn=True)
-
-
-def key_from_env(given: str | None) -> str | None:
-    return given or os.environ.get("ANTHROPIC_AUTH_TOKEN") or os.environ.get("ANTHROPIC_API_KEY") or None
 
 
 def _run_app(app) -> int:  # type: ignore[no-untyped-def]
@@ -79,7 +45,7 @@ def run_panel(argv: list[str]) -> int:
     from backend.config import ConfigError
     from tui.app import PanelApp
 
-    path = _config_path(args.config)
+    path = config_path(args.config)
     if not path.exists():
         return _run_app(PanelApp(None, setup_path=path))
     try:
@@ -101,28 +67,12 @@ def _attach_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _target(url: str | None, key: str | None, config: str | None) -> tuple[str, str | None]:
-    """The URL and key to attach to: given, else the config's, else the default."""
-    if url:
-        return url, key_from_env(key)
-    path = _config_path(config)
-    if path.exists():
-        from backend.config import ConfigError
-
-        try:
-            cfg_url, cfg_key = url_for(path)
-            return cfg_url, key_from_env(key) or cfg_key
-        except ConfigError:
-            pass
-    return DEFAULT_URL, key_from_env(key)
-
-
 def run_attach(argv: list[str]) -> int:
     args = _attach_parser().parse_args(argv)
     from backend.api.link import ServeLink
     from tui.app import PanelApp
 
-    url, key = _target(args.url, args.key, args.config)
+    url, key = target(args.url, args.key, args.config)
     return _run_app(PanelApp(None, link=ServeLink(url, key, spawn=False)))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.config.model import LOOPBACK_HOSTS
-from tui.launcher import _config_path, _target
+from tui.connection import config_path, target
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -108,9 +108,9 @@ def run_web(argv: list[str]) -> int:
     from backend.api.link import ServeLink
     from backend.control import ControlUnavailable
 
-    url, key = _target(args.url, args.key, args.config)
+    url, key = target(args.url, args.key, args.config)
     link = ServeLink(url, key, spawn=False) if args.url else None
-    path = _config_path(args.config)
+    path = config_path(args.config)
     if link is None:
         if not path.exists():
             print(f"ccbridge web: no config at {path}; run `ccbridge` once (its setup screen writes one) or give "

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from backend.backend_probe import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
+from backend.backend_info import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
 from backend.events import RequestRecord
 from backend.monitor.snapshot import Advice, BackendStatus, CacheReport, GpuStatus, SwaStatus
 from backend.monitor.text import human_bytes

@@ -13,13 +13,16 @@ import asyncio
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from backend.backend_probe import server_root
+from backend.backend_info import BackendInfo
+from backend.config.model import BackendConfig
+from backend.llama_api import bearer, server_root
 from backend.monitor.snapshot import BackendMetrics, EndpointState, HealthState, SlotStatus
 
 PROBE_TIMEOUT = 2.0
@@ -57,10 +60,7 @@ class LlamaReading:
 def auth_headers(api_key: str | None) -> dict[str, str]:
     """Probe headers: identity encoding (the bridge's session does not decompress) and
     llama-server's --api-key as a Bearer token (never logged)."""
-    headers = {"Accept-Encoding": "identity"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    return headers
+    return {"Accept-Encoding": "identity", **bearer(api_key)}
 
 
 async def _get(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], timeout: float,
@@ -138,6 +138,28 @@ async def probe_llama(session: aiohttp.ClientSession, api_base: str, api_key: st
     results = await asyncio.gather(*jobs.values())
     answers.update(zip(jobs.keys(), results, strict=True))
     return LlamaReading(root, at, state, detail, answers)
+
+
+def probe_backend(backend: BackendConfig, timeout: float = 3.0) -> BackendInfo:
+    """Ask one backend now, once, off the proxy's hot path (synchronous: for command-line tools, never on a
+    running event loop). The same endpoints and parsing as the monitor; never raises."""
+    return asyncio.run(_probe_backend(backend, timeout))
+
+
+async def _probe_backend(backend: BackendConfig, timeout: float) -> BackendInfo:
+    async with aiohttp.ClientSession(trust_env=False, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        reading = await probe_llama(session, backend.api_base, backend.api_key, at=time.time())
+    models = reading.body("models")
+    if models is None:
+        answer = reading.answers.get("models") or reading.answers.get("health")
+        why = answer.detail if answer is not None and answer.detail else reading.health_detail
+        return BackendInfo(backend.name, backend.api_base, False, health=reading.health,
+                           error=why or f"{backend.api_base}/models did not answer with a model list")
+    info = parse_model_info(reading.body("props"), models)
+    slots = parse_slots(reading.body("slots")) if reading.body("slots") is not None else ()
+    n_ctx = info.n_ctx_slot or (slots[0].n_ctx if slots else None)
+    return BackendInfo(backend.name, backend.api_base, True, info.model, n_ctx, info.n_ctx_train,
+                       info.total_slots or (len(slots) or None), health=reading.health)
 
 
 # -- /props and /v1/models ---------------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from backend.backend_probe import server_root
 from backend.config.model import BackendConfig
+from backend.llama_api import server_root
 from backend.monitor.llama import auth_headers
 from backend.monitor.snapshot import BackendStatus
 from backend.proxy.toolrepair import ToolCatalog, find_calls

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping, Sequence
 
-from backend.backend_probe import server_root
 from backend.config.model import BackendConfig
+from backend.llama_api import server_root
 from backend.proxy.balance import BackendHealth
 from backend.proxy.draft import RequestDraft
 from backend.proxy.upstream import NativeUpstream

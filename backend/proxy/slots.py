@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
-from backend.backend_probe import server_root
 from backend.config.model import BackendConfig
+from backend.llama_api import server_root
 
 _TTL = 60.0
 

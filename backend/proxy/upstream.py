@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from backend.backend_probe import server_root
 from backend.config.model import AliasRule, BackendConfig
+from backend.llama_api import server_root
 
 
 def no_release() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.backend_probe import BackendInfo
+from backend.backend_info import BackendInfo
 from backend.claude_env import apply, claude_settings, shell_lines
 from backend.cli import split_claude_args
 from backend.config import parse_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from backend.backend_probe import BackendInfo
+from backend.backend_info import BackendInfo
 from backend.config import parse_config
 from backend.launch import OneLine, statusline_args, user_statusline, wait_backend
 from backend.serve_info import describe

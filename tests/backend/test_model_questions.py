@@ -8,8 +8,8 @@ from pathlib import Path
 
 from aiohttp import ClientSession, web
 
-from backend.backend_probe import probe_backend
 from backend.config.model import BackendConfig
+from backend.monitor.llama import probe_backend
 from backend.proxy.models import ModelResolver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "monitor"

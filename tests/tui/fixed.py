@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from backend.backend_probe import BackendInfo
+from backend.backend_info import BackendInfo
 from backend.claude_env import claude_settings, shell_lines
 from backend.config import parse_config
 from backend.events import Event, RequestFinished, RequestProgress, RequestRecord, RequestStarted

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from backend.backend_probe import BackendInfo
+from backend.backend_info import BackendInfo
 from backend.claude_env import claude_settings, shell_lines
 from backend.config import parse_config
 from tests.tui.conftest import screen_text, wait_until

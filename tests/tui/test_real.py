@@ -12,14 +12,14 @@ import httpx
 import pytest
 
 from backend.api.link import ServeLink
-from backend.backend_probe import probe_backend
 from backend.config import load_config
+from backend.monitor.llama import probe_backend
 from tests.support.llama import free_port
 from tests.support.serve import ServeProcess, write_chain_config
 from tests.tui.conftest import screen_text, wait_until
 from tests.tui.fixed import FixedLink
 from tui.app import PanelApp
-from tui.launcher import link_for_config
+from tui.connection import link_for_config
 from tui.screens.aliases import AliasEditor
 from tui.screens.requests import RequestDetail
 
@@ -149,7 +149,7 @@ def test_first_run_setup_writes_a_working_config(tmp_path, llama_server, monkeyp
         started.append(config_path)
         return FixedLink()
 
-    monkeypatch.setattr("tui.launcher.link_for_config", fake_link)
+    monkeypatch.setattr("tui.app.link_for_config", fake_link)
     app = PanelApp(None, setup_path=path)
 
     async def drive():
