@@ -181,8 +181,16 @@ class PanelState:
         return rows[:limit]
 
     def shown_state(self, svc: dict[str, Any]) -> str:
-        """The state a card shows: an action under way wins over the service's last state."""
-        return self.activity.get(str(svc.get("name")), str(svc.get("state", "?")))
+        """The state a card shows: an action under way wins over the service's last state; a ready
+        llama-server that ccbridge is warming (backend.proxy.warm) shows `warming 45%`."""
+        name = str(svc.get("name"))
+        if name in self.activity:
+            return self.activity[name]
+        warming = (self.status.get("warming") or {}).get(name.removeprefix("llama:")) \
+            if name.startswith("llama:") and svc.get("state") == "ready" else None
+        if isinstance(warming, dict):
+            return f"warming {round(100 * (warming.get('share') or 0.0))}%"
+        return str(svc.get("state", "?"))
 
     def service(self, name: str) -> dict[str, Any] | None:
         return next((s for s in self.status.get("services", []) if s.get("name") == name), None)

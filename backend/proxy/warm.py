@@ -87,8 +87,9 @@ class Warmer:
         self.recent: list[dict[str, Any]] = []
 
     def keep(self, backend: str, family: str | None, url: str, body: bytes, headers: dict[str, str]) -> None:
-        """Remember `body`, sent to `url`, as its family's latest prompt on `backend`."""
-        if not self._enabled() or not family:
+        """Remember `body`, sent to `url`, as its family's latest prompt on `backend` (also while warm-ups
+        are off, so turning them on later has something to replay)."""
+        if not family:
             return
         kept = self._kept.setdefault(backend, OrderedDict())
         kept[family] = KeptPrompt(backend, family, url, body, dict(headers), time.time())

@@ -242,3 +242,16 @@ def test_a_restore_that_gave_nothing_is_said_once():
     assert len(said) == 1 and "gave nothing" in said[0]
     files.restored["local"] = Restored(at=2.0, slots=1, tokens=20_000)
     assert files.check("local", 19_000, 300, "llama:local") is True
+
+
+def test_the_panel_shows_a_warm_up_as_the_servers_state():
+    from tui.bridge import PanelState
+
+    state = PanelState()
+    svc = {"name": "llama:local", "state": "ready"}
+    assert state.shown_state(svc) == "ready"
+    state.status = {"warming": {"local": {"family": "ab12", "prompt": 1, "of": 2, "share": 0.453}}}
+    assert state.shown_state(svc) == "warming 45%"
+    assert state.shown_state({"name": "llama:local", "state": "starting"}) == "starting"
+    state.activity["llama:local"] = "restarting"
+    assert state.shown_state(svc) == "restarting"
