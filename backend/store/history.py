@@ -8,31 +8,40 @@ they are safe from any thread, and merge the records still waiting in the queue
 When the database cannot be used (cannot be created, corrupt, read-only, disk
 full) the store keeps the newest records in memory instead, sets `warning`,
 and never raises into the caller.
+
+The tables and the record-to-row mapping are in `schema.py`; what kept bodies
+are, and the cap on them, in `bodies.py`.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import itertools
 import logging
 import sqlite3
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.events import RequestRecord
+from backend.store.bodies import BODIES_BY_ID, QueuedBodies, RequestBodies, bodies_from_row, trim_bodies
+from backend.store.schema import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    SELECT,
+    ensure_schema,
+    insert_rows,
+    record_row,
+    row_record,
+)
 
 __all__ = ["HistoryStore", "RequestBodies", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 MEMORY_LIMIT = 10_000  # records kept when there is no usable database
 BATCH_SIZE = 500  # the writer is woken early when this many are queued
 _MAX_BATCH = 5_000  # records per transaction, so one commit never holds the lock long
@@ -40,104 +49,6 @@ _PRUNE_EVERY = 60.0  # seconds between retention passes
 _LOCKED_BACKLOG = 100_000  # queued records we hold while another process locks the file
 _READ_TIMEOUT = 2.0
 _WRITE_TIMEOUT = 1.0
-
-_FIELDS = dataclasses.fields(RequestRecord)
-_NAMES = tuple(f.name for f in _FIELDS)
-_INDEXED = ("started_at", "session_id", "requested_model")
-
-
-def _sql_type(hint: Any) -> str:
-    """SQLite column type for a field's type hint (bools are INTEGER)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    base = args[0]
-    if base is bool or base is int:
-        return "INTEGER"
-    if base is float:
-        return "REAL"
-    return "TEXT"
-
-
-_HINTS = typing.get_type_hints(RequestRecord)
-_TYPES = {name: _sql_type(_HINTS[name]) for name in _NAMES}
-_BOOLS = frozenset(name for name in _NAMES if _HINTS[name] is bool)
-
-
-def _default(field: dataclasses.Field[Any]) -> Any:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None
-
-
-_DEFAULTS = {f.name: _default(f) for f in _FIELDS}
-# Fields without a default must never be None in a record read back.
-_REQUIRED_FALLBACK = {"str": "", "float": 0.0, "int": 0}
-
-
-def _column_sql(name: str) -> str:
-    decl = f'"{name}" {_TYPES[name]}'
-    default = _DEFAULTS[name]
-    if name == "id":
-        return decl + " PRIMARY KEY"
-    # No NOT NULL: a record with an odd None must never fail a whole batch.
-    if isinstance(default, bool):
-        return f"{decl} DEFAULT {int(default)}"
-    if isinstance(default, int | float):
-        return f"{decl} DEFAULT {default}"
-    return decl
-
-
-_COLUMNS = ", ".join(f'"{n}"' for n in _NAMES)
-# Rows per INSERT statement. sqlite3 lets the GIL go around every statement step, and
-# executemany steps once per row: with the proxy's loop busy, each step then waited for the
-# GIL and the writer fell behind at ~1,500 records/s (measured: its queue grew by 10,000
-# per 25,000 requests at 2,500 requests/s). One multi-row statement steps once per chunk.
-_ROWS_PER_INSERT = 200  # at most; fewer where SQLite binds fewer variables (999 before 3.32)
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_rows_sql(table_and_columns: str, width: int, rows: int) -> str:
-    one = "(" + ", ".join("?" * width) + ")"
-    return f"INSERT OR REPLACE INTO {table_and_columns} VALUES " + ", ".join([one] * rows)
-
-
-def _insert_rows(conn: sqlite3.Connection, table_and_columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows of one width, a chunk per statement (see _ROWS_PER_INSERT)."""
-    per = max(1, min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])))
-    for start in range(0, len(rows), per):
-        chunk = rows[start:start + per]
-        sql = _insert_rows_sql(table_and_columns, len(chunk[0]), len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
-
-
-_SELECT = f"SELECT {_COLUMNS} FROM requests"
-
-
-_BINDABLE = (str, int, float, type(None))
-
-
-def _row(record: RequestRecord) -> tuple[Any, ...]:
-    values = tuple(getattr(record, name) for name in _NAMES)
-    for value in values:
-        if not isinstance(value, _BINDABLE):
-            # A value sqlite3 cannot bind would fail the whole batch: store its text.
-            return tuple(v if isinstance(v, _BINDABLE) else str(v) for v in values)
-    return values
-
-
-def _record(row: Iterable[Any]) -> RequestRecord:
-    values: dict[str, Any] = {}
-    for field, value in zip(_FIELDS, row, strict=True):
-        name = field.name
-        if value is None:
-            value = _DEFAULTS[name]
-            if value is None and field.default is dataclasses.MISSING:
-                value = _REQUIRED_FALLBACK.get(_HINTS[name].__name__, "")
-        elif name in _BOOLS:
-            value = bool(value)
-        values[name] = value
-    return RequestRecord(**values)
 
 
 def _matches(record: RequestRecord, model: str | None, status: int | str | None, session_id: str | None,
@@ -162,31 +73,6 @@ def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-@dataclass(frozen=True, slots=True)
-class RequestBodies:
-    """A request's body as the client sent it and the answer it got (each perhaps cut short)."""
-
-    id: str
-    request: bytes
-    response: bytes
-    request_bytes: int  # the length before any cut
-    response_bytes: int
-
-    @property
-    def cut(self) -> bool:
-        return len(self.request) < self.request_bytes or len(self.response) < self.response_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Bodies:
-    """A request's bodies in the write queue (cut already; redacted by the writer)."""
-
-    started_at: float
-    bodies: RequestBodies
-
-
-_BODIES_SQL = ("CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, started_at REAL, request BLOB, "
-               "response BLOB, request_bytes INTEGER, response_bytes INTEGER)")
 _MEMORY_BODIES = 200  # bodies kept when there is no usable database
 _BODIES_BACKLOG = 2_000  # bodies waiting for the writer at most (up to 2 x body_max_kb each in memory)
 
@@ -240,7 +126,7 @@ class HistoryStore:
         self.flush_interval = flush_interval
         self.warning: str | None = None
         self._memory: collections.deque[RequestRecord] = collections.deque(maxlen=max(1, min(max_rows, MEMORY_LIMIT)))
-        self._queue: collections.deque[RequestRecord | _Bodies | _Flush] = collections.deque()
+        self._queue: collections.deque[RequestRecord | QueuedBodies | _Flush] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
         self._prune_now = False
@@ -276,7 +162,7 @@ class HistoryStore:
     def add_bodies(self, request_id: str, started_at: float, request: bytes, response: bytes) -> None:
         """Queue a request's bodies (cut to `body_max_bytes` here; redacted by the writer thread)."""
         limit = self.body_max_bytes
-        item = _Bodies(started_at, RequestBodies(request_id, request[:limit], response[:limit],
+        item = QueuedBodies(started_at, RequestBodies(request_id, request[:limit], response[:limit],
                                                  len(request), len(response)))
         if self._thread is None:
             self._keep_in_memory(item.bodies)
@@ -305,16 +191,11 @@ class HistoryStore:
         if request_id in self._memory_bodies:
             return self._memory_bodies[request_id]
         for item in reversed(list(self._queue)):
-            if isinstance(item, _Bodies) and item.bodies.id == request_id:
+            if isinstance(item, QueuedBodies) and item.bodies.id == request_id:
                 b = item.bodies
                 return dataclasses.replace(b, request=self.redact(b.request), response=self.redact(b.response))
-        rows = self._read("SELECT id, request, response, request_bytes, response_bytes FROM bodies WHERE id = ?",
-                          [request_id])
-        if not rows:
-            return None
-        rid, request, response, request_bytes, response_bytes = rows[0]
-        return RequestBodies(rid, bytes(request or b""), bytes(response or b""), int(request_bytes or 0),
-                             int(response_bytes or 0))
+        rows = self._read(BODIES_BY_ID, [request_id])
+        return bodies_from_row(rows[0]) if rows else None
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record added so far is committed (or kept in memory).
@@ -366,36 +247,11 @@ class HistoryStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._ensure_schema(conn)
+            ensure_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
-
-    @staticmethod
-    def _ensure_schema(conn: sqlite3.Connection) -> None:
-        """Create the table, or add the columns an older version lacked."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            columns = ", ".join(_column_sql(n) for n in _NAMES)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS requests ({columns})")
-            have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-            for name in _NAMES:
-                if name not in have:
-                    conn.execute(f"ALTER TABLE requests ADD COLUMN {_column_sql(name)}")
-            for name in _INDEXED:
-                conn.execute(f'CREATE INDEX IF NOT EXISTS "requests_{name}" ON requests ("{name}")')
-            conn.execute(_BODIES_SQL)
-            conn.execute('CREATE INDEX IF NOT EXISTS "bodies_started_at" ON bodies ("started_at")')
-            # A newer ccbridge's schema keeps its number: we only added what we need.
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _run(self) -> None:
         """Writer thread: commit the queue every `flush_interval` seconds."""
@@ -422,7 +278,7 @@ class HistoryStore:
             # (islice over a deque runs in C under the GIL: safe while add() appends.)
             items = list(itertools.islice(queue, _MAX_BATCH))
             records = [r for r in items if isinstance(r, RequestRecord)]
-            bodies = [b for b in items if isinstance(b, _Bodies)]
+            bodies = [b for b in items if isinstance(b, QueuedBodies)]
             if self._db_ok and (records or bodies):
                 try:
                     self._commit(records, bodies)
@@ -445,24 +301,23 @@ class HistoryStore:
                 item = queue.popleft()
                 if isinstance(item, _Flush):
                     item.done.set()
-                elif isinstance(item, _Bodies):
+                elif isinstance(item, QueuedBodies):
                     self._bodies_done += 1
 
-    def _commit(self, records: list[RequestRecord], bodies: Sequence[_Bodies] = ()) -> None:
+    def _commit(self, records: list[RequestRecord], bodies: Sequence[QueuedBodies] = ()) -> None:
         conn = self._conn
         assert conn is not None
-        rows = [(b.bodies.id, b.started_at, self.redact(b.bodies.request), self.redact(b.bodies.response),
-                 b.bodies.request_bytes, b.bodies.response_bytes) for b in bodies]
+        rows = [b.row(self.redact) for b in bodies]
         conn.execute("BEGIN IMMEDIATE")
         try:
             if records:
-                _insert_rows(conn, f"requests ({_COLUMNS})", [_row(r) for r in records])
+                insert_rows(conn, f"requests ({COLUMNS})", [record_row(r) for r in records])
             if rows:
-                _insert_rows(conn, "bodies", rows)
+                insert_rows(conn, "bodies", rows)
                 if self._bodies_total >= 0:
                     self._bodies_total += sum(len(r[2]) + len(r[3]) for r in rows)
                 if self._bodies_total < 0 or self._bodies_total > self.bodies_max_bytes:
-                    self._trim_bodies(conn)
+                    self._bodies_total = trim_bodies(conn, self.bodies_max_bytes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -471,20 +326,6 @@ class HistoryStore:
                 except sqlite3.Error:
                     pass
             raise
-
-    def _trim_bodies(self, conn: sqlite3.Connection) -> None:
-        """Within a transaction: drop the oldest bodies until all fit `bodies_max_bytes`."""
-        kept = 0
-        cutoff: float | None = None
-        for started_at, size in conn.execute(
-                "SELECT started_at, length(request) + length(response) FROM bodies ORDER BY started_at DESC"):
-            if kept + (size or 0) > self.bodies_max_bytes:
-                cutoff = started_at
-                break
-            kept += size or 0
-        if cutoff is not None:
-            conn.execute("DELETE FROM bodies WHERE started_at <= ?", (cutoff,))
-        self._bodies_total = kept
 
     def _maybe_prune(self) -> None:
         if self._db_ok and (self._prune_now or time.time() - self._last_prune >= _PRUNE_EVERY):
@@ -519,7 +360,7 @@ class HistoryStore:
             item = self._queue.popleft()
             if isinstance(item, _Flush):
                 item.done.set()
-            elif isinstance(item, _Bodies):
+            elif isinstance(item, QueuedBodies):
                 self._keep_in_memory(item.bodies)
             else:
                 self._memory.append(item)
@@ -606,13 +447,13 @@ class HistoryStore:
         elif status is not None:
             where.append("status = ?")
             params.append(status)
-        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql = SELECT + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY started_at DESC LIMIT ?"
         rows = self._read(sql, [*params, limit]) or []
         # Unsaved records are newer versions of any row with the same id.
         merged: dict[str, RequestRecord] = {}
         for row in rows:
-            record = _record(row)
+            record = row_record(row)
             merged[record.id] = record
         for record in self._unsaved():
             if _matches(record, model, status, session_id, since):
@@ -627,8 +468,8 @@ class HistoryStore:
         for record in reversed(self._unsaved()):
             if record.id == id:
                 return record
-        rows = self._read(_SELECT + " WHERE id = ?", [id])
-        return _record(rows[0]) if rows else None
+        rows = self._read(SELECT + " WHERE id = ?", [id])
+        return row_record(rows[0]) if rows else None
 
     def count(self) -> int:
         """How many distinct records the store holds (file, queue and memory)."""
