@@ -15,6 +15,7 @@ import psutil
 
 from backend.config import _files
 from backend.config.loader import DEFAULT_CONFIG_TEXT
+from backend.llama_api import models_url
 
 DEFAULT_API_BASE = "http://127.0.0.1:8080/v1"
 _PROBE_TIMEOUT = 1.0
@@ -35,7 +36,7 @@ def listening_ports() -> list[int]:
 
 def check_server(api_base: str, timeout: float = 3.0) -> tuple[bool, str]:
     """Does `api_base` answer GET {api_base}/models? Returns (ok, what was found or what is wrong)."""
-    url = api_base.rstrip("/") + "/models"
+    url = models_url(api_base)
     try:
         resp = httpx.get(url, timeout=timeout, trust_env=False)
     except httpx.HTTPError as exc:

@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 
 from backend import paths
+from backend.claude_env import base_url
 from backend.config import ConfigError, load_config
 from backend.config.model import LOOPBACK_HOSTS, Config
 from backend.monitor.process import parse_flags
@@ -59,7 +60,7 @@ def _check_proxy(config: Config, r: Report) -> None:
         return
     try:
         headers = {"x-api-key": p.api_key} if p.api_key else {}
-        resp = httpx.get(f"http://127.0.0.1:{p.port}/ccbridge/api/status", headers=headers,
+        resp = httpx.get(f"{base_url(config)}/ccbridge/api/status", headers=headers,
                          timeout=2, trust_env=False)
         if resp.status_code == 200:
             r.ok(f"ccbridge is already running on port {p.port}")
@@ -219,7 +220,7 @@ def _running_advice(config: Config) -> list[Advice]:
         return []
     headers = {"x-api-key": config.proxy.api_key} if config.proxy.api_key else {}
     try:
-        resp = httpx.get(f"http://127.0.0.1:{config.proxy.port}/ccbridge/api/status", headers=headers,
+        resp = httpx.get(f"{base_url(config)}/ccbridge/api/status", headers=headers,
                          timeout=3, trust_env=False)
         items = resp.json()["monitor"]["advice"]
         return [Advice(a["level"], a["code"], a["text"], a["fix"], a.get("backend")) for a in items

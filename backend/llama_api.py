@@ -22,3 +22,8 @@ def server_root(api_base: str) -> str:
 def bearer(api_key: str | None) -> dict[str, str]:
     """llama-server's --api-key as an `authorization: Bearer` header; no header without a key (never logged)."""
     return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def models_url(api_base: str) -> str:
+    """GET {api_base}/models: the OpenAI-style model list (llama-server's first id is the model it serves)."""
+    return api_base.rstrip("/") + "/models"

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+
+from backend.llama_command import flag_values, split_command
 
 if TYPE_CHECKING:
     from backend.config.model import Config
@@ -53,26 +54,15 @@ _FLAG_VALUE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(f) for f in sorted(
 
 def flag_secrets(argv: Sequence[str]) -> list[str]:
     """The values given to secret flags in an argv (`--api-key X` and `--api-key=X`)."""
-    found: list[str] = []
-    for i, arg in enumerate(argv):
-        name, eq, value = arg.partition("=")
-        if name in SECRET_FLAGS:
-            if eq:
-                found.append(value)
-            elif i + 1 < len(argv):
-                found.append(argv[i + 1])
-    return found
+    return flag_values(argv, SECRET_FLAGS)
 
 
 def command_secrets(command: str | None) -> list[str]:
     """The secret flag values in a `command:` line (split as the shell would; by spaces if it cannot)."""
     if not command:
         return []
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        argv = command.split()
-    return flag_secrets(argv)
+    argv = split_command(command)
+    return flag_secrets(argv if argv is not None else command.split())
 
 
 def config_secrets(config: Config) -> list[str]:

@@ -22,7 +22,7 @@ import aiohttp
 
 from backend.backend_info import BackendInfo
 from backend.config.model import BackendConfig
-from backend.llama_api import bearer, server_root
+from backend.llama_api import bearer, models_url, server_root
 from backend.monitor.snapshot import BackendMetrics, EndpointState, HealthState, SlotStatus
 
 PROBE_TIMEOUT = 2.0
@@ -134,7 +134,7 @@ async def probe_llama(session: aiohttp.ClientSession, api_base: str, api_key: st
     }
     if with_props:
         jobs["props"] = _get(session, f"{root}/props", headers, PROBE_TIMEOUT)
-        jobs["models"] = _get(session, f"{api_base.rstrip('/')}/models", headers, PROBE_TIMEOUT)
+        jobs["models"] = _get(session, models_url(api_base), headers, PROBE_TIMEOUT)
     results = await asyncio.gather(*jobs.values())
     answers.update(zip(jobs.keys(), results, strict=True))
     return LlamaReading(root, at, state, detail, answers)

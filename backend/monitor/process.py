@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shlex
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from backend.llama_command import split_command
 from backend.monitor.snapshot import ProcessFlags, ProcessStatus
 from backend.redaction import mask_argv
 
@@ -167,10 +167,7 @@ def command_flags(command: str | None) -> ProcessFlags | None:
     """The flags of a configured llama-server command line (`backends.<name>.command`); None without one."""
     if not command:
         return None
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return None
+    argv = split_command(command)
     return parse_flags(argv) if argv else None
 
 

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict
 
+from backend.redaction import REDACTED
+
 # RFC 9110 7.6.1 hop-by-hop headers, plus ones the forwarding side recomputes.
 HOP_BY_HOP = frozenset(
     {
@@ -23,7 +25,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 SECRET_HEADERS = frozenset({"x-api-key", "authorization", "proxy-authorization", "cookie", "api-key"})
-REDACTED = "[redacted]"
 
 
 def forward_headers(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.config.model import BackendConfig
+from backend.llama_api import bearer, models_url
 
 _TTL = 60.0
 
@@ -46,10 +47,10 @@ class ModelResolver:
         return model if model is not None else (hit[1] if hit else None)
 
     async def _fetch(self, backend: BackendConfig) -> str | None:
-        headers = {"authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
+        headers = bearer(backend.api_key)
         try:
             async with self._session.get(
-                f"{backend.api_base.rstrip('/')}/models",
+                models_url(backend.api_base),
                 headers=headers,
                 timeout=ClientTimeout(total=5),
             ) as resp:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.config.model import BackendConfig
-from backend.llama_api import server_root
+from backend.llama_api import bearer, server_root
 
 _TTL = 60.0
 
@@ -47,7 +47,7 @@ class SlotPinner:
         if hit and time.monotonic() - hit[0] < _TTL:
             return hit[1]
         total: int | None = None
-        headers = {"authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
+        headers = bearer(backend.api_key)
         try:
             async with self._session.get(f"{server_root(backend.api_base)}/props", headers=headers,
                                          timeout=ClientTimeout(total=3)) as resp:

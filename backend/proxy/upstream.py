@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from backend.config.model import AliasRule, BackendConfig
-from backend.llama_api import server_root
+from backend.llama_api import bearer, server_root
 
 
 def no_release() -> None:
@@ -109,7 +109,7 @@ class NativeUpstream:
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         key = self._backend.api_key
-        return {"authorization": f"Bearer {key}", "x-api-key": key} if key else {}
+        return {**bearer(key), "x-api-key": key} if key else {}
 
     async def wait_ready(self, timeout: float) -> None:
         return None
