@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 import backend.bridge
 import backend.proxy.body
 from backend.config import load_config
-from tests.backend.test_front import write_config
 from tests.support.bridge_thread import BridgeThread
+from tests.support.front import write_config
 from tests.support.llama import free_port
 from tests.support.serve import REPO
 

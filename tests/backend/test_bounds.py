@@ -16,7 +16,7 @@ from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
 from backend.store.history import HistoryStore
-from tests.backend.test_front import messages_body, run_with_bridge
+from tests.support.front import messages_body, run_with_bridge
 from tests.support.upstreams import AnthropicUpstream
 
 BIG = 2 * 1024 * 1024  # an answer over the 1 MiB limit these tests set

@@ -21,7 +21,7 @@ from backend.proxy.leg import BackendLeg
 from backend.proxy.models import ModelResolver
 from backend.proxy.pairing import PairRegistry
 from backend.proxy.slots import SlotPinner
-from tests.backend.test_front import messages_body, write_config
+from tests.support.front import messages_body, write_config
 from tests.support.loop import LoopThread
 from tests.support.upstreams import Script, ScriptedUpstream, anthropic_events
 

@@ -20,6 +20,7 @@ from backend.config import load_config
 from backend.control import ConfigNotApplied
 from backend.events import LogLine
 from backend.services.litellm_service import LiteLLMService
+from tests.support.config import NOWHERE, config_text
 from tests.support.llama import free_port
 
 ALIASES = '  "claude-haiku-*": box-a\n  "*": box-a\n'
@@ -27,10 +28,9 @@ ALIASES = '  "claude-haiku-*": box-a\n  "*": box-a\n'
 
 def _config(tmp: Path, backends: tuple[str, ...] = ("box-a", "box-b"), aliases: str = ALIASES) -> Path:
     path = tmp / "ccbridge.yaml"
-    text = f"# mine\nproxy:\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\nbackends:\n"
-    for name in backends:
-        text += f"  {name}:\n    api_base: http://127.0.0.1:9/v1\n    model: m\n"
-    path.write_text(text + "aliases:\n" + aliases)
+    text = config_text(comment="mine", proxy={"port": free_port()}, litellm={"port": free_port()},
+                       backends={name: {"api_base": NOWHERE, "model": "m"} for name in backends}, aliases={})
+    path.write_text(text + aliases)
     return path
 
 

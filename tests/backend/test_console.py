@@ -9,7 +9,7 @@ import time
 import httpx
 
 from backend.console import ConsoleWriter
-from tests.backend.test_front import write_config
+from tests.support.front import write_config
 from tests.support.llama import free_port
 from tests.support.serve import REPO
 

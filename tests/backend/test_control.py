@@ -17,7 +17,7 @@ from backend.api.client import BridgeClient
 from backend.config import ConfigError
 from backend.control import BridgeControl, ControlUnavailable, ControlUnreachable, ServiceNotFound, StreamOpened
 from backend.events import RequestFinished, RequestStarted
-from tests.backend.test_front import SECRET, messages_body, run_with_bridge
+from tests.support.front import SECRET, messages_body, run_with_bridge
 from tests.support.llama import free_port
 from tests.support.upstreams import AnthropicUpstream
 

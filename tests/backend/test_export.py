@@ -14,6 +14,7 @@ import pytest
 from backend.events import RequestRecord
 from backend.export import COLUMNS, parse_since, write_records
 from backend.store import HistoryStore
+from tests.support.config import config_text
 from tests.support.serve import REPO
 
 NOW = time.time()
@@ -66,8 +67,7 @@ def _config_with_history(tmp_path) -> tuple[str, str]:  # type: ignore[no-untype
             store.add(r)
         store.flush()
     config = tmp_path / "ccbridge.yaml"
-    config.write_text("backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\n"
-                      f'aliases:\n  "*": local\nhistory:\n  path: {db}\n')
+    config.write_text(config_text(history={"path": db}))
     return str(config), str(db)
 
 

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -15,62 +14,9 @@ import pytest
 from backend.bridge import Bridge, StartupError
 from backend.config import ConfigError, load_config
 from backend.events import RequestFinished
+from tests.support.front import SECRET, messages_body, run_with_bridge, write_config
 from tests.support.llama import free_port
 from tests.support.upstreams import AnthropicUpstream
-
-SECRET = "plantedFrontSecret0123456789"  # not key-shaped: only the config redaction can hide it
-
-
-def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,
-                 litellm_extra: str = "", backend_extra: str = "", tail: str = "") -> Path:
-    """`backend_extra` with `route: native` points the backend at the upstream itself."""
-    aliases = aliases if aliases is not None else (
-        '  "claude-haiku-*": local/small   # quick model\n'
-        '  "claude-opus-4-8[1m]": local/big\n'
-        '  "*": local            # catch-all\n'
-    )
-    path = tmp / "ccbridge.yaml"
-    path.write_text(
-        "# my bridge\n"
-        "proxy:\n"
-        "  host: 127.0.0.1\n"
-        f"  port: {free_port()}\n"
-        f"{extra_proxy}"
-        "litellm:\n"
-        f"  url: {upstream_url}\n"
-        f"{litellm_extra}"
-        "backends:\n"
-        "  local:\n"
-        f"    api_base: {upstream_url + '/v1' if 'native' in backend_extra else 'http://127.0.0.1:9/v1'}\n"
-        "    model: qwen\n"
-        "    max_tokens: 1000\n"
-        f"{backend_extra}"
-        "aliases:\n" + aliases + tail
-    )
-    return path
-
-
-def run_with_bridge(tmp_path: Path, body: Callable[[Bridge, AnthropicUpstream, httpx.AsyncClient], Awaitable[None]],
-                    *, upstream: AnthropicUpstream | None = None, **config_kw) -> None:
-    async def main() -> None:
-        up = upstream or AnthropicUpstream()
-        url = await up.start()
-        config = load_config(write_config(tmp_path, url, **config_kw))
-        bridge = Bridge(config, run_dir=tmp_path / "run")
-        await bridge.start()
-        try:
-            async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
-                await body(bridge, up, client)
-        finally:
-            await bridge.stop()
-            await up.stop()
-
-    asyncio.run(main())
-
-
-def messages_body(model: str = "claude-opus-4-8", stream: bool = False, **extra) -> dict:
-    return {"model": model, "max_tokens": 64000, "stream": stream,
-            "messages": [{"role": "system", "content": "env"}, {"role": "user", "content": "Hello"}], **extra}
 
 
 def test_probes_and_telemetry_are_answered_locally(tmp_path):

@@ -16,7 +16,7 @@ from backend.api.client import BridgeClient
 from backend.config import ConfigError, load_config
 from backend.control import ServiceNotFound
 from backend.proxy.hostcheck import HostPolicy, refusal, split_host
-from tests.backend.test_front import messages_body, run_with_bridge, write_config
+from tests.support.front import messages_body, run_with_bridge, write_config
 
 EVIL = "rebind.attacker.test"
 

@@ -10,14 +10,15 @@ from backend.bridge import Bridge
 from backend.claude_env import base_url, claude_settings
 from backend.cli import main as cli_main
 from backend.config import load_config
+from tests.support.config import config_text
 from tests.support.llama import free_port
 
 
 def _config(tmp_path, host: str, name: str = "ccbridge.yaml", key: str = ""):  # type: ignore[no-untyped-def]
     path = tmp_path / name
     port = free_port()
-    path.write_text(f"proxy:\n  host: '{host}'\n  port: {port}\n{key}litellm:\n  url: http://127.0.0.1:9\n"
-                    'backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\naliases:\n  "*": local\n')
+    proxy = {"host": host, "port": port, **({"api_key": key} if key else {})}
+    path.write_text(config_text(proxy=proxy, litellm={"url": "http://127.0.0.1:9"}))
     return path, port
 
 
@@ -34,7 +35,7 @@ def test_claude_gets_a_url_that_reaches_a_serve_on_ipv6_loopback(tmp_path):
     config = load_config(path)
     settings = {s.name: s.value for s in claude_settings(config, None)}
     assert settings["ANTHROPIC_BASE_URL"] == base_url(config) == f"http://[::1]:{port}"  # what `ccbridge claude` sets
-    wildcard, _ = _config(tmp_path, "::", "wild.yaml", "  api_key: a-key-for-all-interfaces\n")
+    wildcard, _ = _config(tmp_path, "::", "wild.yaml", "a-key-for-all-interfaces")
     assert base_url(load_config(wildcard)).startswith("http://127.0.0.1:")
 
     async def main() -> None:

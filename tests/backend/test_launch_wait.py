@@ -9,8 +9,9 @@ from backend.backend_info import BackendInfo
 from backend.config import parse_config
 from backend.launch import OneLine, statusline_args, user_statusline, wait_backend
 from backend.serve_info import describe
+from tests.support.config import config_text
 
-CONFIG = parse_config("backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\naliases:\n  \"*\": local\n")
+CONFIG = parse_config(config_text())
 BACKEND = CONFIG.backends["local"]
 
 

@@ -14,29 +14,10 @@ from aiohttp import web
 from backend.bridge import Bridge
 from backend.config import load_config
 from backend.events import RequestFinished
-from tests.backend.test_front import messages_body, run_with_bridge, write_config
-from tests.support.upstreams import AnthropicUpstream, Script, ScriptedUpstream, anthropic_events
+from tests.support.front import messages_body, run_scripted, run_with_bridge, write_config
+from tests.support.upstreams import AnthropicUpstream, Script, anthropic_events
 
 BARE = b'data: {"error": {"message": "Connection reset by peer", "type": "internal_server_error"}}\n\n'
-
-
-def run_scripted(tmp_path, body, **config_kw) -> None:
-    """The front in `litellm.url` mode in front of a ScriptedUpstream; records collected."""
-    async def main() -> None:
-        up = ScriptedUpstream()
-        url = await up.start()
-        bridge = Bridge(load_config(write_config(tmp_path, url, **config_kw)), run_dir=tmp_path / "run")
-        records = []
-        bridge.subscribe(lambda e: records.append(e.record) if isinstance(e, RequestFinished) else None)
-        await bridge.start()
-        try:
-            async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
-                await body(up, client, records)
-        finally:
-            await bridge.stop()
-            await up.stop()
-
-    asyncio.run(main())
 
 
 async def _last(records, n=1):

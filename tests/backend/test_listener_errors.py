@@ -7,7 +7,7 @@ import logging
 
 import backend.events as events_module
 from backend.events import EventBus, LogLine
-from tests.backend.test_front import messages_body, run_with_bridge
+from tests.support.front import messages_body, run_with_bridge
 
 
 def test_a_failing_listener_is_counted_logged_once_per_interval_and_the_others_still_hear(caplog, monkeypatch):

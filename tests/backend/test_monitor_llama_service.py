@@ -7,26 +7,23 @@ import pytest
 from backend.config import ConfigError
 from backend.config.loader import command_problem, parse_config
 from backend.services.llama_service import command_argv, command_with_flag, service_name
+from tests.support.config import config_text
 
 
-def config_text(command: str) -> str:
-    return (
-        "proxy:\n  port: 8082\nlitellm:\n  port: 4000\n"
-        "backends:\n  local:\n    api_base: http://127.0.0.1:8081/v1\n"
-        f"    command: {command}\n"
-        'aliases:\n  "*": local\n'
-    )
+def command_config(command: str) -> str:
+    return config_text(proxy={"port": 8082}, litellm={"port": 4000},
+                       backends={"local": {"api_base": "http://127.0.0.1:8081/v1", "command": command}})
 
 
 def test_command_is_read_from_the_config():
-    config = parse_config(config_text("llama-server -m /models/q.gguf -c 131072 --metrics"))
+    config = parse_config(command_config("llama-server -m /models/q.gguf -c 131072 --metrics"))
     assert config.backends["local"].command == "llama-server -m /models/q.gguf -c 131072 --metrics"
-    assert parse_config(config_text("llama-server --port 8081")).backends["local"].command
+    assert parse_config(command_config("llama-server --port 8081")).backends["local"].command
 
 
 def test_a_command_on_another_port_is_refused_with_the_line():
     with pytest.raises(ConfigError) as err:
-        parse_config(config_text("llama-server -m q.gguf --port 9000"))
+        parse_config(command_config("llama-server -m q.gguf --port 9000"))
     text = str(err.value)
     assert "backends.local.command" in text and "--port 9000" in text and "8081" in text
 

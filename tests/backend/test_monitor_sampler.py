@@ -18,6 +18,7 @@ from backend.events import RequestFinished, RequestRecord
 from backend.monitor.gpu import GpuProbe
 from backend.monitor.sampler import BackendMonitor, sample_once
 from backend.monitor.snapshot import GpuStatus
+from tests.support.config import config_text
 from tests.support.llama import free_port
 from tests.support.upstreams import AnthropicUpstream
 
@@ -254,11 +255,8 @@ def test_bridge_status_carries_the_monitor(tmp_path):
         upstream = AnthropicUpstream()
         up_url = await upstream.start()
         path = tmp_path / "ccbridge.yaml"
-        path.write_text(
-            f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-            f"litellm:\n  url: {up_url}\n"
-            f"backends:\n  local:\n    api_base: {llama_url}/v1\n    model: auto\n"
-            'aliases:\n  "*": local\n')
+        path.write_text(config_text(proxy={"host": "127.0.0.1", "port": free_port()}, litellm={"url": up_url},
+                                    backends={"local": {"api_base": f"{llama_url}/v1", "model": "auto"}}))
         config = load_config(path)
         bridge = Bridge(config, run_dir=tmp_path / "run")
         await bridge.start()

@@ -13,7 +13,7 @@ from backend.config.model import CacheConfig
 from backend.proxy.misses import CacheFacts, MissExplainer, PromptShape
 from backend.proxy.prompt import shared_first
 from backend.services.slot_files import Restored, SlotFiles
-from tests.backend.test_front import messages_body, run_with_bridge
+from tests.support.front import messages_body, run_with_bridge
 from tests.support.upstreams import AnthropicUpstream, Seen
 
 PROMPT = [{"type": "text", "text": "<system-reminder>same in every session</system-reminder>"},

@@ -29,6 +29,7 @@ from backend.redaction import (
 )
 from backend.services.llama_service import LlamaServerService
 from backend.services.supervised import ServiceStatus
+from tests.support.config import NOWHERE, config_text
 from tests.support.llama import free_port
 
 CMD_KEY = "plantedCommandKey8a6c"
@@ -38,10 +39,9 @@ FIELD_KEYS = ("plantedProxyKey7f3a", "plantedLitellmKey2c9d", "plantedBackendKey
 def _config(command: str) -> str:
     proxy, litellm, backend = FIELD_KEYS
     port = free_port()
-    return (f"proxy:\n  port: {free_port()}\n  api_key: {proxy}\nlitellm:\n  port: {free_port()}\n"
-            f"  api_key: {litellm}\nbackends:\n  local:\n    api_base: http://127.0.0.1:9/v1\n    api_key: {backend}\n"
-            f"  managed:\n    api_base: http://127.0.0.1:{port}/v1\n    command: {command}\n"
-            'aliases:\n  "*": local\n')
+    return config_text(proxy={"port": free_port(), "api_key": proxy}, litellm={"port": free_port(), "api_key": litellm},
+                       backends={"local": {"api_base": NOWHERE, "api_key": backend},
+                                 "managed": {"api_base": f"http://127.0.0.1:{port}/v1", "command": command}})
 
 
 def test_every_key_field_and_a_key_in_a_command_are_secrets():

@@ -19,7 +19,7 @@ import time
 from backend.events import RequestFinished, RequestProgress, RequestRecord, RequestStarted
 from backend.metrics.sessions import SessionBoard
 from backend.statusline import render, short_model, split_url
-from tests.backend.test_front import run_with_bridge
+from tests.support.front import run_with_bridge
 from tests.support.serve import REPO
 
 CCBRIDGE = str(REPO / ".venv" / "bin" / "ccbridge")

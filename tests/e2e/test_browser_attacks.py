@@ -15,8 +15,8 @@ import json
 import pytest
 from aiohttp import web
 
-from tests.backend.test_front import messages_body, run_with_bridge
 from tests.support.browser import Browser, Page
+from tests.support.front import messages_body, run_with_bridge
 
 pytestmark = pytest.mark.e2e
 

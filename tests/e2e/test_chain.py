@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -14,24 +12,9 @@ import psutil
 import pytest
 
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
-from tests.support.serve import ServeProcess, write_chain_config
+from tests.support.serve import ServeProcess, records_for, wait_for, write_chain_config
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
-def records_for(serve: ServeProcess, path: str = "/v1/messages", n: int = 1, timeout: float = 5) -> list[dict]:
-    got = wait_for(lambda: [r for r in serve.requests(50) if r["path"] == path][:n] or None, timeout)
-    return got or []
 
 
 @pytest.fixture(scope="module")
@@ -119,39 +102,6 @@ def test_backend_down_answers_at_once_with_what_to_do(tmp_path):
         assert resp.status_code == 502, resp.text
         message = resp.json()["error"]["message"]
         assert "llama-server" in message and "backends.local.api_base" in message and dead in message
-
-
-def _slot_busy(llama) -> bool:
-    slots = httpx.get(f"{llama.base_url}/slots", timeout=5, trust_env=False).json()
-    return any(s.get("is_processing") for s in slots)
-
-
-class StreamReader(threading.Thread):
-    """Reads a stream continuously (as Claude Code does) until told to hang up."""
-
-    def __init__(self, url: str, body: dict) -> None:
-        super().__init__(daemon=True)
-        self.url, self.body = url, body
-        self.deltas = 0
-        self.status: int | None = None
-        self.hang_up = threading.Event()
-        self.closed_at: float | None = None
-        self.tail = b""  # the last bytes received
-        self.error: str | None = None  # how reading failed, if it did
-
-    def run(self) -> None:
-        try:
-            with httpx.Client(timeout=60, trust_env=False) as client:
-                with client.stream("POST", self.url, json=self.body) as resp:
-                    self.status = resp.status_code
-                    for chunk in resp.iter_raw():
-                        self.deltas += chunk.count(b"content_block_delta")
-                        self.tail = (self.tail + chunk)[-2000:]
-                        if self.hang_up.is_set():
-                            break
-                    self.closed_at = time.monotonic()  # leaving the block closes the connection
-        except httpx.HTTPError as exc:
-            self.error = repr(exc)
 
 
 def test_serve_stops_its_children_on_sigterm_and_on_kill(tmp_path, llama_server):

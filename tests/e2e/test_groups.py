@@ -24,11 +24,10 @@ import httpx
 import pytest
 
 from backend.proxy.balance import rendezvous
-from tests.e2e.test_chain import wait_for
 from tests.support.claude import CLAUDE_VERSIONS
 from tests.support.groups import MEMBERS, GroupRun, group_chain, kill, run_groups
 from tests.support.llama import LlamaServer, free_port
-from tests.support.serve import ServeProcess
+from tests.support.serve import ServeProcess, wait_for
 from tests.support.sessions import served_turns
 
 pytestmark = pytest.mark.e2e

@@ -21,9 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_chain import StreamReader, _slot_busy, wait_for
-from tests.support.llama import LlamaServer, free_port
-from tests.support.serve import ServeProcess
+from tests.support.llama import LlamaServer, free_port, slot_busy
+from tests.support.serve import ServeProcess, StreamReader, wait_for
 
 pytestmark = pytest.mark.e2e
 LONG = {"max_tokens": 60000, "messages": [{"role": "user", "content": "Write a long story."}]}
@@ -118,16 +117,16 @@ def chain(tmp_path_factory, tiny_model):
 
 def _busy_then_end(llama, start, end, name: str) -> float:
     """Start a long generation, end it, return ms until llama-server's slot was free."""
-    assert wait_for(lambda: not _slot_busy(llama), 15), "the slot was busy before the test started"
+    assert wait_for(lambda: not slot_busy(llama), 15), "the slot was busy before the test started"
     start()
-    assert wait_for(lambda: _slot_busy(llama), 30), "llama-server never started generating"
+    assert wait_for(lambda: slot_busy(llama), 30), "llama-server never started generating"
     time.sleep(0.3)
     ended_at = end()
-    assert wait_for(lambda: not _slot_busy(llama), 10, interval=0.05), f"{name}: the model kept generating"
+    assert wait_for(lambda: not slot_busy(llama), 10, interval=0.05), f"{name}: the model kept generating"
     took = (time.monotonic() - ended_at) * 1000
     FREED[name] = took
     time.sleep(1.0)
-    assert not _slot_busy(llama), f"{name}: something started the model again"
+    assert not slot_busy(llama), f"{name}: something started the model again"
     return took
 
 

@@ -28,9 +28,8 @@ from backend.events import EventBus, ServiceStateChanged
 from backend.proxy.upstream import UpstreamUnavailable
 from backend.services import litellm_env
 from backend.services.litellm_service import LiteLLMService
-from tests.e2e.test_chain import wait_for
 from tests.support.llama import free_port
-from tests.support.serve import REPO, write_chain_config
+from tests.support.serve import REPO, wait_for, write_chain_config
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ import threading
 import httpx
 import pytest
 
-from tests.e2e.test_chain import chain, records_for, wait_for  # noqa: F401 - the module's ccbridge + llama-server
+from tests.e2e.test_chain import chain  # noqa: F401 - the module's ccbridge + llama-server
+from tests.support.serve import records_for, wait_for
 
 pytestmark = pytest.mark.e2e
 

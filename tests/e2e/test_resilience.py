@@ -21,9 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.test_chain import StreamReader, _slot_busy, records_for, wait_for
-from tests.support.llama import LlamaServer, free_port, llama_server_binary
-from tests.support.serve import ServeProcess, write_chain_config
+from tests.support.llama import LlamaServer, free_port, llama_server_binary, slot_busy
+from tests.support.serve import ServeProcess, StreamReader, records_for, wait_for, write_chain_config
 
 pytestmark = pytest.mark.e2e
 PROMPT = {"model": "claude-opus-4-8", "messages": [{"role": "user", "content": "Tell me something."}]}
@@ -125,7 +124,7 @@ def test_kill_9_of_litellm_heals_and_holds_new_requests(eos_llama, tmp_path):
         # the stream in flight ended with an Anthropic error event, not a bare cut
         rec = next(r for r in serve.requests(10) if r["stream"] and r["error"])
         assert "broke off" in rec["error"] or "closed" in rec["error"]
-        assert wait_for(lambda: not _slot_busy(eos_llama), 10), "the orphaned generation kept the slot"
+        assert wait_for(lambda: not slot_busy(eos_llama), 10), "the orphaned generation kept the slot"
 
 
 def test_client_vanishing_with_a_reset_frees_the_slot(eos_llama, tmp_path):
@@ -139,11 +138,11 @@ def test_client_vanishing_with_a_reset_frees_the_slot(eos_llama, tmp_path):
         got = b""
         while got.count(b"content_block_delta") < 20:
             got += sock.recv(65536)
-        assert _slot_busy(eos_llama)
+        assert slot_busy(eos_llama)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
         sock.close()
         gone = time.monotonic()
-        assert wait_for(lambda: not _slot_busy(eos_llama), 10, interval=0.1)
+        assert wait_for(lambda: not slot_busy(eos_llama), 10, interval=0.1)
         print(f"\nconnection reset: slot free {1000 * (time.monotonic() - gone):.0f} ms later")
         assert records_for(serve)[0]["client_hung_up"] is True
 

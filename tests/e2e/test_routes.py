@@ -5,11 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.test_chain import StreamReader, _slot_busy, records_for, wait_for
 from tests.support.anthropic_sse import parse_sse
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
-from tests.support.llama import LlamaServer
-from tests.support.serve import ServeProcess, write_chain_config
+from tests.support.llama import LlamaServer, slot_busy
+from tests.support.serve import ServeProcess, StreamReader, records_for, wait_for, write_chain_config
 from tests.support.sessions import served_turns
 
 pytestmark = pytest.mark.e2e
@@ -70,10 +69,10 @@ def test_native_route_hang_up_frees_the_slot(tiny_model, tmp_path):
                 "messages": [{"role": "user", "content": "go on"}]})
             reader.start()
             assert wait_for(lambda: reader.deltas >= 50, 30)
-            assert _slot_busy(llama)
+            assert slot_busy(llama)
             reader.hang_up.set()
             reader.join(10)
-            assert wait_for(lambda: not _slot_busy(llama), 10, interval=0.1)
+            assert wait_for(lambda: not slot_busy(llama), 10, interval=0.1)
             assert records_for(serve)[0]["client_hung_up"] is True
 
 

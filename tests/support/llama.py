@@ -229,3 +229,9 @@ class LlamaServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"LlamaServer({self.model_path.name}, port={self.port}, {state})"
+
+
+def slot_busy(llama: LlamaServer) -> bool:
+    """Some slot of this llama-server is processing a request now (GET /slots)."""
+    slots = httpx.get(f"{llama.base_url}/slots", timeout=5, trust_env=False).json()
+    return any(s.get("is_processing") for s in slots)

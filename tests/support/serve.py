@@ -7,8 +7,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
@@ -109,3 +112,52 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something true or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def records_for(serve: ServeProcess, path: str = "/v1/messages", n: int = 1,
+                timeout: float = 5) -> list[dict[str, Any]]:
+    """The newest `n` records of requests to `path`, waited for up to `timeout` seconds."""
+    got = wait_for(lambda: [r for r in serve.requests(50) if r["path"] == path][:n] or None, timeout)
+    return got or []
+
+
+class StreamReader(threading.Thread):
+    """Reads a stream continuously (as Claude Code does) until told to hang up."""
+
+    def __init__(self, url: str, body: dict[str, Any]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.deltas = 0
+        self.status: int | None = None
+        self.hang_up = threading.Event()
+        self.closed_at: float | None = None
+        self.tail = b""  # the last bytes received
+        self.error: str | None = None  # how reading failed, if it did
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=60, trust_env=False) as client:
+                with client.stream("POST", self.url, json=self.body) as resp:
+                    self.status = resp.status_code
+                    for chunk in resp.iter_raw():
+                        self.deltas += chunk.count(b"content_block_delta")
+                        self.tail = (self.tail + chunk)[-2000:]
+                        if self.hang_up.is_set():
+                            break
+                    self.closed_at = time.monotonic()  # leaving the block closes the connection
+        except httpx.HTTPError as exc:
+            self.error = repr(exc)
