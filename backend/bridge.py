@@ -45,6 +45,7 @@ from backend.metrics import RequestMetrics
 from backend.metrics.prometheus import CONTENT_TYPE, BridgeCollector, render
 from backend.metrics.sessions import SessionBoard
 from backend.monitor.sampler import BackendMonitor
+from backend.monitor.scorecard import ScorecardBook
 from backend.proxy.balance import BackendHealth, GroupBalancer, groups_of
 from backend.proxy.body import byte_limit
 from backend.proxy.front import FrontProxy, Routing
@@ -125,6 +126,7 @@ class Bridge:
         self._resolver: ModelResolver | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.monitor = BackendMonitor(lambda: self.config.backends)
+        self.scorecards = ScorecardBook()  # what each backend's model can do for Claude Code (on demand)
         self.metrics = RequestMetrics(route_of=self._route_of)
         self.sessions = SessionBoard()
         self.slot_files = SlotFiles(paths.slots_dir(), lambda: self.config.cache, say=self._say_in_service)
@@ -433,6 +435,14 @@ class Bridge:
             await self._save(doc)
         return [(r.pattern, r.target) for r in new.aliases]
 
+    async def probe_models(self) -> list[dict[str, Any]]:
+        """The model scorecards, probing each idle backend whose model setup has none yet."""
+        if self._backend_session is None:
+            return self.scorecards.cards()  # not started: nothing to ask with
+        return await self.scorecards.probe(self._backend_session, self.config.backends,
+                                           self.monitor.snapshot().backends,
+                                           idle=lambda: self.metrics.snapshot().in_flight == 0)
+
     async def enable_swa_full(self, backend: str) -> tuple[str, ...]:
         """Add `--swa-full` to a ccbridge-run llama-server's `command` in ccbridge.yaml (comments kept)
         and restart it, so a sliding-window model keeps the prompt start new sessions share.
@@ -574,6 +584,7 @@ class Bridge:
             "history_warning": self.history.warning,
             "metrics": metrics.to_dict(),
             "monitor": self.monitor.snapshot().to_dict(),
+            "scorecards": self.scorecards.cards(),
             "groups": self.groups(),
             "claude_env": self.claude_env_lines(),
         }

@@ -83,7 +83,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 }
 """Top-level sections and the keys each accepts."""
 
-BACKEND_KEYS = ("api_base", "model", "max_tokens", "api_key", "command", "route", "pin_slots")
+BACKEND_KEYS = ("api_base", "model", "max_tokens", "api_key", "command", "route", "pin_slots",
+                "repair_tool_calls")
 ROUTES = ("litellm", "native")
 """Keys one `backends.<name>` entry accepts."""
 
@@ -527,6 +528,12 @@ class _Checker:
                     raise self.fail(key_path("backends", name, "pin_slots"), self.value_line(entry, "pin_slots"),
                                     describe(entry["pin_slots"]), "true or false")
                 kw["pin_slots"] = entry["pin_slots"]
+            if "repair_tool_calls" in entry:
+                if not isinstance(entry["repair_tool_calls"], bool):
+                    raise self.fail(key_path("backends", name, "repair_tool_calls"),
+                                    self.value_line(entry, "repair_tool_calls"),
+                                    describe(entry["repair_tool_calls"]), "true or false")
+                kw["repair_tool_calls"] = entry["repair_tool_calls"]
             result[str(name)] = BackendConfig(**kw)
         return result
 

@@ -69,6 +69,10 @@ class BackendConfig:
     Claude Code sessions and subagents (bench/cache.py), llama-server's own choice (prompt
     similarity, plus its host-RAM prompt cache) kept every target, and pinning lost the
     cache with `-np auto`, where idle slots are cleared."""
+    repair_tool_calls: bool = True
+    """Turn a tool call the model wrote as JSON text (small models do: a ```json fence, no
+    `<tool_call>` tags) into the `tool_use` block it meant, when the name is a tool the request
+    offered and the arguments pass its schema; anything else stays text. False: pass text as is."""
 
 
 @dataclass(frozen=True, slots=True)

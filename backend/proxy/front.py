@@ -69,6 +69,7 @@ from backend.proxy.misses import MissExplainer, PromptShape
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.prompt import is_subagent, prompt_family, shared_first, strip_billing_line
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
+from backend.proxy.toolrepair import StreamRepair, ToolCatalog, repair_body, repair_message
 from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
 from backend.proxy.validate import RequestInvalid, check_messages_request
 from backend.proxy.warm import Warmer
@@ -376,6 +377,8 @@ class FrontProxy:
         draft.routed_model = routed_model or self._resolved_model(backend)
         if self._misses is not None and draft.path == MESSAGES_PATH:
             draft.shape = PromptShape.of(obj, backend.name, draft.session_id, draft.family, draft.started_at)
+        if backend.repair_tool_calls and draft.path == MESSAGES_PATH and obj.get("tools"):
+            draft.tools = ToolCatalog(obj["tools"]) or None  # a call written as text may need repair
         if backend.route == "native":
             # no slot pinning here: llama-server's /v1/messages conversion drops `id_slot`
             upstream = self._native(backend) if len(order) == 1 or routing.balancer is None else \
@@ -524,6 +527,9 @@ class FrontProxy:
                 return self._upstream_error(up.status, data, draft, pair, routing)
             if request.path in ROUTED_PATHS:
                 draft.merge_usage(parse_anthropic_body(data))
+                if draft.tools is not None:
+                    data, repair = repair_body(data, draft.tools)
+                    draft.repaired(repair)
             return web.Response(status=up.status, body=data, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
         except BaseException:
             up.close()  # drop the connection: LiteLLM (and the leg), or llama-server, see the hang-up
@@ -553,6 +559,8 @@ class FrontProxy:
             up.close()
             return self._fail(draft, 502, f"ccbridge: {assembler.error}")
         result = assembler.result()
+        if draft.tools is not None:
+            draft.repaired(repair_message(result, draft.tools))
         if not assembler.started and count is not None:  # llama-server left out message_start
             draft.input_tokens = await count()
             result["usage"] = {"input_tokens": draft.input_tokens or 0, **result["usage"]}
@@ -567,16 +575,24 @@ class FrontProxy:
         draft.sent_status = up.status
         draft.stream = True
         meter = AnthropicStreamMeter()
+        repair = StreamRepair(draft.tools) if draft.tools is not None else None
         try:
-            broke = await self._pump(up, response, draft, meter, count)
+            broke = await self._pump(up, response, draft, meter, count, repair)
         except Exception as exc:  # noqa: BLE001 - the response has started: end it with an error event
             log.exception("stream of request %s failed inside ccbridge", draft.id)
             broke = f"ccbridge: internal error while streaming ({type(exc).__name__}: {exc}); see the proxy log."
         finally:
             self._apply_meter(draft, meter)
+            if repair is not None:
+                draft.repaired(repair.repair)
         if draft.client_hung_up:
             up.close()
             return response
+        held = repair.finish() if repair is not None else b""
+        if held:  # the stream ended while text that looked like a call was held: it goes out as it came
+            draft.keep_answer(held)
+            with contextlib.suppress(ConnectionError):
+                await response.write(held)
         if meter.error is not None:
             up.close()  # the stream ended at its error event: read no more of it
         if broke is None and not meter.saw_message_stop and meter.error is None:
@@ -592,10 +608,11 @@ class FrontProxy:
         return response
 
     async def _pump(self, up: ClientResponse, response: web.StreamResponse, draft: RequestDraft,
-                    meter: AnthropicStreamMeter, count: Callable[[], Awaitable[int | None]] | None) -> str | None:
+                    meter: AnthropicStreamMeter, count: Callable[[], Awaitable[int | None]] | None,
+                    repair: StreamRepair | None = None) -> str | None:
         """Relay whole events until the stream ends (its `message_stop` or `error`, or the upstream's end);
         returns why it broke off, or None. `count`: the native route's prompt-size question, for a
-        stand-in `message_start`."""
+        stand-in `message_start`. `repair`: holds text that may be a tool call written as text."""
         repair_start = count is not None
         framer = SSEFramer()
         generating = ended = False
@@ -624,6 +641,10 @@ class FrontProxy:
                     if not data.lstrip().startswith(b"event: message_start"):
                         draft.input_tokens = await count()
                         data = message_start_event(draft.id, draft.routed_model, draft.input_tokens) + data
+                if repair is not None:
+                    data = repair.feed(data)
+                    if not data:
+                        continue
                 draft.keep_answer(data)
                 try:
                     await response.write(data)
