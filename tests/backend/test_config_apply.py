@@ -11,16 +11,15 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from backend.api.client import BridgeClient
-from backend.bridge import Bridge
 from backend.config import load_config
 from backend.control import ConfigNotApplied
 from backend.events import LogLine
 from backend.services.litellm_service import LiteLLMService
 from tests.support.config import NOWHERE, config_text
+from tests.support.front import running_bridge
 from tests.support.llama import free_port
 
 ALIASES = '  "claude-haiku-*": box-a\n  "*": box-a\n'
@@ -72,13 +71,8 @@ def _run(tmp_path: Path, body, monkeypatch) -> None:  # type: ignore[no-untyped-
     fake = FakeLiteLLM(monkeypatch)
 
     async def main() -> None:
-        bridge = Bridge(load_config(_config(tmp_path)), run_dir=tmp_path / "run")
-        await bridge.start()
-        try:
-            async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
-                await body(bridge, fake, client)
-        finally:
-            await bridge.stop()
+        async with running_bridge(_config(tmp_path), tmp_path / "run") as front:
+            await body(front.bridge, fake, front.client)
 
     asyncio.run(main())
 

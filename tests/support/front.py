@@ -1,8 +1,9 @@
 """The front proxy in `litellm.url` mode, in process, in front of an instrumented upstream.
 
-`front_bridge` writes a config pointing `litellm.url` at the upstream, starts a
-`Bridge` on it and yields it with an HTTP client for its proxy and the records
-it finished; `run_with_bridge` and `run_scripted` run a test body inside it.
+`running_bridge` starts a `Bridge` on a config and yields it with an HTTP
+client for its proxy and the records it finished; `front_bridge` does so on a
+config pointing `litellm.url` at the upstream, and `run_with_bridge` and
+`run_scripted` run a test body inside that.
 """
 
 from __future__ import annotations
@@ -70,22 +71,31 @@ class RunningFront:
 
 
 @contextlib.asynccontextmanager
+async def running_bridge(config_path: Path, run_dir: Path, *, collect: bool = False) -> AsyncIterator[RunningFront]:
+    """A Bridge started on this config, with a client for its proxy; stopped on the way out. `collect`
+    gathers the records it finishes."""
+    bridge = Bridge(load_config(config_path), run_dir=run_dir)
+    records: list[RequestRecord] = []
+    if collect:
+        bridge.subscribe(lambda e: records.append(e.record) if isinstance(e, RequestFinished) else None)
+    await bridge.start()
+    try:
+        async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
+            yield RunningFront(bridge, client, records)
+    finally:
+        await bridge.stop()
+
+
+@contextlib.asynccontextmanager
 async def front_bridge(tmp_path: Path, upstream: AnthropicUpstream | ScriptedUpstream, *, collect: bool = False,
                        **config_kw: Any) -> AsyncIterator[RunningFront]:
-    """Start `upstream`, then a Bridge whose `litellm.url` is it (`config_kw` go to `write_config`);
-    both stop on the way out. `collect` gathers the records the bridge finishes."""
+    """Start `upstream`, then `running_bridge` on a config whose `litellm.url` is it (`config_kw` go to
+    `write_config`); both stop on the way out."""
     url = await upstream.start()
     try:
-        bridge = Bridge(load_config(write_config(tmp_path, url, **config_kw)), run_dir=tmp_path / "run")
-        records: list[RequestRecord] = []
-        if collect:
-            bridge.subscribe(lambda e: records.append(e.record) if isinstance(e, RequestFinished) else None)
-        await bridge.start()
-        try:
-            async with httpx.AsyncClient(base_url=bridge.proxy_url, timeout=10, trust_env=False) as client:
-                yield RunningFront(bridge, client, records)
-        finally:
-            await bridge.stop()
+        async with running_bridge(write_config(tmp_path, url, **config_kw), tmp_path / "run",
+                                  collect=collect) as front:
+            yield front
     finally:
         await upstream.stop()
 
