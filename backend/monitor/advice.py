@@ -18,7 +18,9 @@ from collections.abc import Collection, Mapping, Sequence
 
 from backend.backend_info import COMFORTABLE_CONTEXT, MIN_CONTEXT, BackendInfo, output_cap
 from backend.events import RequestRecord
-from backend.monitor.snapshot import Advice, BackendStatus, CacheReport, GpuStatus, SwaStatus
+from backend.monitor.backend_status import BackendStatus, SwaStatus
+from backend.monitor.machine_status import GpuStatus
+from backend.monitor.snapshot import Advice, CacheReport
 from backend.monitor.text import human_bytes
 
 GPU_MEM_FULL = 0.95

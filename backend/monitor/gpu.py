@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from backend.monitor.snapshot import GpuDevice, GpuProcess, GpuStatus
+from backend.monitor.machine_status import GpuDevice, GpuProcess, GpuStatus
 
 _MIB = 1024 * 1024
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

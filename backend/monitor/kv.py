@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backend.monitor.backend_status import ProcessFlags, SwaStatus
 from backend.monitor.gguf import ModelShape
-from backend.monitor.snapshot import ProcessFlags, SwaStatus
 
 CELL_PAD = 256
 """llama.cpp pads a slot's cells (and the SWA cache) to a multiple of this."""

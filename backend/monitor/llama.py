@@ -23,7 +23,7 @@ import aiohttp
 from backend.backend_info import BackendInfo
 from backend.config.model import BackendConfig
 from backend.llama_api import bearer, models_url, server_root
-from backend.monitor.snapshot import BackendMetrics, EndpointState, HealthState, SlotStatus
+from backend.monitor.backend_status import BackendMetrics, EndpointState, HealthState, SlotStatus
 
 PROBE_TIMEOUT = 2.0
 # /slots is answered by llama-server's main loop, between two decode batches: during a long

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from backend.llama_command import split_command
-from backend.monitor.snapshot import ProcessFlags, ProcessStatus
+from backend.monitor.backend_status import ProcessFlags, ProcessStatus
 from backend.redaction import mask_argv
 
 _FA_VALUES = frozenset({"on", "off", "auto", "1", "0", "true", "false", "enabled", "disabled"})

@@ -28,6 +28,7 @@ import psutil
 from backend.config.model import BackendConfig
 from backend.events import RequestRecord
 from backend.monitor.advice import advise, context_failure
+from backend.monitor.backend_status import BackendStatus, HealthState, ProcessFlags, ProcessStatus, SlotStatus
 from backend.monitor.cache import CacheFolder, SlotFacts
 from backend.monitor.gguf import ModelShape, read_model_shape
 from backend.monitor.gpu import GpuProbe
@@ -42,18 +43,9 @@ from backend.monitor.llama import (
     parse_slots,
     probe_llama,
 )
+from backend.monitor.machine_status import GpuStatus, HostStatus
 from backend.monitor.process import ProcessProbe, command_flags
-from backend.monitor.snapshot import (
-    BackendStatus,
-    GpuStatus,
-    HealthState,
-    HostStatus,
-    MonitorSnapshot,
-    ProcessFlags,
-    ProcessStatus,
-    Series,
-    SlotStatus,
-)
+from backend.monitor.snapshot import MonitorSnapshot, Series
 
 DEFAULT_INTERVAL = 2.0
 DEFAULT_HISTORY_S = 300.0

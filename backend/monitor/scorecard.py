@@ -27,8 +27,8 @@ import aiohttp
 
 from backend.config.model import BackendConfig
 from backend.llama_api import server_root
+from backend.monitor.backend_status import BackendStatus
 from backend.monitor.llama import auth_headers
-from backend.monitor.snapshot import BackendStatus
 from backend.proxy.toolrepair import ToolCatalog, find_calls
 
 Level = Literal["ok", "warn", "fail", "info"]

@@ -20,38 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
-from backend.monitor.backend_status import (
-    BackendMetrics,
-    BackendStatus,
-    EndpointState,
-    HealthState,
-    ProcessFlags,
-    ProcessStatus,
-    SlotStatus,
-    SwaStatus,
-)
-from backend.monitor.machine_status import GpuDevice, GpuProcess, GpuStatus, HostStatus
-
-__all__ = [
-    "Advice",
-    "AdviceLevel",
-    "BackendMetrics",
-    "BackendStatus",
-    "CacheReport",
-    "CacheStats",
-    "EndpointState",
-    "GpuDevice",
-    "GpuProcess",
-    "GpuStatus",
-    "HealthState",
-    "HostStatus",
-    "MonitorSnapshot",
-    "ProcessFlags",
-    "ProcessStatus",
-    "Series",
-    "SlotStatus",
-    "SwaStatus",
-]
+from backend.monitor.backend_status import BackendStatus
+from backend.monitor.machine_status import GpuStatus, HostStatus
 
 AdviceLevel = Literal["error", "warn", "info"]
 

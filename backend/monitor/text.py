@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from backend.monitor.snapshot import BackendStatus, GpuStatus, HostStatus, ProcessStatus, SwaStatus
+from backend.monitor.backend_status import BackendStatus, ProcessStatus, SwaStatus
+from backend.monitor.machine_status import GpuStatus, HostStatus
 
 
 def human_bytes(n: int | float | None) -> str:

@@ -6,17 +6,9 @@ from dataclasses import replace
 
 from backend.events import RequestRecord
 from backend.monitor.advice import advise, context_failure
-from backend.monitor.snapshot import (
-    BackendStatus,
-    CacheReport,
-    CacheStats,
-    GpuDevice,
-    GpuProcess,
-    GpuStatus,
-    ProcessFlags,
-    ProcessStatus,
-    SwaStatus,
-)
+from backend.monitor.backend_status import BackendStatus, ProcessFlags, ProcessStatus, SwaStatus
+from backend.monitor.machine_status import GpuDevice, GpuProcess, GpuStatus
+from backend.monitor.snapshot import CacheReport, CacheStats
 
 NO_GPU = GpuStatus(note="no GPU telemetry here")
 OK_ENDPOINTS = {"health": "ok", "props": "ok", "models": "ok", "slots": "ok", "metrics": "ok"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from backend.monitor.backend_status import SlotStatus
 from backend.monitor.llama import (
     Answer,
     health_state,
@@ -14,7 +15,6 @@ from backend.monitor.llama import (
     parse_prometheus,
     parse_slots,
 )
-from backend.monitor.snapshot import SlotStatus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "monitor"
 

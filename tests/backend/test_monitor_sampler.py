@@ -16,8 +16,8 @@ from backend.config import load_config
 from backend.config.model import BackendConfig
 from backend.events import RequestFinished, RequestRecord
 from backend.monitor.gpu import GpuProbe
+from backend.monitor.machine_status import GpuStatus
 from backend.monitor.sampler import BackendMonitor, sample_once
-from backend.monitor.snapshot import GpuStatus
 from tests.support.config import config_text
 from tests.support.llama import free_port
 from tests.support.upstreams import AnthropicUpstream
@@ -302,7 +302,8 @@ def test_seeded_history_survives_a_restart():
 def test_to_dict_is_plain_json_and_computed_once_per_snapshot():
     from dataclasses import asdict
 
-    from backend.monitor.snapshot import GpuDevice, MonitorSnapshot, Series
+    from backend.monitor.machine_status import GpuDevice
+    from backend.monitor.snapshot import MonitorSnapshot, Series
 
     snap = MonitorSnapshot(1.0, 2.0, gpu=GpuStatus(vendor="nvidia", available=True, devices=(
         GpuDevice(0, "x", mem_used_bytes=1, mem_total_bytes=4),)), history=(Series("k", "%", (1.0, 2.0), (None, 3.0)),))

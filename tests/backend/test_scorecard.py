@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.monitor.backend_status import BackendStatus
 from backend.monitor.scorecard import call_lines, context_line, template_line
-from backend.monitor.snapshot import BackendStatus
 
 FENCED = '```json\n{"name": "Read", "arguments": {"file_path": "/tmp/ccbridge-probe/notes.txt"}}\n```'
 

@@ -19,8 +19,9 @@ from backend.bridge import Bridge
 from backend.config import load_config
 from backend.config.model import BackendConfig
 from backend.monitor.advice import advise
+from backend.monitor.machine_status import GpuStatus
 from backend.monitor.sampler import BackendMonitor, sample_once
-from backend.monitor.snapshot import CacheReport, GpuStatus
+from backend.monitor.snapshot import CacheReport
 from tests.support.llama import LlamaServer, free_port, llama_server_binary
 from tests.support.serve import REPO, ServeProcess, write_chain_config
 from tests.support.upstreams import AnthropicUpstream
