@@ -13,7 +13,7 @@ from backend.events import RequestRecord
 from backend.proxy.balance import BackendHealth, GroupBalancer, groups_of, litellm_model, rendezvous
 from backend.proxy.pairing import PAIR_HEADER
 from backend.services.litellm_config import render_config
-from tests.backend.test_leg import AUTH, CHAT, OpenAIBackend, run_leg
+from tests.support.leg import AUTH, CHAT, OpenAIBackend, run_leg
 
 CONFIG = """\
 backends:

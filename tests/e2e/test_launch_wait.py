@@ -25,10 +25,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.backend.test_monitor_sampler import ReplayLlama
 from tests.support.claude import assert_nothing_left
 from tests.support.llama import free_port
 from tests.support.loop import LoopThread
+from tests.support.replay_llama import ReplayLlama
 from tests.support.serve import REPO, ServeProcess, write_chain_config
 
 pytestmark = pytest.mark.e2e

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_interactive import Pane
 from tests.support.claude import CLAUDE_VERSIONS, assert_nothing_left, claude_binary, trusted_home
 from tests.support.llama import LlamaServer, cache_dir
 from tests.support.serve import REPO, write_chain_config
+from tests.support.tmux import Pane
 
 pytestmark = pytest.mark.e2e
 READING = re.compile(r"reading (\d+)% \(")
