@@ -109,6 +109,10 @@ def broken(draw, whole: bytes, bare: bytes) -> tuple[Script, bool]:
 
 
 def _data_type(block: bytes) -> str | None:
+    """The event's kind as an SSE client reads it: its `event:` name, else its data's `type`."""
+    for line in block.split(b"\n"):
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode("utf-8", "replace")
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):
             try:
