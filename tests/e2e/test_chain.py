@@ -17,22 +17,6 @@ from tests.support.serve import ServeProcess, records_for, wait_for, write_chain
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory, tiny_model):
-    """One llama-server (1 slot, 64k context) and one ccbridge serve for the module."""
-    from tests.support.llama import LlamaServer
-
-    tmp = tmp_path_factory.mktemp("chain")
-    env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "config"), "CCBRIDGE_DATA_DIR": str(tmp / "data")}
-    with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots", "--metrics")) as llama:
-        config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base)
-        serve = ServeProcess(config, env).start()
-        try:
-            yield serve, llama
-        finally:
-            serve.stop()
-
-
 @pytest.mark.parametrize("version", CLAUDE_VERSIONS)
 def test_claude_p_hello_world_through_the_chain(chain, version, tmp_path):
     serve, llama = chain

@@ -9,7 +9,6 @@ import threading
 import httpx
 import pytest
 
-from tests.e2e.test_chain import chain  # noqa: F401 - the module's ccbridge + llama-server
 from tests.support.serve import records_for, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +38,7 @@ class EventReader(threading.Thread):
                         return
 
 
-def test_a_long_prompt_reports_its_progress_then_generating(chain):  # noqa: F811
+def test_a_long_prompt_reports_its_progress_then_generating(chain):
     serve, _ = chain
     reader = EventReader(serve.url)
     reader.start()

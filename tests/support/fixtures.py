@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .llama import LlamaServer
+from .serve import ServeProcess, write_chain_config
 from .tiny_model import write_tiny_model
 
 DEFAULT_FLAGS = ("--slots", "--metrics")
@@ -47,3 +48,17 @@ def start_llama_server(tiny_model: Path) -> Iterator[Callable[..., LlamaServer]]
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[tuple[ServeProcess, LlamaServer]]:
+    """One llama-server (1 slot, 64k context) and one real `ccbridge serve` for the module."""
+    tmp = tmp_path_factory.mktemp("chain")
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "config"), "CCBRIDGE_DATA_DIR": str(tmp / "data")}
+    with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots", "--metrics")) as llama:
+        config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base)
+        serve = ServeProcess(config, env).start()
+        try:
+            yield serve, llama
+        finally:
+            serve.stop()
