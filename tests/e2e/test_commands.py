@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from backend.config import load_config
+from tests.support.config import config_text
 from tests.support.serve import REPO, write_chain_config
 
 pytestmark = pytest.mark.e2e
@@ -100,8 +101,8 @@ def test_import_turns_a_guide_config_into_ccbridge_yaml(tmp_path):
 
 def test_invalid_config_is_refused_with_key_and_line(tmp_path):
     config = tmp_path / "ccbridge.yaml"
-    config.write_text("proxy:\n  port: eighty\nbackends:\n  local:\n    api_base: http://127.0.0.1:8080/v1\n"
-                      'aliases:\n  "*": local\n')
+    config.write_text(config_text(proxy={"port": "eighty"},
+                                  backends={"local": {"api_base": "http://127.0.0.1:8080/v1"}}))
     before = config.read_text()
     result = ccbridge("serve", "--config", str(config))
     assert result.returncode == 2
@@ -129,9 +130,8 @@ def test_corrupt_history_degrades_with_a_warning_and_serving_goes_on(tmp_path):
     db.write_bytes(b"this is not a database" * 100)
     port = free_port()
     config = tmp_path / "ccbridge.yaml"
-    config.write_text(f"proxy:\n  port: {port}\nlitellm:\n  url: http://127.0.0.1:{free_port()}\n"
-                      "backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\n"
-                      f'aliases:\n  "*": local\nhistory:\n  path: {db}\n')
+    config.write_text(config_text(proxy={"port": port}, litellm={"url": f"http://127.0.0.1:{free_port()}"},
+                                  history={"path": db}))
     proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--config", str(config)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -156,9 +156,9 @@ def test_doctor_checks_every_backend_of_a_group(start_llama_server, tmp_path):
 
     up = start_llama_server(ctx=65536)
     config = tmp_path / "ccbridge.yaml"
-    config.write_text(f"backends:\n  box-a:\n    api_base: {up.api_base}\n"
-                      f"  box-b:\n    api_base: http://127.0.0.1:{free_port()}/v1\n"
-                      'aliases:\n  "*": [box-a, box-b]\n')
+    config.write_text(config_text(backends={"box-a": {"api_base": up.api_base},
+                                            "box-b": {"api_base": f"http://127.0.0.1:{free_port()}/v1"}},
+                                  aliases={"*": "[box-a, box-b]"}))
     out = ccbridge("doctor", "--config", str(config)).stdout
     assert "backend 'box-a' serves" in out
     assert 'warn  group [box-a, box-b] (alias "*"): box-b not answering (box-a ok, box-b unreachable)' in out, out
