@@ -22,6 +22,7 @@ import httpx
 import psutil
 
 from tests.support.browser import Browser, Page
+from tests.support.config import config_text
 from tests.support.llama import free_port
 from tests.support.serve import REPO
 
@@ -47,8 +48,7 @@ def _wait(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 def test_web_view_shows_the_dashboard_with_live_requests(tmp_path, upstream):
     proxy_port, web_port = free_port(), free_port()
     config = tmp_path / "ccbridge.yaml"
-    config.write_text(f"proxy:\n  host: 127.0.0.1\n  port: {proxy_port}\nlitellm:\n  url: {upstream.url}\n"
-                      'backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\naliases:\n  "*": local\n')
+    config.write_text(config_text(proxy={"host": "127.0.0.1", "port": proxy_port}, litellm={"url": upstream.url}))
     proxy, page_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{web_port}/"
     log = (tmp_path / "web.log").open("wb")
     web = subprocess.Popen([sys.executable, "-m", "tui.launcher", "web", "--config", str(config), "--port",
