@@ -31,7 +31,7 @@ from ruamel.yaml.error import YAMLError
 
 from backend.config import _files
 from backend.config.aliases import CATCH_ALL, validate_backend_name, validate_pattern
-from backend.config.loader import ConfigError, parse_config, read_text, yaml_error
+from backend.config.loader import DEFAULT_CONFIG_TEXT, ConfigError, parse_config, read_text, yaml_error
 from backend.config.model import Config
 
 STRIPPED_PREFIXES = ("openai/", "hosted_vllm/")
@@ -202,6 +202,22 @@ def import_litellm_config(src: Path) -> str:
     return result
 
 
+_DEFAULT_LINES = DEFAULT_CONFIG_TEXT.splitlines()
+
+
+def _default(first: str, last: str | None = None) -> list[str]:
+    """The default config's lines from the one starting with `first` through the one starting with `last`
+    (or `first` alone): an imported file explains its keys in the same words as a new one."""
+    def find(prefix: str, start: int = 0) -> int:
+        for i in range(start, len(_DEFAULT_LINES)):
+            if _DEFAULT_LINES[i].startswith(prefix):
+                return i
+        raise LookupError(f"DEFAULT_CONFIG_TEXT has no line starting with {prefix!r} (the importer copies it)")
+
+    start = find(first)
+    return _DEFAULT_LINES[start:(start if last is None else find(last, start)) + 1]
+
+
 def _render(
     src: Path,
     backends: dict[str, dict[str, Any]],
@@ -211,18 +227,14 @@ def _render(
 ) -> list[str]:
     first = next(iter(backends.values()))["name"]
     out = [
-        "# ccbridge.yaml: how ccbridge routes Claude Code -> LiteLLM -> your model server.",
+        *_default("# ccbridge.yaml:"),
         f"# Imported from the LiteLLM config {src}.",
         "# ccbridge now writes LiteLLM's config itself; edit this file instead.",
-        "# Docs: the \"Configuration\" section of ccbridge's README.md.",
+        *_default("# Docs:"),
     ]
     for note in notes:
         out.append(f"# note: {note}")
-    out += [
-        "proxy:",
-        "  host: 127.0.0.1      # loopback by default",
-        "  port: 8082",
-    ]
+    out += _default("proxy:", "  port:")
     if isinstance(master_key, str) and master_key:
         out += [
             "  # LiteLLM's general_settings.master_key was the key clients sent to LiteLLM;",
@@ -231,25 +243,19 @@ def _render(
             f"  # api_key: {_scalar(master_key)}",
         ]
     else:
-        out.append("  # api_key: ...       # optional: clients must send it (x-api-key or Bearer)")
-    out += [
-        "litellm:",
-        "  port: 4000           # ccbridge starts and supervises LiteLLM on 127.0.0.1:port",
-        "  # url: http://127.0.0.1:4000   # instead: use an already running LiteLLM (or any",
-        "  #                               # Anthropic-compatible server); start nothing",
-        "backends:",
-    ]
+        out += _default("  # api_key:")
+    out += _default("litellm:", "backends:")
     for api_base, info in backends.items():
         out += [
             f"  {_scalar(info['name'])}:",
             f"    api_base: {_scalar(api_base)}",
             f"    model: {_scalar(info['model'])}",
-            "    # max_tokens: 32000  # optional cap: Claude Code asks for 64000-128000",
+            *_default("    # max_tokens:"),
         ]
         key = info.get("api_key")
         if isinstance(key, str) and key:
             out.append(f"    api_key: {_scalar(key)}")
-    out.append("aliases:               # Claude model name pattern -> backend name (or backend/model)")
+    out += _default("aliases:")
     for pattern, target in aliases:
         out.append(f"  {_pattern(pattern)}: {_scalar(target)}")
     if CATCH_ALL not in {p for p, _ in aliases}:
