@@ -41,13 +41,16 @@ CLAUDE_VERSION = "2.1.332"
 SECRET_WORD = "pelican"
 PROMPT = "Read secret.txt and tell me the word in it"
 LEAN = ["--tools", "Read", "--system-prompt", "You are a coding assistant. Use the tools to act."]
+# A small model can loop writing calls until max_tokens (seen: 8,000 at ~5 tok/s): cap it as a user would
+MAX_TOKENS = 1024
 # ~1,100 tokens of plain text: long enough to time the read, short enough for two cores
 FILLER = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog near the river bank." for i in range(60))
 
 
 def _config(path: Path, api_base: str) -> Path:
     path.write_text(f"proxy:\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\nbackends:\n"
-                    f"  local:\n    api_base: {api_base}\n  native:\n    api_base: {api_base}\n    route: native\n"
+                    f"  local:\n    api_base: {api_base}\n    max_tokens: {MAX_TOKENS}\n"
+                    f"  native:\n    api_base: {api_base}\n    route: native\n"
                     'aliases:\n  "claude-native": native\n  "*": local\n')
     return path
 
@@ -106,40 +109,51 @@ def claude_run(tmp: Path, config: Path, serve: ServeProcess, lean: bool) -> dict
                             text=True, timeout=1800, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     records = [r for r in serve.requests(200) if r["id"] not in before and r["path"] == "/v1/messages"]
-    read_it = False
-    for r in records:
+    calls, results = [], []  # the tool calls Claude Code ran (from its next request) and what they returned
+    for r in sorted(records, key=lambda r: r["started_at"]):
         bodies = httpx.get(f"{serve.url}/ccbridge/api/requests/{r['id']}/bodies", timeout=10, trust_env=False)
-        if bodies.status_code == 200 and SECRET_WORD in json.dumps(bodies.json().get("request", "")) \
-                and "tool_result" in json.dumps(bodies.json().get("request", "")):
-            read_it = True
+        if bodies.status_code != 200:
+            continue
+        try:
+            messages = json.loads(bodies.json()["request"]).get("messages") or []
+        except (ValueError, AttributeError):
+            continue  # a body cut at history.body_max_kb
+        for message in messages[-2:]:
+            for block in message.get("content") if isinstance(message.get("content"), list) else []:
+                if block.get("type") == "tool_use" and message.get("role") == "assistant":
+                    calls.append(f"{block.get('name')}({json.dumps(block.get('input'))[:120]})")
+                elif block.get("type") == "tool_result":
+                    results.append(json.dumps(block.get("content"))[:200])
+    read_it = any(SECRET_WORD in r for r in results)
     first = min(records, key=lambda r: r["started_at"]) if records else {}
     return {"exit": result.returncode, "wall_s": wall, "requests": len(records),
             "repairs": sum(r["tool_repairs"] for r in records), "read_the_file": read_it,
+            "tools_run": calls, "tool_results": results,
             "said_the_word": SECRET_WORD in result.stdout.lower(), "answer": result.stdout.strip()[-300:],
             "first_turn_prompt": (first.get("backend_prompt_n") or 0) + (first.get("backend_cache_n") or 0),
             "first_turn_ttft_s": (first.get("ttft_ms") or 0) / 1000, "stderr": result.stderr.strip()[-300:]}
 
 
-def measure(tmp: Path, quick: bool = False) -> dict[str, Any]:
+def measure(tmp: Path, quick: bool = False, runs: tuple[str, ...] = ("lean", "full"),
+            reads: bool = True) -> dict[str, Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}
     with qwen_llama_server(ctx=32768) as llama:
         config = _config(tmp / "ccbridge.yaml", llama.api_base)
         with ServeProcess(config, env) as serve:
-            data: dict[str, Any] = {"prompt_read": prompt_reads(llama, serve, 1 if quick else 3)}
-            if not quick:
-                data["claude_lean"] = claude_run(tmp, config, serve, lean=True)
-                data["claude_full"] = claude_run(tmp, config, serve, lean=False)
+            data: dict[str, Any] = {"prompt_read": prompt_reads(llama, serve, 1 if quick else 3)} if reads else {}
+            for run in () if quick else runs:
+                data[f"claude_{run}"] = claude_run(tmp, config, serve, lean=run == "lean")
     return data
 
 
 def render(data: dict[str, Any]) -> str:
-    reads = data["prompt_read"]
+    reads = data.get("prompt_read") or {}
     rows = [("path", "time to first token", "vs direct", "prompt read (llama-server)")]
     for name, r in reads.items():
         if isinstance(r, dict):
             rows.append((name, f"{r['ttft_s']:.2f} s", f"{r['ttft_ratio']:.3f}", f"{r['prompt_tps']:.0f} tok/s"))
-    out = [f"prompt of {reads.get('prompt_tokens', 0):.0f} tokens, none cached", table(rows)]
+    out = [f"prompt of {reads.get('prompt_tokens', 0):.0f} tokens, none cached", table(rows)] if reads else []
     runs = [("claude -p, 2.1.332", "wall", "requests", "repaired calls", "read the file", "said the word",
              "first turn prompt", "first token")]
     for key, label in (("claude_lean", "lean (--tools Read)"), ("claude_full", "full prompt")):
@@ -175,14 +189,19 @@ def suite_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one prompt read per path, no Claude Code runs")
+    parser.add_argument("--claude", choices=("lean", "full", "both", "none"), default="both",
+                        help="which Claude Code runs (default: both)")
+    parser.add_argument("--no-reads", action="store_true", help="skip the prompt reads")
     args = parser.parse_args()
+    runs = {"both": ("lean", "full"), "none": ()}.get(args.claude, (args.claude,))
     with tempfile.TemporaryDirectory(prefix="ccbridge-realmodel-") as tmp:
-        data = measure(Path(tmp), args.quick)
+        data = measure(Path(tmp), args.quick, runs, reads=not args.no_reads)
     path = save("realmodel", {"machine": machine(), **data})
     print(render(data))
     for key in ("claude_lean", "claude_full"):
         if key in data:
             print(f"{key}: exit {data[key]['exit']}, answer: {data[key]['answer']!r}")
+            print(f"  tools Claude Code ran: {data[key]['tools_run']}; results: {data[key]['tool_results']}")
     print(f"saved {path.relative_to(REPO)}")
 
 
