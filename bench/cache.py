@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.cache [--quick] [--claude-version 2.1.330]
 
-`python -m bench.suite` runs it too (its "prompt cache" rows). The flow is
+`python -m bench.suite` runs it too (its "prompt cache" rows). `--restart tiny|qwen`: the
+"after a restart" rows instead (`bench/cache_restart.py`). The flow is
 `tests/support/sessions.py`: in one folder, two `claude -p` sessions that each start a
 general-purpose subagent, then `claude -p -c`: seven model requests, written by the
 scripted Qwen3 model (`tests/support/scripted_model.py`) and served by the real
@@ -154,7 +155,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="-np auto only, without LiteLLM alone")
     parser.add_argument("--claude-version", default=DEFAULT_VERSION, help="a Claude Code release in the tool cache")
+    parser.add_argument("--restart", choices=("tiny", "qwen"),
+                        help="instead: the after-a-restart rows (bench/cache_restart.py) for that model")
     args = parser.parse_args()
+    if args.restart:
+        from bench import cache_restart
+
+        with tempfile.TemporaryDirectory() as tmp_name:
+            found = cache_restart.measure(args.restart, cache_restart.DEFAULT_VERSION, Path(tmp_name))
+        print(table([cache_restart.HEADER, *cache_restart.rows(found)]))
+        print(f"saved {save(f'cache-restart-{args.restart}', found)}  machine: {json.dumps(machine())}")
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         env = {**os.environ, "CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}

@@ -160,6 +160,9 @@ def measure(model: str, version: str, tmp: Path) -> dict[str, Any]:
     return out
 
 
+HEADER = ("figure", "cache_n / prompt tokens", "prompt read", "first token", "target")
+
+
 def rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for name, label, target in ROWS:
@@ -167,14 +170,15 @@ def rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
         if row is None:
             continue
         share = 100 * row["cached"] / max(1, row["prompt"])
+        read = (row["prompt"] - row["cached"]) / row["prompt_tps"] if row.get("prompt_tps") else None
         out.append((f"after a restart, {data['model']}: {label} ({name})",
                     f"{row['cached']:,} / {row['prompt']:,} ({share:.1f} %)",
-                    f"{row['ttft_ms'] / 1000:.1f} s", target))
+                    "-" if read is None else f"{read:.1f} s", f"{row['ttft_ms'] / 1000:.1f} s", target))
     restore = data.get("restore") or {}
     if restore:
         out.append((f"after a restart, {data['model']}: slot restore ({restore.get('tokens', 0):,} tokens)",
-                    f"{restore.get('restore_ms', 0):.0f} ms",
-                    f"recompute {data.get('recompute_ms', 0) / 1000:.1f} s", "-"))
+                    f"{restore.get('restore_ms', 0):.0f} ms", f"recompute {data.get('recompute_ms', 0) / 1000:.1f} s",
+                    "-", "-"))
     return out
 
 
@@ -182,11 +186,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("tiny", "qwen"), default="tiny")
     parser.add_argument("--claude-version", default=DEFAULT_VERSION)
+    parser.add_argument("--show", type=Path, help="print the table of a saved result instead of measuring")
     args = parser.parse_args()
+    if args.show:
+        print(table([HEADER, *rows(json.loads(args.show.read_text()))]))
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         os.environ.setdefault("CCBRIDGE_CONFIG_DIR", str(Path(tmp_name) / "c"))
         data = measure(args.model, args.claude_version, Path(tmp_name))
-    print(table([("figure", "cache_n / prompt tokens", "first token", "target"), *rows(data)]))
+    print(table([HEADER, *rows(data)]))
     print(f"saved {save(f'cache-restart-{args.model}', data)}  machine: {json.dumps(machine())}")
 
 
