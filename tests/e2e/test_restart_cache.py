@@ -49,8 +49,8 @@ def _records(serve: ServeProcess, count: int) -> list[dict[str, Any]]:
 
 
 def restart_flow(tmp: Path, tiny_model: Path, keep_slots: bool) -> Restarted:
-    """A 1, a restart, then (slots kept) A 2 with -c and B 1 in the same folder, or (not kept) B 1 and
-    C 1 in another folder."""
+    """A 1, a restart, then (slots kept) A 2 with -c and B 1 in the same folder, or (neither slots kept
+    nor warm-up) B 1 and C 1 in another folder."""
     port = free_port()
     command = shlex.join([str(llama_server_binary()), "-m", str(tiny_model), "-c", "131072", "-np", "1",
                           "-t", "1", "-tb", "1"])
@@ -60,7 +60,8 @@ def restart_flow(tmp: Path, tiny_model: Path, keep_slots: bool) -> Restarted:
         f"litellm:\n  port: {free_port()}\n"
         f"backends:\n  local:\n    api_base: http://127.0.0.1:{port}/v1\n    model: auto\n    command: {command}\n"
         'aliases:\n  "*": local\n'
-        f"cache:\n  keep_slots: {'true' if keep_slots else 'false'}\n")
+        f"cache:\n  keep_slots: {'true' if keep_slots else 'false'}\n"
+        f"  warm: {'true' if keep_slots else 'false'}\n")  # not kept: nothing at all (the state before)
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}
     home = tmp / "home"
     runs: dict[str, dict[str, Any]] = {}
