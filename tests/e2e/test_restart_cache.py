@@ -38,13 +38,16 @@ class Restarted:
     log: str
 
 
-def _records(serve: ServeProcess, count: int) -> list[dict[str, Any]]:
+def _first_record(serve: ServeProcess, since: float) -> dict[str, Any]:
+    """The first model request that started after `since` (Claude Code may send more: a reply cut at
+    max_tokens is continued), waiting a moment for it to be recorded."""
     deadline = time.monotonic() + 15
     while True:
         records = [r for r in serve.requests(50) if r["path"] == "/v1/messages" and r["status"] == 200
-                   and r.get("backend_prompt_n") is not None]
-        if len(records) >= count or time.monotonic() > deadline:
-            return sorted(records, key=lambda r: r["started_at"])
+                   and r.get("backend_prompt_n") is not None and r["started_at"] >= since]
+        if records or time.monotonic() > deadline:
+            assert records, "no record of the run"
+            return min(records, key=lambda r: r["started_at"])
         time.sleep(0.2)
 
 
@@ -67,9 +70,10 @@ def restart_flow(tmp: Path, tiny_model: Path, keep_slots: bool) -> Restarted:
     runs: dict[str, dict[str, Any]] = {}
     with ServeProcess(config, env) as serve:
         def claude(name: str, prompt: str, *args: str, folder: Path = home) -> None:
+            since = time.time()
             result = run_claude(VERSION, serve.url, prompt, home=folder, args=args, timeout=300)
             assert result.returncode == 0, (name, result.stdout[-2000:], result.stderr[-2000:], serve.log()[-3000:])
-            runs[name] = record = _records(serve, len(runs) + 1)[-1]
+            runs[name] = record = _first_record(serve, since)
             print(f"{name}: {record['backend_cache_n']} of {record['backend_cache_n'] + record['backend_prompt_n']} "
                   f"from cache, first token {record['ttft_ms']:.0f} ms; miss: {record['miss_reason']}")
 
