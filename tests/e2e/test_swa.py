@@ -83,9 +83,12 @@ class Run:
         return cached / (cached + new)
 
 
-def two_sessions(gemma: Path, template: Path, tmp_path: Path, *extra: str, doctor: bool = False) -> Run:
+def two_sessions(gemma: Path, template: Path, tmp_path: Path, *extra: str, doctor: bool = False,
+                 shared_first: bool = False) -> Run:
     """Two `claude -p` sessions in one project folder through `ccbridge serve` (LiteLLM route) to a fresh
-    llama-server."""
+    llama-server. `shared_first` off by default: the sessions' prompts then differ where Claude Code
+    puts the user's prompt, before its "# Environment" message, as a subagent's or another folder's
+    differ; that is the case --swa-full is for."""
     began = time.monotonic()
     home = tmp_path / "home"
     (home / "tmp").mkdir(parents=True)
@@ -94,7 +97,8 @@ def two_sessions(gemma: Path, template: Path, tmp_path: Path, *extra: str, docto
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
     with LlamaServer(gemma, ctx=CTX, parallel=1, threads=2, startup_timeout=120,
                      extra_args=server_flags(template, *extra)) as llama:
-        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base)
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base,
+                                    extra=f"cache:\n  shared_first: {str(shared_first).lower()}\n")
         with ServeProcess(config, env) as serve:
             for prompt in ("Say hello.", "What is in this folder?"):
                 result = subprocess.run(
@@ -145,7 +149,7 @@ def test_without_swa_full_the_new_session_rereads_everything_and_ccbridge_says_w
     assert "seen here: 1 new session(s)" in advice["text"]
     assert advice["fix"].startswith("restart llama-server with --swa-full") and "105.0 MiB" in advice["fix"]
     row = next(r for r in monitor["cache"]["by_session"] if r["session_id"] == second["session_id"])
-    assert row["missed_first_turns"] == 1 and "sliding-window attention" in row["reason"]
+    assert row["missed_first_turns"] == 1 and "sliding-window" in row["reason"] and "--swa-full" in row["reason"]
 
     # the figures come from the GGUF; llama-server logs what it really allocated
     logged = logged_kv(run.log)
@@ -173,7 +177,10 @@ def test_with_swa_full_the_new_session_reuses_the_shared_start(gemma, template, 
     assert swa["full"] is True and swa["kv_bytes"] == swa["base_bytes"] + swa["swa_full_bytes"]
     assert not [a for a in monitor["advice"] if a["code"] == "swa_no_full"]
     row = next(r for r in monitor["cache"]["by_session"] if r["session_id"] == second["session_id"])
-    assert row["missed_first_turns"] == 0 and row["reason"] is None and row["first_share"] == pytest.approx(share)
+    assert row["missed_first_turns"] == 0 and row["first_share"] == pytest.approx(share)
+    # no sliding-window reason now (a structural note may remain: this template renders no tools, so the
+    # prompts share fewer tokens than their request structure suggests)
+    assert row["reason"] is None or "sliding-window" not in row["reason"], row["reason"]
 
     logged = logged_kv(run.log)
     assert "using full-size SWA cache" in run.log
@@ -240,3 +247,13 @@ def test_swa_figures_for_the_real_file(gemma):
     assert shape is not None and shape.arch == "gemma3" and shape.n_ctx_train == 32768
     est = kv_estimate(shape, KvLayout(n_ctx=CTX, n_seq=1, unified=False))
     assert est is not None and (est.base_bytes, est.swa_bytes, est.swa_full_bytes) == (24 * MiB, 15 * MiB, 120 * MiB)
+
+
+def test_with_the_shared_part_first_a_new_session_reuses_nearly_all_even_without_swa_full(gemma, template, tmp_path):
+    """cache.shared_first (on by default) puts Claude Code's "# Environment" message before the user's
+    prompt, so two sessions in one folder differ only at their end: inside the window a sliding-window
+    layer keeps, so even without --swa-full the new session reads only its own prompt."""
+    run = two_sessions(gemma, template, tmp_path, shared_first=True)
+    first, second = run.first_turns
+    assert first["backend_prompt_n"] > 3000 and run.share(first) < 0.01  # the first session ran cold
+    assert run.share(second) > 0.9, second

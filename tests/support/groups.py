@@ -115,7 +115,10 @@ def config_text(ports: dict[str, int], *, route: str = "litellm", balance: str =
     backends = "".join(f"  {name}:\n    api_base: http://127.0.0.1:{port}/v1\n{route_line}"
                        for name, port in ports.items())
     return (f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\n"
-            f"backends:\n{backends}aliases:\n  \"*\": [{', '.join(ports)}]\ngroups:\n  balance: {balance}\n")
+            f"backends:\n{backends}aliases:\n  \"*\": [{', '.join(ports)}]\ngroups:\n  balance: {balance}\n"
+            # these runs hold ccbridge's records against each llama-server's own log, one to one: the
+            # warm-up a restarted member gets (replays, not requests; tests/e2e/test_warmup.py) stays off
+            "cache:\n  warm: false\n")
 
 
 @contextmanager
