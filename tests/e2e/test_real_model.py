@@ -13,17 +13,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import httpx
 import pytest
 
-from tests.support.anthropic_sse import assemble, parse_sse
+from tests.support.asking import Reply
+from tests.support.asking import ask as ask_serve
 from tests.support.llama import LlamaServer, free_port
 from tests.support.qwen import qwen_llama_server
 from tests.support.scripted_model import TOOLS
@@ -32,7 +31,6 @@ from tests.support.serve import REPO, ServeProcess
 pytestmark = pytest.mark.e2e
 
 ROUTE_MODELS = {"litellm": "claude-via-litellm", "native": "claude-via-native"}
-HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
 SECRET_PATH = "/tmp/work/secret.txt"
 SYSTEM = "You are a coding assistant. Use the tools to act."
 READ_TOOL = TOOLS[0]
@@ -78,44 +76,8 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
             yield Bridge(serve, llama)
 
 
-@dataclass
-class Reply:
-    message: dict[str, Any]
-    record: dict[str, Any]
-
-
-def _new_record(serve: ServeProcess, before: set[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        new = [r for r in serve.requests(20) if r["id"] not in before and r["path"] == "/v1/messages"]
-        if new and new[0]["status"] is not None:
-            return new[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no record for the request: {serve.requests(3)}")
-
-
 def ask(bridge: Bridge, client: str, stream: bool, body: dict[str, Any]) -> Reply:
-    serve = bridge.serve
-    before = {r["id"] for r in serve.requests(50)}
-    if client == "sdk":
-        # this SDK release has no `temperature` argument: send it as an extra body field
-        body = {k: v for k, v in body.items() if k != "temperature"} | {"extra_body": {"temperature": 0}}
-        sdk = anthropic.Anthropic(base_url=serve.url, api_key="test-key", max_retries=0, timeout=300)
-        if stream:
-            with sdk.messages.stream(**body) as events:
-                message = events.get_final_message().model_dump(mode="json", exclude_none=True)
-        else:
-            message = sdk.messages.create(**body).model_dump(mode="json", exclude_none=True)
-    elif stream:
-        with httpx.stream("POST", f"{serve.url}/v1/messages", json={**body, "stream": True}, headers=HEADERS,
-                          timeout=300, trust_env=False) as resp:
-            assert resp.status_code == 200, resp.read()
-            message = assemble(parse_sse(resp.iter_lines())).message
-    else:
-        resp = httpx.post(f"{serve.url}/v1/messages", json=body, headers=HEADERS, timeout=300, trust_env=False)
-        assert resp.status_code == 200, resp.text
-        message = resp.json()
-    return Reply(message, _new_record(serve, before))
+    return ask_serve(bridge.serve, client, stream, body, timeout=300)
 
 
 def read_request(model: str, tools: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -267,3 +229,31 @@ def test_metrics_count_each_repaired_call(bridge: Bridge, route: str) -> None:
     reply = ask(bridge, "raw", True, read_request(ROUTE_MODELS[route]))
     assert reply.record["tool_repairs"] == 1
     assert repaired_total(bridge.serve, route) == before + 1
+
+
+ENVIRONMENT = ("# Environment\nYou have been invoked in the following environment:\n"
+               " - Primary working directory: /tmp/work\n - Platform: linux\n - Shell: bash\n"
+               "Today's date is 2026-12-06.")
+
+
+@pytest.mark.parametrize("route", ["litellm", "native"])
+def test_the_shared_part_first_layout_gives_the_same_call(bridge: Bridge, tmp_path_factory: pytest.TempPathFactory,
+                                                         route: str) -> None:
+    """cache.shared_first moves Claude Code's "# Environment" system message ahead of the first prompt
+    (backend/proxy/prompt.py). The model's answer must not get worse: the same request, as Claude Code
+    2.1.332 lays it out, gives the same repaired call with the layout on (this bridge) and off."""
+    body = read_request(ROUTE_MODELS[route])
+    body["messages"] = [*body["messages"], {"role": "system", "content": ENVIRONMENT}]
+    on = ask(bridge, "raw", True, body)
+    tmp = tmp_path_factory.mktemp("layout-off")
+    config = write_config(tmp / "ccbridge.yaml", bridge.llama.api_base)  # its own ports
+    config.write_text(config.read_text() + "cache:\n  shared_first: false\n")
+    env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "config"), "CCBRIDGE_DATA_DIR": str(tmp / "data")}
+    with ServeProcess(config, env) as serve:
+        off = ask(Bridge(serve, bridge.llama), "raw", True, body)
+        assert serve.status()["shared_first_moved"] == 0
+    assert bridge.serve.status()["shared_first_moved"] >= 1
+    calls = [[(b["name"], b["input"]["file_path"]) for b in r.message["content"] if b["type"] == "tool_use"]
+             for r in (on, off)]
+    assert calls[0] == calls[1] == [("Read", SECRET_PATH)], (on.message, off.message)
+    assert on.record["tool_repairs"] == off.record["tool_repairs"] == 1

@@ -14,17 +14,16 @@ streaming and not.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import httpx
 import pytest
 
-from tests.support.anthropic_sse import AnthropicStream, assemble, parse_sse
+from tests.support.asking import Reply
+from tests.support.asking import ask as ask_serve
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
 from tests.support.llama import LlamaServer, free_port
 from tests.support.scripted_model import (
@@ -46,7 +45,6 @@ pytestmark = pytest.mark.e2e
 
 # Claude model name -> the backend (and so the route) ccbridge sends it to.
 ROUTE_MODELS = {"litellm": "claude-via-litellm", "native": "claude-via-native"}
-HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
 QUESTION = "What is this machine's host name, and what time is it?"
 TOOL_RESULTS = {"Read": "     1\tbuildhost\n", "Bash": "Thu Nov 26 12:00:00 UTC 2026"}
 
@@ -94,49 +92,9 @@ def bridge(tmp_path_factory) -> Iterator[Bridge]:
 
 
 # -- asking --------------------------------------------------------------------
-@dataclass
-class Reply:
-    """An answer as a plain dict, the raw stream when there was one, and ccbridge's record of it."""
-
-    message: dict[str, Any]
-    record: dict[str, Any]
-    stream: AnthropicStream | None = None
-
-
-def _new_record(serve: ServeProcess, before: set[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        new = [r for r in serve.requests(20) if r["id"] not in before and r["path"] == "/v1/messages"]
-        if new and new[0]["status"] is not None:
-            return new[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no record for the request: {serve.requests(3)}")
-
-
 def ask(bridge: Bridge, client: str, stream: bool, body: dict[str, Any]) -> Reply:
-    """Send one Messages request through ccbridge with the SDK or raw httpx."""
-    serve = bridge.serve
-    before = {r["id"] for r in serve.requests(50)}
-    parsed: AnthropicStream | None = None
-    if client == "sdk":
-        sdk = anthropic.Anthropic(base_url=serve.url, api_key="test-key", max_retries=0, timeout=120)
-        if stream:
-            with sdk.messages.stream(**body) as events:
-                message = events.get_final_message().model_dump(mode="json", exclude_none=True)
-        else:
-            message = sdk.messages.create(**body).model_dump(mode="json", exclude_none=True)
-    elif stream:
-        with httpx.stream("POST", f"{serve.url}/v1/messages", json={**body, "stream": True}, headers=HEADERS,
-                          timeout=120, trust_env=False) as resp:
-            assert resp.status_code == 200, resp.read()
-            assert resp.headers["content-type"].startswith("text/event-stream")
-            parsed = assemble(parse_sse(resp.iter_lines()))
-        message = parsed.message
-    else:
-        resp = httpx.post(f"{serve.url}/v1/messages", json=body, headers=HEADERS, timeout=120, trust_env=False)
-        assert resp.status_code == 200, resp.text
-        message = resp.json()
-    return Reply(message, _new_record(serve, before), parsed)
+    """Send one Messages request through ccbridge with the SDK or raw httpx (tests/support/asking.py)."""
+    return ask_serve(bridge.serve, client, stream, body)
 
 
 def first_turn(route: str, **extra: Any) -> dict[str, Any]:
