@@ -297,6 +297,9 @@ def _stats(key: str, backend: str | None, session_id: str | None, turns: list[Tu
             explained.append((turn.at, *why))
             break
     named = [t for t in turns if t.miss_reason]
+    # a slot another session took is explained better above: with the slot count and the fix (-np, --cache-ram)
+    if named and low and "slot taken by" in (named[-1].miss_reason or ""):
+        named = []
     if named:  # compared with the earlier prompt itself: more precise than the heuristics above
         explained.append((named[-1].at + 1e-6, named[-1].miss_reason or "", _NAMED_FIX))
     reason = fix = None

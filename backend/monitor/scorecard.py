@@ -235,6 +235,20 @@ async def probe_model(session: aiohttp.ClientSession, backend: BackendConfig, st
                      card_key(status))
 
 
+async def busy_now(session: aiohttp.ClientSession, backend: BackendConfig, status: BackendStatus) -> bool:
+    """Whether llama-server is working on a request right now: its /slots, asked now (the monitor's
+    sample can be two seconds old, and still show the last request of a turn that has ended)."""
+    try:
+        async with session.get(f"{server_root(backend.api_base)}/slots", headers=auth_headers(backend.api_key),
+                               timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            slots = await resp.json(content_type=None) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        slots = None
+    if isinstance(slots, list):
+        return any(isinstance(slot, dict) and slot.get("is_processing") for slot in slots)
+    return bool(status.busy_slots)  # /slots is off: the monitor's last look
+
+
 class ScorecardBook:
     """The cards probed so far, one per backend. Probing is on demand (the panel's llama-server
     screen, `POST /ccbridge/api/scorecards`, doctor) and only while the backend is idle: a probe
@@ -265,7 +279,7 @@ class ScorecardBook:
                     continue
                 if status.health != "ok":
                     self._waiting[status.name] = f"llama-server is {status.health}"
-                elif status.busy_slots or not idle():
+                elif not idle() or await busy_now(session, backend, status):
                     self._waiting[status.name] = "busy: probed when no request is in flight"
                 else:
                     self._cards[status.name] = await probe_model(session, backend, status)
