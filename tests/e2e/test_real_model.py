@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,12 @@ def test_the_scorecard_says_calls_come_through_repair(bridge: Bridge) -> None:
     on the real model: tools rendered, calls written as text and repaired, no thinking, the
     context too small for Claude Code's prompt plus work (16k here)."""
     serve = bridge.serve
-    resp = httpx.post(f"{serve.url}/ccbridge/api/scorecards", json={}, timeout=600, trust_env=False)
-    assert resp.status_code == 200, resp.text
+    for _ in range(20):  # a backend still busy with the last turn is probed on the next ask (as `m` in the panel)
+        resp = httpx.post(f"{serve.url}/ccbridge/api/scorecards", json={}, timeout=600, trust_env=False)
+        assert resp.status_code == 200, resp.text
+        if all("lines" in c for c in resp.json()["scorecards"]):
+            break
+        time.sleep(0.5)
     cards = {c["backend"]: c for c in resp.json()["scorecards"]}
     assert set(cards) == {"via_litellm", "via_native", "plain"}, cards
     card = cards["via_native"]
