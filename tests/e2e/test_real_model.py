@@ -241,6 +241,11 @@ ENVIRONMENT = ("# Environment\nYou have been invoked in the following environmen
                "Today's date is 2026-12-06.")
 
 
+def moved(serve: ServeProcess) -> int:
+    """How many requests serve's front gave the shared-part-first layout (the proxy service's count)."""
+    return int(next(s for s in serve.status()["services"] if s["name"] == "proxy")["shared_first_moved"])
+
+
 @pytest.mark.parametrize("route", ["litellm", "native"])
 def test_the_shared_part_first_layout_gives_the_same_call(bridge: Bridge, tmp_path_factory: pytest.TempPathFactory,
                                                          route: str) -> None:
@@ -256,8 +261,8 @@ def test_the_shared_part_first_layout_gives_the_same_call(bridge: Bridge, tmp_pa
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "config"), "CCBRIDGE_DATA_DIR": str(tmp / "data")}
     with ServeProcess(config, env) as serve:
         off = ask(Bridge(serve, bridge.llama), "raw", True, body)
-        assert serve.status()["shared_first_moved"] == 0
-    assert bridge.serve.status()["shared_first_moved"] >= 1
+        assert moved(serve) == 0
+    assert moved(bridge.serve) >= 1
     calls = [[(b["name"], b["input"]["file_path"]) for b in r.message["content"] if b["type"] == "tool_use"]
              for r in (on, off)]
     assert calls[0] == calls[1] == [("Read", SECRET_PATH)], (on.message, off.message)
