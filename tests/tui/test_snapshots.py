@@ -31,7 +31,7 @@ def test_dashboard_at_120x40_with_a_request_in_flight(snap_compare):
         control.emit(RequestProgress("req-0008", "prefill", NOW, prompt_total=21_000, prompt_done=9_450,
                                      prompt_cached=4_200, eta_s=8.4))
         await wait_until(pilot, lambda: pilot.app.screen.query_one("#live").row_count == 7, 10, "the rows")
-        await pilot.pause(0.3)
+        await pilot.pause(1.0)  # the rows' progress cells are flushed a few times a second (0.3 s was short under load)
 
     assert snap_compare(fixed_app(), terminal_size=(120, 40), run_before=in_flight)
 
