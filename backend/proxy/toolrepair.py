@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.proxy import fastjson
+from backend.proxy.sse import sse_data
 
 # keys a model uses for a call's arguments (OpenAI, some fine-tunes, Anthropic)
 _ARGUMENT_KEYS = ("arguments", "parameters", "input")
@@ -257,13 +258,10 @@ def _sse_event(kind: str, data: dict[str, Any]) -> bytes:
 def _event_of(block: bytes) -> tuple[str | None, Any]:
     """An SSE block's event name (from `event:` or the data's `type`) and its decoded data."""
     name = None
-    data = None
-    for line in block.split(b"\n"):
-        if line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            data = value[1:] if value[:1] == b" " else value
+    if block.startswith(b"event:"):
+        nl = block.find(b"\n")
+        name = block[6:nl if nl >= 0 else len(block)].strip().decode("utf-8", "replace")
+    data = sse_data(block)  # the one reading of an event's data lines (backend/proxy/sse.py)
     obj = None
     if data is not None:
         try:
