@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.asking import Reply
 from tests.support.asking import ask as ask_serve
+from tests.support.config import config_text
 from tests.support.llama import LlamaServer, free_port
 from tests.support.qwen import qwen_llama_server
 from tests.support.scripted_model import TOOLS
@@ -45,26 +46,13 @@ class Bridge:
 
 
 def write_config(path: Path, api_base: str) -> Path:
-    path.write_text(
-        "proxy:\n"
-        "  host: 127.0.0.1\n"
-        f"  port: {free_port()}\n"
-        "litellm:\n"
-        f"  port: {free_port()}\n"
-        "backends:\n"
-        "  via_litellm:\n"
-        f"    api_base: {api_base}\n"
-        "  via_native:\n"
-        f"    api_base: {api_base}\n"
-        "    route: native\n"
-        "  plain:\n"  # the same server with the repair switched off
-        f"    api_base: {api_base}\n"
-        "    repair_tool_calls: false\n"
-        "aliases:\n"
-        f'  "{ROUTE_MODELS["litellm"]}": via_litellm\n'
-        f'  "{ROUTE_MODELS["native"]}": via_native\n'
-        '  "claude-no-repair": plain\n'
-    )
+    """Both routes to the one llama-server, and the same server with the repair switched off."""
+    path.write_text(config_text(
+        proxy={"host": "127.0.0.1", "port": free_port()}, litellm={"port": free_port()},
+        backends={"via_litellm": {"api_base": api_base}, "via_native": {"api_base": api_base, "route": "native"},
+                  "plain": {"api_base": api_base, "repair_tool_calls": False}},
+        aliases={ROUTE_MODELS["litellm"]: "via_litellm", ROUTE_MODELS["native"]: "via_native",
+                 "claude-no-repair": "plain"}))
     return path
 
 
