@@ -39,8 +39,8 @@ def proxy(tmp_path_factory):
     backend_proc = subprocess.Popen([sys.executable, "-m", "bench.zero_backend", str(port)], cwd=REPO,
                                     stdout=subprocess.PIPE)
     assert backend_proc.stdout.readline().strip() == b"ready"
-    path = write_config(tmp, f"http://127.0.0.1:{port}", extra_proxy="  max_body_mb: 0.05\n",
-                        aliases='  "claude-*": local\n')
+    path = write_config(tmp, f"http://127.0.0.1:{port}", proxy={"max_body_mb": 0.05},
+                        aliases={"claude-*": "local"})
     runner = BridgeThread(load_config(path), run_dir=tmp / "run")
     runner.start()
     yield runner

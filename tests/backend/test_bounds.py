@@ -57,7 +57,7 @@ def test_a_non_streamed_answer_over_max_body_mb_is_refused_clearly(tmp_path):
         await asyncio.to_thread(bridge.history.flush)
         assert bridge.history.recent(1)[0].status == 502
 
-    run_with_bridge(tmp_path, body, upstream=BigAnswerUpstream(), extra_proxy="  max_body_mb: 1\n")
+    run_with_bridge(tmp_path, body, upstream=BigAnswerUpstream(), proxy={"max_body_mb": 1})
 
 
 def test_the_backend_leg_caps_a_non_streamed_answer_too():

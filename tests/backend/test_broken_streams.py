@@ -40,7 +40,7 @@ def front(tmp_path_factory):
     records: dict[str, Any] = {}
 
     async def start() -> Bridge:
-        bridge = Bridge(load_config(write_config(tmp, url, extra_proxy="  upstream_timeout: 2\n")), run_dir=tmp / "r")
+        bridge = Bridge(load_config(write_config(tmp, url, proxy={"upstream_timeout": 2})), run_dir=tmp / "r")
         bridge.subscribe(lambda e: records.__setitem__(e.record.id, e.record)
                          if isinstance(e, RequestFinished) else None)
         await bridge.start()

@@ -121,8 +121,8 @@ def test_the_api_and_metrics_need_the_key_and_the_client_says_so(tmp_path):
             await without.aclose()
             await with_key.aclose()
 
-    run_with_bridge(tmp_path, body, extra_proxy=f"  api_key: {SECRET}\n",
-                    litellm_extra="  api_key: upstream-key\n")
+    run_with_bridge(tmp_path, body, proxy={"api_key": SECRET},
+                    litellm={"api_key": "upstream-key"})
 
 
 def test_nothing_listening_is_unreachable_with_what_to_do():

@@ -64,7 +64,7 @@ def test_unknown_model_gets_anthropic_404_naming_it(tmp_path):
         status = (await client.get("/ccbridge/api/status")).json()
         assert [u["model"] for u in status["unknown_models"]] == ["gpt-4o"]
 
-    run_with_bridge(tmp_path, body, aliases='  "claude-*": local\n')
+    run_with_bridge(tmp_path, body, aliases={"claude-*": "local"})
 
 
 def test_stream_is_forwarded_event_by_event_and_recorded(tmp_path):
@@ -153,8 +153,8 @@ def test_api_key_required_and_never_forwarded_or_stored(tmp_path):
         db = Path(bridge.history.path).read_bytes() if bridge.history.path else b""
         assert db and SECRET.encode() not in db
 
-    run_with_bridge(tmp_path, body, extra_proxy=f"  api_key: {SECRET}\n",
-                    litellm_extra="  api_key: upstream-key\n")
+    run_with_bridge(tmp_path, body, proxy={"api_key": SECRET},
+                    litellm={"api_key": "upstream-key"})
 
 
 def test_refuses_to_listen_beyond_loopback_without_key(tmp_path):
@@ -198,7 +198,7 @@ def test_bad_bodies_get_clear_4xx(tmp_path):
         assert resp.status_code == 413 and "max_body_mb" in resp.json()["error"]["message"]
         assert up.seen == []
 
-    run_with_bridge(tmp_path, body, extra_proxy="  max_body_mb: 0.1\n")
+    run_with_bridge(tmp_path, body, proxy={"max_body_mb": 0.1})
 
 
 def test_client_hang_up_reaches_upstream_and_is_recorded(tmp_path):
@@ -332,7 +332,7 @@ def test_status_carries_the_env_lines_with_the_key_hidden(tmp_path):
         assert any(line.startswith("export ANTHROPIC_AUTH_TOKEN=<proxy.api_key>") for line in lines)
         assert SECRET not in json.dumps(status)
 
-    run_with_bridge(tmp_path, body, extra_proxy=f"  api_key: {SECRET}\n")
+    run_with_bridge(tmp_path, body, proxy={"api_key": SECRET})
 
 
 def test_bodies_are_kept_as_sent_and_as_answered(tmp_path):
@@ -362,4 +362,4 @@ def test_bodies_off_keeps_none(tmp_path):
         resp = await client.get(f"/ccbridge/api/requests/{record.id}/bodies")
         assert resp.status_code == 404 and "history.bodies" in resp.json()["error"]["message"]
 
-    run_with_bridge(tmp_path, body, tail="history:\n  bodies: false\n")
+    run_with_bridge(tmp_path, body, history={"bodies": False})

@@ -174,12 +174,12 @@ def test_allowed_hosts_lets_a_configured_name_in(tmp_path):
         assert (await client.get("/ccbridge/api/status", headers={"host": f"GPUBox:{port}"})).status_code == 200
         assert (await client.get("/ccbridge/api/status", headers={"host": f"{EVIL}:{port}"})).status_code == 403
 
-    run_with_bridge(tmp_path, body, extra_proxy="  allowed_hosts: [gpubox, gpubox.lan]\n")
+    run_with_bridge(tmp_path, body, proxy={"allowed_hosts": ["gpubox", "gpubox.lan"]})
 
 
-@pytest.mark.parametrize("value", ['"gpubox"', "[http://gpubox]", "[gpubox:8082]", "[1]", "[gpu box]"])
+@pytest.mark.parametrize("value", ["gpubox", ["http://gpubox"], ["gpubox:8082"], [1], ["gpu box"]])
 def test_allowed_hosts_refuses_what_is_not_a_host_name(tmp_path, value):
-    path = write_config(tmp_path, "http://127.0.0.1:9", extra_proxy=f"  allowed_hosts: {value}\n")
+    path = write_config(tmp_path, "http://127.0.0.1:9", proxy={"allowed_hosts": value})
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.key == "proxy.allowed_hosts"

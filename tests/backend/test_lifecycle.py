@@ -112,7 +112,7 @@ def test_ccbridge_timeout_answers_504_and_closes_the_upstream(tmp_path):
             await asyncio.sleep(0.02)
         assert up.disconnects == 1  # the upstream saw ccbridge give up
 
-    run_scripted(tmp_path, body, extra_proxy="  upstream_timeout: 0.5\n")
+    run_scripted(tmp_path, body, proxy={"upstream_timeout": 0.5})
 
 
 def test_stopping_ccbridge_ends_streams_in_flight_and_records_them(tmp_path):
@@ -151,7 +151,7 @@ def test_native_plain_request_is_streamed_from_the_backend_and_assembled(tmp_pat
         assert out["type"] == "message" and out["content"] == [{"type": "text", "text": "Hello world"}]
         assert out["stop_reason"] == "end_turn" and out["usage"]["output_tokens"] == 4
 
-    run_with_bridge(tmp_path, body, backend_extra="    route: native\n")
+    run_with_bridge(tmp_path, body, backend={"route": "native"})
 
 
 class SlotServer(AnthropicUpstream):
@@ -187,4 +187,4 @@ def test_native_route_sends_no_slot_and_marks_subagents(tmp_path):
         assert [r.subagent for r in reversed(records)] == [False, True, False]
 
     run_with_bridge(tmp_path, body, upstream=SlotServer(),
-                    backend_extra="    route: native\n    pin_slots: true\n")
+                    backend={"route": "native", "pin_slots": True})

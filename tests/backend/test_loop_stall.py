@@ -23,6 +23,7 @@ from backend.config.model import LiteLLMConfig
 from backend.events import EventBus
 from backend.services.litellm_service import LiteLLMService
 from backend.services.supervised import FAILED
+from tests.support.config import write_config
 from tests.support.llama import free_port
 from tests.support.stall import LoopStallMeter
 
@@ -32,12 +33,11 @@ ALIASES = 600  # enough YAML that reading it takes a few hundred ms here
 def _big_config(tmp: Path) -> Path:
     path = tmp / "ccbridge.yaml"
     command = f"{sys.executable} -c 'import time; time.sleep(60)'"  # a llama-server stand-in ccbridge runs
-    path.write_text(
-        f"# a long alias list\nproxy:\n  port: {free_port()}\nbackends:\n  box-a:\n"
-        f"    api_base: http://127.0.0.1:{free_port()}/v1\n    route: native\n    command: {command}\n"
-        "aliases:\n" + "".join(f'  "claude-x-{i}-*": box-a  # rule {i}\n' for i in range(ALIASES))
-        + '  "*": box-a\n')
-    return path
+    return write_config(path, comment="a long alias list", proxy={"port": free_port()},
+                        backends={"box-a": {"api_base": f"http://127.0.0.1:{free_port()}/v1", "route": "native",
+                                            "command": command}},
+                        aliases={**{f"claude-x-{i}-*": "box-a" for i in range(ALIASES)}, "*": "box-a"},
+                        comments={f"aliases.claude-x-{i}-*": f"rule {i}" for i in range(ALIASES)})
 
 
 def _blocking_seconds(path: Path) -> float:

@@ -51,7 +51,7 @@ def test_bodies_of_other_shapes_are_left_alone():
     assert shared_first({"messages": "not a list"}) == 0
 
 
-def _moved_on_the_route(tmp_path, *, backend_extra: str = "", tail: str = "", moved: bool) -> None:
+def _moved_on_the_route(tmp_path, *, moved: bool, **config_kw) -> None:
     async def body(bridge, up, client):
         sent_body = claude_body()
         resp = await client.post("/v1/messages", json=sent_body)
@@ -64,7 +64,7 @@ def _moved_on_the_route(tmp_path, *, backend_extra: str = "", tail: str = "", mo
         await client.post("/v1/messages", json=messages_body())
         assert up.seen[-1].json()["messages"] == messages_body()["messages"]
 
-    run_with_bridge(tmp_path, body, backend_extra=backend_extra, tail=tail)
+    run_with_bridge(tmp_path, body, **config_kw)
 
 
 def test_moved_on_the_litellm_route(tmp_path):
@@ -72,11 +72,11 @@ def test_moved_on_the_litellm_route(tmp_path):
 
 
 def test_moved_on_the_native_route(tmp_path):
-    _moved_on_the_route(tmp_path, backend_extra="    route: native\n", moved=True)
+    _moved_on_the_route(tmp_path, backend={"route": "native"}, moved=True)
 
 
 def test_cache_shared_first_false_sends_the_body_as_claude_code_wrote_it(tmp_path):
-    _moved_on_the_route(tmp_path, tail="cache:\n  shared_first: false\n", moved=False)
+    _moved_on_the_route(tmp_path, cache={"shared_first": False}, moved=False)
 
 
 # -- why a request missed the cache --------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_the_reason_reaches_the_record_the_api_and_the_session_view(tmp_path):
         sessions = bridge.monitor.snapshot().cache.by_session
         assert rows is not None and any("tools changed" in (s.reason or "") for s in sessions), sessions
 
-    run_with_bridge(tmp_path, body, upstream=upstream, backend_extra="    route: native\n")
+    run_with_bridge(tmp_path, body, upstream=upstream, backend={"route": "native"})
 
 
 def claude_body_with(tools: list) -> dict:

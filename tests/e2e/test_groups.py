@@ -25,6 +25,7 @@ import pytest
 
 from backend.proxy.balance import rendezvous
 from tests.support.claude import CLAUDE_VERSIONS
+from tests.support.config import chain_config
 from tests.support.groups import MEMBERS, GroupRun, group_chain, kill, run_groups
 from tests.support.llama import LlamaServer, free_port
 from tests.support.serve import ServeProcess, wait_for
@@ -180,13 +181,11 @@ def small_groups(tmp_path_factory, tiny_model) -> Iterator[tuple[ServeProcess, d
         for server in servers.values():
             server.start()
         config = tmp / "ccbridge.yaml"
-        config.write_text(
-            f"proxy:\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\nbackends:\n"
-            f"  stall:\n    api_base: http://127.0.0.1:{stall.port}/v1\n    model: m\n"
-            f"  good:\n    api_base: {servers['good'].api_base}\n"
-            f"  n-a:\n    api_base: {servers['n-a'].api_base}\n    route: native\n"
-            f"  n-b:\n    api_base: {servers['n-b'].api_base}\n    route: native\n"
-            "aliases:\n  \"claude-native-*\": [n-a, n-b]\n  \"*\": [stall, good]\n")
+        chain_config(config, {"stall": {"api_base": f"http://127.0.0.1:{stall.port}/v1", "model": "m"},
+                              "good": {"api_base": servers["good"].api_base},
+                              "n-a": {"api_base": servers["n-a"].api_base, "route": "native"},
+                              "n-b": {"api_base": servers["n-b"].api_base, "route": "native"}},
+                     aliases={"claude-native-*": ["n-a", "n-b"], "*": ["stall", "good"]})
         with ServeProcess(config, {"CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}) \
                 as serve:
             yield serve, servers, stall

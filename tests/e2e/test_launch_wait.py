@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.claude import assert_nothing_left
-from tests.support.llama import free_port
+from tests.support.config import chain_config
 from tests.support.loop import LoopThread
 from tests.support.replay_llama import ReplayLlama
 from tests.support.serve import REPO, ServeProcess, write_chain_config
@@ -68,8 +68,7 @@ def test_claude_waits_while_the_model_loads_and_sets_the_window_and_the_status_l
     try:
         url = loop.run(llama.start())
         config = tmp_path / "ccbridge.yaml"
-        config.write_text(f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\nbackends:\n  local:\n"
-                          f"    api_base: {url}/v1\n    model: auto\n    route: native\naliases:\n  \"*\": local\n")
+        chain_config(config, {"local": {"api_base": f"{url}/v1", "model": "auto", "route": "native"}}, litellm=False)
         out = tmp_path / "claude-saw.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
         env.update(PATH=f"{_fake_claude(tmp_path / 'bin')}:/usr/bin:/bin", HOME=str(tmp_path / "home"),

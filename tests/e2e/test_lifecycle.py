@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.llama import LlamaServer, free_port, slot_busy
+from tests.support.config import chain_config
+from tests.support.llama import LlamaServer, slot_busy
 from tests.support.serve import ServeProcess, StreamReader, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -83,20 +84,10 @@ class ResetRelay(threading.Thread):
 
 
 def _config(path: Path, llama_api: str, relay_api: str, timeout: float) -> Path:
-    path.write_text(
-        "proxy:\n  host: 127.0.0.1\n"
-        f"  port: {free_port()}\n  upstream_timeout: {timeout}\n"
-        f"litellm:\n  port: {free_port()}\n"
-        "backends:\n"
-        f"  local:\n    api_base: {llama_api}\n"
-        f"  nat:\n    api_base: {llama_api}\n    route: native\n"
-        f"  rst:\n    api_base: {relay_api}\n"
-        "aliases:\n"
-        '  "claude-native-*": nat\n'
-        '  "claude-reset-*": rst\n'
-        '  "*": local\n'
-    )
-    return path
+    return chain_config(path, {"local": {"api_base": llama_api}, "nat": {"api_base": llama_api, "route": "native"},
+                               "rst": {"api_base": relay_api}},
+                        proxy={"upstream_timeout": timeout},
+                        aliases={"claude-native-*": "nat", "claude-reset-*": "rst", "*": "local"})
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from backend.monitor.advice import advise
 from backend.monitor.machine_status import GpuStatus
 from backend.monitor.sampler import BackendMonitor, sample_once
 from backend.monitor.snapshot import CacheReport
+from tests.support.config import loopback, write_config
 from tests.support.llama import LlamaServer, free_port, llama_server_binary
 from tests.support.serve import REPO, ServeProcess, write_chain_config
 from tests.support.upstreams import AnthropicUpstream
@@ -193,11 +194,8 @@ def test_a_backend_command_is_started_supervised_and_restarted(tiny_model, tmp_p
         upstream = AnthropicUpstream()
         up_url = await upstream.start()
         path = tmp_path / "ccbridge.yaml"
-        path.write_text(
-            f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-            f"litellm:\n  url: {up_url}\n"
-            f"backends:\n  local:\n    api_base: http://127.0.0.1:{port}/v1\n    command: {command}\n"
-            'aliases:\n  "*": local\n')
+        write_config(path, proxy=loopback(), litellm={"url": up_url},
+                     backends={"local": {"api_base": f"http://127.0.0.1:{port}/v1", "command": command}})
         bridge = Bridge(load_config(path), run_dir=tmp_path / "run")
         await bridge.start()
         try:

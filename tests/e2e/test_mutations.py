@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from tests.support.capture import capture_claude_turn
-from tests.support.llama import LlamaServer, free_port
+from tests.support.config import chain_config
+from tests.support.llama import LlamaServer
 from tests.support.serve import ServeProcess
 
 pytestmark = pytest.mark.e2e
@@ -63,12 +64,9 @@ def served(tmp_path_factory, tiny_model):
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}
     with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots",)) as llama:
         config = tmp / "ccbridge.yaml"
-        config.write_text(
-            f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\n"
-            f"backends:\n  local:\n    api_base: {llama.api_base}\n    max_tokens: 16\n"
-            f"  nat:\n    api_base: {llama.api_base}\n    route: native\n    max_tokens: 16\n"
-            'aliases:\n  "native-*": nat\n  "*": local\n'
-        )
+        chain_config(config, {"local": {"api_base": llama.api_base, "max_tokens": 16},
+                              "nat": {"api_base": llama.api_base, "route": "native", "max_tokens": 16}},
+                     aliases={"native-*": "nat", "*": "local"})
         with ServeProcess(config, env) as serve:
             yield serve, body
 

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
+from tests.support.config import chain_config
 from tests.support.llama import free_port, llama_server_binary
 from tests.support.serve import ServeProcess
 
@@ -58,13 +59,8 @@ def restart_flow(tmp: Path, tiny_model: Path, keep_slots: bool) -> Restarted:
     command = shlex.join([str(llama_server_binary()), "-m", str(tiny_model), "-c", "131072", "-np", "1",
                           "-t", "1", "-tb", "1"])
     config = tmp / "ccbridge.yaml"
-    config.write_text(
-        f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-        f"litellm:\n  port: {free_port()}\n"
-        f"backends:\n  local:\n    api_base: http://127.0.0.1:{port}/v1\n    model: auto\n    command: {command}\n"
-        'aliases:\n  "*": local\n'
-        f"cache:\n  keep_slots: {'true' if keep_slots else 'false'}\n"
-        f"  warm: {'true' if keep_slots else 'false'}\n")  # not kept: nothing at all (the state before)
+    chain_config(config, {"local": {"api_base": f"http://127.0.0.1:{port}/v1", "model": "auto", "command": command}},
+                 cache={"keep_slots": keep_slots, "warm": keep_slots})  # not kept: nothing at all (the state before)
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp / "c"), "CCBRIDGE_DATA_DIR": str(tmp / "d")}
     home = tmp / "home"
     runs: dict[str, dict[str, Any]] = {}

@@ -22,7 +22,7 @@ def _env(tmp) -> dict[str, str]:
 def native(tmp_path_factory, tiny_model):
     tmp = tmp_path_factory.mktemp("native")
     with LlamaServer(tiny_model, ctx=65536) as llama:
-        config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base, extra_backend="    route: native\n")
+        config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base, route="native")
         with ServeProcess(config, _env(tmp)) as serve:
             yield serve, llama
 
@@ -62,7 +62,7 @@ def _streamed_text(serve: ServeProcess, request_id: str) -> str:
 
 def test_native_route_hang_up_frees_the_slot(tiny_model, tmp_path):
     with LlamaServer(tiny_model, ctx=65536, extra_args=("--ignore-eos",)) as llama:
-        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, extra_backend="    route: native\n")
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, route="native")
         with ServeProcess(config, _env(tmp_path)) as serve:
             reader = StreamReader(f"{serve.url}/v1/messages", {
                 "model": "claude-opus-4-8", "max_tokens": 60000, "stream": True,
@@ -104,8 +104,7 @@ def _conversation_turn(url: str, session: str, history: list[dict], system: str)
 def test_interleaved_sessions_keep_their_prompt_cache(tiny_model, tmp_path, route):
     """Two Claude sessions, turns interleaved, two slots: turns 2+ come mostly from cache."""
     with LlamaServer(tiny_model, ctx=2 * 16384, parallel=2) as llama:
-        extra = "    route: native\n" if route == "native" else ""
-        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, extra_backend=extra)
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, route=route)
         with ServeProcess(config, _env(tmp_path)) as serve:
             sessions = {name: [] for name in ("session-a", "session-b")}
             systems = {name: f"You help {name}. " + " ".join(f"{name}-fact-{i}" for i in range(600))

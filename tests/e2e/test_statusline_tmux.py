@@ -59,7 +59,7 @@ def test_status_line_goes_from_reading_to_generating_to_a_cache_share(tiny_model
     home, work = trusted_home(tmp_path)
     data = tmp_path / "d"
     with LlamaServer(tiny_model, ctx=65536, extra_args=("--slots", "--metrics", "--ignore-eos")) as llama:
-        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, extra_backend="    max_tokens: 120\n")
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, max_tokens=120)
         cmd = shlex.join(["env", "-i", f"PATH={claude_binary(version).parent}:/usr/bin:/bin", f"HOME={home}",
                           "TERM=xterm-256color", "LANG=C.UTF-8", "DISABLE_AUTOUPDATER=1",
                           f"CCBRIDGE_CACHE_DIR={cache_dir()}", f"CCBRIDGE_CONFIG_DIR={tmp_path / 'c'}",

@@ -32,6 +32,7 @@ from backend.config import load_config
 from backend.monitor.gguf import read_model_shape
 from backend.monitor.kv import KvLayout, kv_estimate
 from tests.support.claude import claude_binary, claude_env
+from tests.support.config import chain_config
 from tests.support.gemma import CHAT_TEMPLATE, CPU_SAFE
 from tests.support.llama import LlamaServer, cache_dir, free_port, llama_server_binary
 from tests.support.serve import REPO, ServeProcess, write_chain_config
@@ -196,13 +197,9 @@ def test_one_key_adds_swa_full_to_a_managed_server_and_the_advice_goes(gemma, tm
     command = shlex.join([str(llama_server_binary()), "-m", str(gemma), "-c", str(CTX), "-np", "1", "-t", "1",
                           *CPU_SAFE, "--chat-template", "gemma"])
     path = tmp_path / "ccbridge.yaml"
-    path.write_text(
-        f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-        "backends:\n  local:\n"
-        f"    api_base: http://127.0.0.1:{port}/v1\n"
-        "    route: native        # no LiteLLM needed here\n"
-        f"    command: {command}   # my gemma\n"
-        'aliases:\n  "*": local\n')
+    chain_config(path, {"local": {"api_base": f"http://127.0.0.1:{port}/v1", "route": "native", "command": command}},
+                 litellm=False, comments={"backends.local.route": "no LiteLLM needed here",
+                                          "backends.local.command": "my gemma"})
 
     async def main() -> None:
         bridge = Bridge(load_config(path), run_dir=tmp_path / "run")

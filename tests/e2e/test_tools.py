@@ -25,7 +25,8 @@ import pytest
 from tests.support.asking import Reply
 from tests.support.asking import ask as ask_serve
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
-from tests.support.llama import LlamaServer, free_port
+from tests.support.config import chain_config
+from tests.support.llama import LlamaServer
 from tests.support.scripted_model import (
     ANSWER_REASONING,
     ANSWER_TEXT,
@@ -59,25 +60,9 @@ class Bridge:
 
 def write_two_route_config(path: Path, api_base: str) -> Path:
     """A config with the same llama-server behind both routes, chosen by model name."""
-    path.write_text(
-        "proxy:\n"
-        "  host: 127.0.0.1\n"
-        f"  port: {free_port()}\n"
-        "litellm:\n"
-        f"  port: {free_port()}\n"
-        "backends:\n"
-        "  via_litellm:\n"
-        f"    api_base: {api_base}\n"
-        "    model: auto\n"
-        "  via_native:\n"
-        f"    api_base: {api_base}\n"
-        "    model: auto\n"
-        "    route: native\n"
-        "aliases:\n"
-        f'  "{ROUTE_MODELS["litellm"]}": via_litellm\n'
-        f'  "{ROUTE_MODELS["native"]}": via_native\n'
-    )
-    return path
+    return chain_config(path, {"via_litellm": {"api_base": api_base, "model": "auto"},
+                               "via_native": {"api_base": api_base, "model": "auto", "route": "native"}},
+                        aliases={ROUTE_MODELS["litellm"]: "via_litellm", ROUTE_MODELS["native"]: "via_native"})
 
 
 @pytest.fixture(scope="module")

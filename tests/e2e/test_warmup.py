@@ -19,6 +19,7 @@ import pytest
 
 from backend.bridge import Bridge
 from backend.config import load_config
+from tests.support.config import chain_config
 from tests.support.llama import LlamaServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(200)]
@@ -48,9 +49,7 @@ def test_a_user_request_goes_first_and_the_warm_up_then_fills_the_cache(tiny_mod
     port = free_port()
     server = LlamaServer(tiny_model, ctx=131072, parallel=1, port=port, extra_args=("--ignore-eos",))
     config = tmp_path / "ccbridge.yaml"
-    config.write_text(f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\n"
-                      f"backends:\n  local:\n    api_base: http://127.0.0.1:{port}/v1\n    route: native\n"
-                      'aliases:\n  "*": local\n')
+    chain_config(config, {"local": {"api_base": f"http://127.0.0.1:{port}/v1", "route": "native"}}, litellm=False)
 
     async def main() -> dict:
         bridge = Bridge(load_config(config), run_dir=tmp_path / "run")

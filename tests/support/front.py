@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,39 +20,27 @@ import httpx
 from backend.bridge import Bridge
 from backend.config import load_config
 from backend.events import RequestFinished, RequestRecord
-from tests.support.llama import free_port
+from tests.support import config as cfg
+from tests.support.config import NOWHERE, loopback
 from tests.support.upstreams import AnthropicUpstream, ScriptedUpstream
 
 SECRET = "plantedFrontSecret0123456789"  # not key-shaped: only the config redaction can hide it
 
 
-def write_config(tmp: Path, upstream_url: str, *, extra_proxy: str = "", aliases: str | None = None,
-                 litellm_extra: str = "", backend_extra: str = "", tail: str = "") -> Path:
-    """`backend_extra` with `route: native` points the backend at the upstream itself."""
-    aliases = aliases if aliases is not None else (
-        '  "claude-haiku-*": local/small   # quick model\n'
-        '  "claude-opus-4-8[1m]": local/big\n'
-        '  "*": local            # catch-all\n'
-    )
-    path = tmp / "ccbridge.yaml"
-    path.write_text(
-        "# my bridge\n"
-        "proxy:\n"
-        "  host: 127.0.0.1\n"
-        f"  port: {free_port()}\n"
-        f"{extra_proxy}"
-        "litellm:\n"
-        f"  url: {upstream_url}\n"
-        f"{litellm_extra}"
-        "backends:\n"
-        "  local:\n"
-        f"    api_base: {upstream_url + '/v1' if 'native' in backend_extra else 'http://127.0.0.1:9/v1'}\n"
-        "    model: qwen\n"
-        "    max_tokens: 1000\n"
-        f"{backend_extra}"
-        "aliases:\n" + aliases + tail
-    )
-    return path
+def write_config(tmp: Path, upstream_url: str, *, proxy: Mapping[str, Any] | None = None,
+                 litellm: Mapping[str, Any] | None = None, backend: Mapping[str, Any] | None = None,
+                 aliases: Mapping[str, str] | None = None, **sections: Any) -> Path:
+    """A config whose LiteLLM is `upstream_url`; a `backend` with `route: native` points at it itself.
+    `proxy`, `litellm` and `backend` add fields to those sections; `aliases` replaces the default ones."""
+    backend = dict(backend or {})
+    native = backend.get("route") == "native"
+    fields = {"api_base": upstream_url + "/v1" if native else NOWHERE, "model": "qwen", "max_tokens": 1000, **backend}
+    aliases = aliases if aliases is not None else {
+        "claude-haiku-*": "local/small", "claude-opus-4-8[1m]": "local/big", "*": "local"}
+    return cfg.write_config(
+        tmp / "ccbridge.yaml", comment="my bridge", proxy=loopback(**(proxy or {})),
+        litellm={"url": upstream_url, **(litellm or {})}, backends={"local": fields}, aliases=aliases,
+        comments={"aliases.claude-haiku-*": "quick model", "aliases.*": "catch-all"}, **sections)
 
 
 def messages_body(model: str = "claude-opus-4-8", stream: bool = False, **extra: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import config as cfg
 from tests.support.claude import run_claude
 from tests.support.llama import LlamaServer, free_port
 from tests.support.serve import ServeProcess
@@ -111,14 +112,15 @@ class GroupRun:
 
 
 def config_text(ports: dict[str, int], *, route: str = "litellm", balance: str = "session") -> str:
-    route_line = "    route: native\n" if route == "native" else ""
-    backends = "".join(f"  {name}:\n    api_base: http://127.0.0.1:{port}/v1\n{route_line}"
-                       for name, port in ports.items())
-    return (f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\n"
-            f"backends:\n{backends}aliases:\n  \"*\": [{', '.join(ports)}]\ngroups:\n  balance: {balance}\n"
-            # these runs hold ccbridge's records against each llama-server's own log, one to one: the
-            # warm-up a restarted member gets (replays, not requests; tests/e2e/test_warmup.py) stays off
-            "cache:\n  warm: false\n")
+    native = {"route": "native"} if route == "native" else {}
+    return cfg.config_text(proxy=cfg.loopback(), litellm={"port": free_port()},
+                           backends={name: {"api_base": f"http://127.0.0.1:{port}/v1", **native}
+                                     for name, port in ports.items()},
+                           aliases={"*": list(ports)}, groups={"balance": balance},
+                           # these runs hold ccbridge's records against each llama-server's own log, one to
+                           # one: the warm-up a restarted member gets (replays, not requests;
+                           # tests/e2e/test_warmup.py) stays off
+                           cache={"warm": False})
 
 
 @contextmanager

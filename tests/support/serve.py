@@ -15,28 +15,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.support.llama import free_port
+from tests.support.config import chain_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_chain_config(path: Path, api_base: str, *, extra_backend: str = "", extra: str = "") -> Path:
-    path.write_text(
-        "proxy:\n"
-        "  host: 127.0.0.1\n"
-        f"  port: {free_port()}\n"
-        "litellm:\n"
-        f"  port: {free_port()}\n"
-        "backends:\n"
-        "  local:\n"
-        f"    api_base: {api_base}\n"
-        "    model: auto\n"
-        f"{extra_backend}"
-        "aliases:\n"
-        '  "*": local\n'
-        f"{extra}"
-    )
-    return path
+def write_chain_config(path: Path, api_base: str, **backend: Any) -> Path:
+    """One backend `local` at `api_base` (plus `backend` fields) behind LiteLLM, everything aliased to it."""
+    return chain_config(path, {"local": {"api_base": api_base, "model": "auto", **backend}})
 
 
 class ServeProcess:

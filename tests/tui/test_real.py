@@ -14,6 +14,7 @@ import pytest
 from backend.api.link import ServeLink
 from backend.config import load_config
 from backend.monitor.llama import probe_backend
+from tests.support.config import NOWHERE, loopback, write_config
 from tests.support.llama import free_port
 from tests.support.serve import ServeProcess, write_chain_config
 from tests.tui.conftest import screen_text, wait_until
@@ -31,14 +32,10 @@ STAND_IN = "import sys, time; print('started:', *sys.argv, flush=True); time.sle
 
 
 def _external_config(path: Path, upstream_url: str, *, api_key: str | None = None) -> Path:
-    key = f"  api_key: {api_key}\n" if api_key else ""
-    path.write_text(
-        "# the panel's test config\n"
-        f"proxy:\n  host: 127.0.0.1\n  port: {free_port()}\n{key}"
-        f"litellm:\n  url: {upstream_url}   # an in-test Anthropic upstream\n"
-        "backends:\n  local:\n    api_base: http://127.0.0.1:9/v1\n    model: auto\n"
-        'aliases:\n  "*": local   # catch-all\n')
-    return path
+    return write_config(path, comment="the panel's test config",
+                        proxy=loopback(**({"api_key": api_key} if api_key else {})), litellm={"url": upstream_url},
+                        backends={"local": {"api_base": NOWHERE, "model": "auto"}},
+                        comments={"litellm.url": "an in-test Anthropic upstream", "aliases.*": "catch-all"})
 
 
 def _attached(serve: ServeProcess, key: str | None = None) -> PanelApp:
