@@ -1,7 +1,7 @@
-"""How ccbridge addresses a llama-server: its root URL and its Bearer header.
+"""How ccbridge addresses a llama-server: its root URL, its endpoints and its Bearer header.
 
-The one place for both, so that the proxy, the monitor, the services and the
-command-line tools build them alike. No imports beyond the standard library:
+The one place for all of them, so that the proxy, the monitor, the services and
+the command-line tools build them alike. No imports beyond the standard library:
 every layer may use it.
 """
 
@@ -27,3 +27,23 @@ def bearer(api_key: str | None) -> dict[str, str]:
 def models_url(api_base: str) -> str:
     """GET {api_base}/models: the OpenAI-style model list (llama-server's first id is the model it serves)."""
     return api_base.rstrip("/") + "/models"
+
+
+def health_url(api_base: str) -> str:
+    """GET /health at the server's root: 200 once the model is loaded, 503 while it loads."""
+    return server_root(api_base) + "/health"
+
+
+def props_url(api_base: str) -> str:
+    """GET /props at the server's root: context per slot, slot count, build, chat template."""
+    return server_root(api_base) + "/props"
+
+
+def slots_url(api_base: str) -> str:
+    """GET /slots at the server's root (each slot's state); POST /slots/<id>?action=save|restore."""
+    return server_root(api_base) + "/slots"
+
+
+def metrics_url(api_base: str) -> str:
+    """GET /metrics at the server's root: llama-server's Prometheus counters (with --metrics)."""
+    return server_root(api_base) + "/metrics"

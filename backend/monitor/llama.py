@@ -22,7 +22,7 @@ import aiohttp
 
 from backend.backend_info import BackendInfo
 from backend.config.model import BackendConfig
-from backend.llama_api import bearer, models_url, server_root
+from backend.llama_api import bearer, health_url, metrics_url, models_url, props_url, server_root, slots_url
 from backend.monitor.backend_status import BackendMetrics, EndpointState, HealthState, SlotStatus
 
 PROBE_TIMEOUT = 2.0
@@ -123,17 +123,17 @@ async def probe_llama(session: aiohttp.ClientSession, api_base: str, api_key: st
     """
     root = server_root(api_base)
     headers = auth_headers(api_key)
-    health = await _get(session, f"{root}/health", headers, PROBE_TIMEOUT)
+    health = await _get(session, health_url(api_base), headers, PROBE_TIMEOUT)
     state, detail = health_state(health)
     answers: dict[str, Answer] = {"health": health}
     if state == "unreachable":
         return LlamaReading(root, at, state, detail, answers)
     jobs: dict[str, Any] = {
-        "slots": _get(session, f"{root}/slots", headers, SLOTS_TIMEOUT),
-        "metrics": _get(session, f"{root}/metrics", headers, PROBE_TIMEOUT, kind="text"),
+        "slots": _get(session, slots_url(api_base), headers, SLOTS_TIMEOUT),
+        "metrics": _get(session, metrics_url(api_base), headers, PROBE_TIMEOUT, kind="text"),
     }
     if with_props:
-        jobs["props"] = _get(session, f"{root}/props", headers, PROBE_TIMEOUT)
+        jobs["props"] = _get(session, props_url(api_base), headers, PROBE_TIMEOUT)
         jobs["models"] = _get(session, models_url(api_base), headers, PROBE_TIMEOUT)
     results = await asyncio.gather(*jobs.values())
     answers.update(zip(jobs.keys(), results, strict=True))

@@ -97,3 +97,12 @@ def context_overflow_message(backend: str, prompt_tokens: int, n_ctx: int) -> st
         f"-c {need}*N, or -np 1). Claude Code's first turn alone is 15k-20k tokens; "
         f"100k or more lets long sessions compact instead of failing."
     )
+
+
+def timeout_message(upstream_timeout: float) -> str:
+    """What a request is told when the upstream did not answer within `proxy.upstream_timeout`."""
+    return (
+        f"ccbridge: no answer from upstream within {upstream_timeout:.0f} s "
+        "(proxy.upstream_timeout); the model was stopped. A long prompt on a slow model can "
+        "take that long: raise the timeout or check the backend."
+    )

@@ -1,7 +1,7 @@
 """The front proxy: the address Claude Code's ANTHROPIC_BASE_URL points at.
 
-For each request it answers probes and telemetry locally, checks the body's
-shape, maps the Claude model name to a backend by the alias table, forwards
+For each request it answers probes and telemetry locally, routes the body
+(`backend.proxy.routing`: the backend by the alias table, the upstream), forwards
 to LiteLLM with an id the backend leg can pair (or straight to llama-server
 on the native route), streams the answer back event by event, and turns what
 it saw into one `RequestRecord`.
@@ -21,13 +21,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import (
     ClientConnectionError,
     ClientConnectorError,
-    ClientError,
     ClientOSError,
     ClientPayloadError,
     ClientResponse,
@@ -38,9 +36,7 @@ from aiohttp import (
     web,
 )
 
-from backend.backend_probe import server_root
-from backend.config.aliases import AliasTable
-from backend.config.model import BackendConfig, ProxyConfig
+from backend.config.model import ProxyConfig
 from backend.events import (
     EventBus,
     ProbeAnswered,
@@ -51,112 +47,30 @@ from backend.events import (
 )
 from backend.proxy import fastjson
 from backend.proxy.assemble import MessageAssembler
-from backend.proxy.balance import GroupBalancer
 from backend.proxy.body import BodyRefused, byte_limit, read_answer, read_body
 from backend.proxy.draft import RequestDraft
-from backend.proxy.errors import (
-    anthropic_error,
-    anthropic_error_event,
-    context_overflow,
-    context_overflow_message,
-    error_type_for,
-    extract_message,
-)
-from backend.proxy.group_upstream import NativeGroupUpstream
-from backend.proxy.headers import client_key, forward_headers
+from backend.proxy.errors import anthropic_error, anthropic_error_event, timeout_message
+from backend.proxy.headers import client_key, client_version, forward_headers
 from backend.proxy.hostcheck import refuse_foreign
-from backend.proxy.misses import MissExplainer, PromptShape
+from backend.proxy.misses import MissExplainer
+from backend.proxy.outcome import apply_meter, final_record, reworded
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
-from backend.proxy.prompt import is_subagent, prompt_family, shared_first, strip_billing_line
-from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, extract_json, parse_anthropic_body, sse_data
-from backend.proxy.toolrepair import StreamRepair, ToolCatalog, repair_body, repair_message
-from backend.proxy.upstream import NativeUpstream, Upstream, UpstreamUnavailable
-from backend.proxy.validate import RequestInvalid, check_messages_request
+from backend.proxy.routing import MESSAGES_PATH, ROUTED_PATHS, Refusal, Routing, route
+from backend.proxy.sse import AnthropicStreamMeter, SSEFramer, parse_anthropic_body
+from backend.proxy.stream_fix import BARE_ERROR, message_start_event, rewrite_bare_errors, through_end
+from backend.proxy.toolrepair import StreamRepair, repair_body, repair_message
+from backend.proxy.upstream import Upstream, UpstreamUnavailable
 from backend.proxy.warm import Warmer
 
 log = logging.getLogger(__name__)
 
-# Paths whose JSON body carries a Claude model name to route.
-MESSAGES_PATH = "/v1/messages"
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-ROUTED_PATHS = frozenset({MESSAGES_PATH, COUNT_TOKENS_PATH})
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
 # How long a request waits for a (re)starting LiteLLM before it is answered 503.
 _HOLD_SECONDS = 120.0
-# LiteLLM ends a stream whose backend broke off with an OpenAI-shaped bare
-# `data: {"error": ...}` line; Claude Code needs an Anthropic `event: error`.
-_BARE_ERROR = b'data: {"error"'
 # What reading an upstream answer can raise when the upstream fails or is too slow.
 _UPSTREAM_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError)
-
-
-def message_start_event(request_id: str, model: str | None, input_tokens: int | None = None) -> bytes:
-    """The `message_start` llama-server's own Anthropic stream sometimes leaves out (seen with
-    build b1-0c1e570: when the whole answer is ready before its first partial result, as for
-    a short answer to a cached prompt); Claude Code's SDK needs it first. Its usage carries
-    the prompt's size when llama-server's count_tokens gave it (else zero, as LiteLLM sends)."""
-    message: dict[str, Any] = {"id": f"msg_ccbridge_{request_id}", "type": "message", "role": "assistant",
-                               "content": [], "model": model or "local", "stop_reason": None, "stop_sequence": None,
-                               # required by the schema (the SDK writes the final usage into it)
-                               "usage": {"input_tokens": input_tokens or 0, "output_tokens": 0}}
-    data = fastjson.dumps({"type": "message_start", "message": message}).decode()
-    return f"event: message_start\ndata: {data}\n\n".encode()
-
-
-def rewrite_bare_errors(data: bytes) -> bytes:
-    """Turn LiteLLM's bare OpenAI-style error lines into Anthropic `error` events.
-
-    `data` holds whole lines (an `SSEFramer` cut it), so a bare error is seen
-    wherever it starts: at the start of a write, or after other events."""
-    out = []
-    for line in data.split(b"\n"):
-        if line.startswith(_BARE_ERROR):
-            message = extract_message(line[6:]) or "the upstream stream failed"
-            out.append(anthropic_error_event(f"ccbridge: the model stream broke off: {message}").rstrip(b"\n"))
-        else:
-            out.append(line)
-    return b"\n".join(out)
-
-
-def through_end(blocks: list[bytes]) -> tuple[bytes, bool]:
-    """The events up to and including the first that ends an Anthropic stream (`message_stop`, or an
-    `error`), and whether there was one: nothing after it reaches the client."""
-    for i, block in enumerate(blocks):
-        name = block[6:block.find(b"\n")].strip() if block.startswith(b"event:") else b""
-        data = sse_data(block)
-        obj = extract_json(data) if data is not None and not name else None
-        kind = name.decode("utf-8", "replace") if name else (obj.get("type") if isinstance(obj, dict) else None)
-        if kind in ("message_stop", "error"):
-            return b"".join(b + b"\n\n" for b in blocks[: i + 1]), True
-    return b"".join(block + b"\n\n" for block in blocks), False
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """The part of the config the proxy reads per request; swapped whole on reload."""
-
-    proxy: ProxyConfig
-    backends: dict[str, BackendConfig]
-    aliases: AliasTable
-    config_path: str
-    balancer: GroupBalancer | None = None  # chooses the member of a group alias (kept across reloads)
-    shared_first: bool = True  # cache.shared_first: the "# Environment" message goes ahead of the prompt
-
-
-@dataclass(slots=True)
-class _Routed:
-    """Where one request goes, decided by `_route`."""
-
-    body: bytes
-    backend: str
-    model: str | None
-    upstream: Upstream
-
-
-def _client_version(user_agent: str) -> str | None:
-    return user_agent.split(" ", 1)[0] or None if user_agent else None
 
 
 def _json_response(status: int, body: bytes) -> web.Response:
@@ -174,28 +88,22 @@ class FrontProxy:
         self,
         *,
         routing: Callable[[], Routing],
-        upstream: Callable[[], Upstream],
         registry: PairRegistry,
         session: ClientSession,
         bus: EventBus,
         backend_session: ClientSession | None = None,
         admin: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
-        resolved_model: Callable[[BackendConfig], str | None] = lambda b: None,
-        native: Callable[[BackendConfig], Upstream] | None = None,
         bodies: Callable[[], int] = lambda: 0,
         keep_bodies: Callable[[str, float, bytes, bytes], None] | None = None,
         misses: MissExplainer | None = None,
         warmer: Warmer | None = None,
     ) -> None:
         self._routing = routing
-        self._upstream = upstream
         self._registry = registry
         self._session = session
         self._backend_session = backend_session or session  # for `route: native` (no reused connections)
         self._bus = bus
         self._admin = admin
-        self._resolved_model = resolved_model
-        self._native = native or (lambda backend: NativeUpstream(backend))
         self._body_limit = bodies  # bytes of each body to keep (0: bodies are not kept)
         self._keep_bodies = keep_bodies
         self._misses = misses  # names why a request missed the prompt cache
@@ -272,7 +180,7 @@ class FrontProxy:
             path=request.path,
             t0=time.monotonic(),
             session_id=headers.get("x-claude-code-session-id"),
-            client_version=_client_version(headers.get("user-agent", "")),
+            client_version=client_version(headers.get("user-agent", "")),
         )
         pair: Pair | None = None
         response: web.StreamResponse | None = None
@@ -287,21 +195,24 @@ class FrontProxy:
                 response = _error(503, "ccbridge is stopping; start it again (`ccbridge serve`).")
                 return response
             body = await read_body(request, byte_limit(routing.proxy.max_body_mb))
-            upstream = self._upstream()
+            upstream = routing.upstream
             backend = model = None
             if request.method == "POST" and request.path in ROUTED_PATHS:
                 limit = self._body_limit() if self._keep_bodies is not None else 0
                 if limit > 0:
                     draft.request_body, draft.answer, draft.answer_room = body, [], limit
-                routed = await self._route(body, routing, draft, upstream)
-                if isinstance(routed, web.Response):
-                    response = routed
+                routed = route(body, routing, draft, shapes=self._misses is not None)
+                if isinstance(routed, Refusal):
+                    if routed.unknown_model is not None:
+                        self._bus.publish(UnknownModel(routed.unknown_model, time.time()))
+                    response = _error(routed.status, routed.message, routed.error_type)
                     return response
                 body, backend, model, upstream = routed.body, routed.backend, routed.model, routed.upstream
-                if self._warmer is not None and isinstance(upstream, NativeUpstream) and draft.path == MESSAGES_PATH:
-                    b = routing.backends[backend]
-                    self._warmer.keep(backend, draft.family, server_root(b.api_base) + MESSAGES_PATH, body,
-                                      NativeUpstream(b).auth_headers({}))
+                self.billing_lines_removed += routed.billing_removed
+                self.shared_moved += routed.shared_moved
+                if self._warmer is not None and upstream.direct and draft.path == MESSAGES_PATH:
+                    self._warmer.keep(backend, draft.family, upstream.base_url + MESSAGES_PATH, body,
+                                      upstream.auth_headers({}))
                 if upstream.paired:
                     pair = self._registry.open(draft.id, backend, model, draft.agent_key)
             self._bus.publish(RequestStarted(draft.id, draft.started_at, draft.method, draft.path,
@@ -328,80 +239,6 @@ class FrontProxy:
             self._live.pop(draft.id, None)
             self._finish(draft, response, pair)
 
-    async def _route(
-        self, body: bytes, routing: Routing, draft: RequestDraft, upstream: Upstream
-    ) -> _Routed | web.Response:
-        """Check the body, pick the backend by the alias table, rewrite `model`, cap
-        `max_tokens`, drop the billing line; a `route: native` backend is sent straight
-        to llama-server's /v1/messages."""
-        try:
-            obj, fast = fastjson.loads(body)
-        except ValueError as exc:
-            return _error(400, f"request body is not valid JSON: {exc}")
-        if not isinstance(obj, dict):
-            return _error(400, "request body must be a JSON object")
-        model = obj.get("model")
-        if not isinstance(model, str) or not model:
-            return _error(400, "model: field required (a string naming a Claude model)"
-                          if model is None else "model: expected a string")
-        draft.requested_model = model
-        draft.stream = obj.get("stream") is True
-        try:
-            check_messages_request(obj, count_tokens=draft.path == COUNT_TOKENS_PATH)
-        except RequestInvalid as exc:
-            return _error(400, str(exc), "invalid_request_error")
-        rule = routing.aliases.resolve(model)
-        if rule is None:
-            self._bus.publish(UnknownModel(model, time.time()))
-            return _error(
-                404,
-                f"ccbridge: no alias matches model {model!r}. Add one to the aliases section of "
-                f"{routing.config_path}, e.g.  \"{model}\": <backend>  (or a catch-all \"*\": "
-                "<backend>); it applies to the next request.",
-                "not_found_error",
-            )
-        billing = strip_billing_line(obj)
-        if billing is not None:
-            self.billing_lines_removed += 1
-            draft.subagent = is_subagent(billing)
-        if routing.shared_first and shared_first(obj):
-            self.shared_moved += 1
-        draft.family = prompt_family(obj)
-        # a group alias: the member chosen for this session first, then the ones to fail over to
-        order = [rule.backend] if not rule.is_group or routing.balancer is None else \
-            routing.balancer.order(draft.id, rule.members, draft.session_id)
-        backend = routing.backends[order[0]]
-        draft.alias_rule = rule.pattern
-        draft.routed_backend = backend.name
-        routed_model = rule.model or (backend.model if backend.model != "auto" else None)
-        draft.routed_model = routed_model or self._resolved_model(backend)
-        if self._misses is not None and draft.path == MESSAGES_PATH:
-            draft.shape = PromptShape.of(obj, backend.name, draft.session_id, draft.family, draft.started_at)
-        if backend.repair_tool_calls and draft.path == MESSAGES_PATH and obj.get("tools"):
-            draft.tools = ToolCatalog(obj["tools"]) or None  # a call written as text may need repair
-        if backend.route == "native":
-            # no slot pinning here: llama-server's /v1/messages conversion drops `id_slot`
-            upstream = self._native(backend) if len(order) == 1 or routing.balancer is None else \
-                NativeGroupUpstream([routing.backends[m] for m in order], routing.balancer.health,
-                                    self._resolved_model)
-            if draft.path == MESSAGES_PATH and not draft.stream:
-                # llama-server ignores a hang-up on a plain request: ask for a stream, assemble the answer
-                obj["stream"] = True
-                draft.assemble = True
-            thinking = obj.get("thinking")
-            if isinstance(thinking, dict) and thinking.get("type") == "disabled":
-                # llama-server's Anthropic endpoint only reads `enabled`; a thinking template must be told
-                kwargs = obj.setdefault("chat_template_kwargs", {})
-                if isinstance(kwargs, dict):
-                    kwargs.setdefault("enable_thinking", False)
-        obj["model"] = upstream.model_for(rule, backend)
-        cap = backend.max_tokens
-        if cap and isinstance(obj.get("max_tokens"), int) and obj["max_tokens"] > cap:
-            obj["max_tokens"] = cap
-        # Key order and values are kept, so the prompt LiteLLM renders (and
-        # llama-server's prompt cache) is the same as for the original bytes.
-        return _Routed(fastjson.dumps(obj, fast), backend.name, routed_model, upstream)
-
     async def _forward(
         self,
         request: web.BaseRequest,
@@ -419,8 +256,7 @@ class FrontProxy:
         headers.update(upstream.auth_headers(client_auth))
         headers["accept-encoding"] = "identity"
         headers[PAIR_HEADER] = draft.id
-        native = isinstance(upstream, NativeUpstream)
-        session = self._backend_session if native else self._session
+        session = self._backend_session if upstream.direct else self._session
         hold_until = time.monotonic() + min(proxy.upstream_timeout, _HOLD_SECONDS)
         retried_write = False
         while True:
@@ -446,7 +282,7 @@ class FrontProxy:
                 if upstream.paired and time.monotonic() < hold_until:
                     await asyncio.sleep(0.1)
                     continue
-                if isinstance(upstream, NativeGroupUpstream) and upstream.fail_over(exc, headers, draft):
+                if upstream.fail_over(exc, headers, draft):
                     continue  # a group of native backends: the next member (nothing was sent)
                 return self._fail(draft, 503, upstream.describe_unreachable(exc))
             except (ClientOSError, ServerDisconnectedError) as exc:
@@ -460,45 +296,28 @@ class FrontProxy:
                 return self._fail(draft, 502, f"ccbridge: could not send the request upstream: {exc}")
             except (TimeoutError, ServerTimeoutError):
                 release()
-                return self._fail(draft, 504, self._timeout_message(proxy))
+                return self._fail(draft, 504, timeout_message(proxy.upstream_timeout))
             except ClientConnectionError as exc:
                 release()
                 return self._fail(draft, 502, f"ccbridge: upstream closed the connection before answering: {exc}")
             except BaseException:
                 release()
                 raise
-        count = self._token_counter(routing, draft, body) if native else None
+        count = self._token_counter(upstream, draft, body) if upstream.direct else None
         try:
             return await self._relay(request, up, draft, pair, routing, count=count)
         finally:
             release()
 
-    def _token_counter(self, routing: Routing, draft: RequestDraft,
+    def _token_counter(self, upstream: Upstream, draft: RequestDraft,
                        body: bytes) -> Callable[[], Awaitable[int | None]]:
-        """Asks llama-server's own count_tokens for this request's prompt size: the native route's
-        stand-in when llama-server left out `message_start` (the only event with the input usage)."""
+        """The native route's stand-in for a `message_start` llama-server left out: its own count of the
+        prompt (`Upstream.count_tokens`), for a routed request."""
         async def count() -> int | None:
-            backend = routing.backends.get(draft.routed_backend or "")
-            if backend is None:
+            if draft.routed_backend is None:
                 return None
-            headers = {"content-type": _JSON, **NativeUpstream(backend).auth_headers({})}
-            try:
-                async with self._backend_session.post(f"{server_root(backend.api_base)}{COUNT_TOKENS_PATH}",
-                                                      data=body, headers=headers,
-                                                      timeout=ClientTimeout(total=10)) as resp:
-                    value = (await resp.json(content_type=None)).get("input_tokens") if resp.status == 200 else None
-            except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
-                return None
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
+            return await upstream.count_tokens(self._backend_session, body)
         return count
-
-    @staticmethod
-    def _timeout_message(proxy: ProxyConfig) -> str:
-        return (
-            f"ccbridge: no answer from upstream within {proxy.upstream_timeout:.0f} s "
-            "(proxy.upstream_timeout); the model was stopped. A long prompt on a slow model can "
-            "take that long: raise the timeout or check the backend."
-        )
 
     def _fail(self, draft: RequestDraft, status: int, message: str, error_type: str | None = None) -> web.Response:
         draft.fail(message)
@@ -520,7 +339,7 @@ class FrontProxy:
                 data = await read_answer(up, byte_limit(routing.proxy.max_body_mb))  # AnswerTooLarge: broken
             except _UPSTREAM_BROKE as exc:
                 status = 504 if isinstance(exc, TimeoutError | ServerTimeoutError) else 502
-                message = (self._timeout_message(routing.proxy) if status == 504 else
+                message = (timeout_message(routing.proxy.upstream_timeout) if status == 504 else
                            f"ccbridge: the upstream's answer broke off: {exc or type(exc).__name__}")
                 return self._fail(draft, status, message)
             if up.status >= 400:
@@ -554,7 +373,7 @@ class FrontProxy:
             assembler.error = f"the backend's stream broke off: {exc or type(exc).__name__}"
         assembler.finish()
         meter.finish(time.monotonic())
-        self._apply_meter(draft, meter)
+        apply_meter(draft, meter)
         if assembler.error is not None:
             up.close()
             return self._fail(draft, 502, f"ccbridge: {assembler.error}")
@@ -582,7 +401,7 @@ class FrontProxy:
             log.exception("stream of request %s failed inside ccbridge", draft.id)
             broke = f"ccbridge: internal error while streaming ({type(exc).__name__}: {exc}); see the proxy log."
         finally:
-            self._apply_meter(draft, meter)
+            apply_meter(draft, meter)
             if repair is not None:
                 draft.repaired(repair.repair)
         if draft.client_hung_up:
@@ -627,7 +446,7 @@ class FrontProxy:
             # and so does ccbridge (sending it would glue it to the error event that follows).
             data = framer.feed(chunk) if chunk else b""
             if data and not ended:  # after the stream's end, the rest is read (the connection is kept) unsent
-                if _BARE_ERROR in data:
+                if BARE_ERROR in data:
                     data = rewrite_bare_errors(data)
                 if b"message_stop" in data or b"error" in data:
                     data, ended = through_end(framer.events(data))
@@ -659,63 +478,19 @@ class FrontProxy:
                 return None
 
     # -- results -----------------------------------------------------------
-    @staticmethod
-    def _apply_meter(draft: RequestDraft, meter: AnthropicStreamMeter) -> None:
-        draft.merge_usage(meter.record_fields())
-        if meter.first_content_at is not None:
-            draft.ttft_ms = (meter.first_content_at - draft.t0) * 1000.0
-            draft.first_at = meter.first_content_at
-
     def _upstream_error(
         self, status: int, data: bytes, draft: RequestDraft, pair: Pair | None, routing: Routing
     ) -> web.Response:
         """Re-word an upstream error so it says what is wrong and how to fix it."""
-        message = extract_message(data) or f"upstream answered HTTP {status}"
-        error_type: str | None = None
-        if pair is not None and pair.unreachable:
-            status, message = 502, (
-                f"ccbridge: {pair.unreachable}. Is llama-server running? Start it, or fix "
-                f"backends.{pair.backend}.api_base in {routing.config_path}."
-            )
-        elif pair is not None and (overflow := context_overflow(pair.backend_error)):
-            status, error_type = 400, "invalid_request_error"
-            message = context_overflow_message(pair.backend or "?", *overflow)
-        elif overflow := context_overflow(data):
-            status, error_type = 400, "invalid_request_error"
-            message = context_overflow_message(draft.routed_backend or "?", *overflow)
-        return self._fail(draft, status, message, error_type or error_type_for(status))
+        return self._fail(draft, *reworded(status, data, draft, pair, routing.config_path))
 
     def _finish(self, draft: RequestDraft, response: web.StreamResponse | None, pair: Pair | None) -> None:
         """The one way out: stop what the request started, then record it."""
-        timings = None
         if pair is not None:
             # Whatever ended the request, its backend call ends too, and LiteLLM's retries are refused.
             self._registry.cancel(draft.id)
             self._registry.close(draft.id)
-            draft.backend_calls = pair.calls
-            if pair.backend and pair.backend != draft.routed_backend:
-                # a group member failed and LiteLLM fell back to another: the leg saw which answered
-                draft.routed_backend, draft.routed_model = pair.backend, pair.model
-            if pair.model and not draft.routed_model:
-                draft.routed_model = pair.model
-            timings = pair.timings
-        status = response.status if response is not None else draft.sent_status
-        if status is None and draft.client_hung_up:
-            status = 499  # nginx's "client closed request": it left before any answer
-        elif status is None and draft.error:
-            status = 503  # ccbridge stopped before any answer was sent
-        if response is not None and status and status >= 400 and not draft.error:
-            body = getattr(response, "body", None)
-            if isinstance(body, bytes | bytearray):
-                draft.fail(extract_message(bytes(body)) or f"HTTP {status}")
-        record = draft.to_record(status, timings)
-        if self._misses is not None and draft.shape is not None and status == 200:
-            cached, fresh = record.backend_cache_n, record.backend_prompt_n
-            if cached is None or fresh is None:  # the native route: llama-server's Anthropic usage
-                cached, fresh = record.cache_read_tokens, record.input_tokens
-            draft.shape = replace(draft.shape, backend=record.routed_backend or draft.shape.backend)
-            if why := self._misses.explain(draft.shape, cached, fresh):
-                record = replace(record, miss_reason=why)
+        record = final_record(draft, response, pair, self._misses)
         self._bus.publish(RequestFinished(record))
         if draft.request_body is not None and self._keep_bodies is not None:
             answer = b"".join(draft.answer or ())

@@ -58,3 +58,8 @@ def client_key(headers: Mapping[str, str]) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return None
+
+
+def client_version(user_agent: str) -> str | None:
+    """The client's name and version, the first word of its User-Agent (`claude-cli/2.1.330`)."""
+    return user_agent.split(" ", 1)[0] or None if user_agent else None

@@ -37,6 +37,7 @@ from aiohttp import (
 
 from backend.config.model import BackendConfig
 from backend.events import RequestProgress
+from backend.llama_api import bearer
 from backend.proxy import fastjson
 from backend.proxy.assemble import ChatCompletionAssembler, as_stream_request
 from backend.proxy.body import BodyRefused, read_answer, read_body
@@ -83,7 +84,7 @@ class BackendLeg:
         self._max_body = max_body
         self._progress = progress
         self._reports_progress = reports_progress
-        self._auth = f"Bearer {secret}".encode()
+        self._auth = bearer(secret)["authorization"].encode()
         self._registry = registry
         self._session = session
         self._resolver = resolver
@@ -151,7 +152,7 @@ class BackendLeg:
         headers = forward_headers(request.headers, drop=_DROP_UPSTREAM)
         headers["accept-encoding"] = "identity"
         if backend.api_key:
-            headers["authorization"] = f"Bearer {backend.api_key}"
+            headers.update(bearer(backend.api_key))
         url = f"{backend.api_base.rstrip('/')}/{rest}"
         if self._keep_prompt is not None and pair is not None and rest.endswith("chat/completions") and body:
             family = (pair.session or "").partition("/")[2] or None  # agent key: session/family

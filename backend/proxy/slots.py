@@ -23,7 +23,7 @@ from collections.abc import Callable
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.config.model import BackendConfig
-from backend.llama_api import bearer, server_root
+from backend.llama_api import bearer, props_url
 
 _TTL = 60.0
 
@@ -49,7 +49,7 @@ class SlotPinner:
         total: int | None = None
         headers = bearer(backend.api_key)
         try:
-            async with self._session.get(f"{server_root(backend.api_base)}/props", headers=headers,
+            async with self._session.get(props_url(backend.api_base), headers=headers,
                                          timeout=ClientTimeout(total=3)) as resp:
                 if resp.status == 200:
                     value = (await resp.json(content_type=None)).get("total_slots")

@@ -1,12 +1,25 @@
-"""Where the front proxy sends requests: a managed LiteLLM, or a given URL."""
+"""Where the front proxy sends requests: a managed LiteLLM, a given URL, or llama-server itself.
+
+`backend.proxy.routing` chooses among them, once per config; the front asks
+only what the `Upstream` protocol offers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.config.model import AliasRule, BackendConfig
 from backend.llama_api import bearer, server_root
+
+if TYPE_CHECKING:
+    from backend.proxy.draft import RequestDraft
+
+# The Anthropic paths llama-server (and LiteLLM) serve.
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 def no_release() -> None:
@@ -44,8 +57,61 @@ class Upstream(Protocol):
 
     def describe_unreachable(self, exc: BaseException) -> str: ...
 
+    @property
+    def direct(self) -> bool:
+        """True when requests go straight to llama-server (`route: native`): each on a new connection,
+        and its own count_tokens can size a `message_start` it left out."""
+        ...
 
-class ExternalUpstream:
+    async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
+        """llama-server's count of this request's prompt tokens (None: not known; always, unless `direct`)."""
+        ...
+
+    def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
+        """The upstream could not be reached (nothing was sent): switch to another member of a group of
+        native backends, or False when there is none to try (always, but for such a group)."""
+        ...
+
+
+class Relayed:
+    """What every upstream but llama-server itself answers: not direct, no token count, no fail-over."""
+
+    direct = False
+
+    async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
+        return None
+
+    def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
+        return False
+
+
+class Starting(Relayed):
+    """The upstream before the bridge has started (no LiteLLM made yet): requests are told to wait."""
+
+    paired = False
+    base_url = ""
+
+    def acquire(self) -> tuple[str, Callable[[], None]]:
+        return "", no_release
+
+    def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
+        return {}
+
+    async def wait_ready(self, timeout: float) -> None:
+        raise UpstreamUnavailable("ccbridge is starting; try again in a moment.")
+
+    def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
+        return backend.name
+
+    def describe_unreachable(self, exc: BaseException) -> str:
+        return "ccbridge is starting; try again in a moment."
+
+
+STARTING = Starting()
+"""The upstream of a routing made before the bridge started."""
+
+
+class ExternalUpstream(Relayed):
     """An already running LiteLLM (or any Anthropic-compatible server): `litellm.url`.
 
     The client's own key is passed through unless `litellm.api_key` is set.
@@ -66,7 +132,7 @@ class ExternalUpstream:
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         if self._api_key:
-            return {"authorization": f"Bearer {self._api_key}", "x-api-key": self._api_key}
+            return {**bearer(self._api_key), "x-api-key": self._api_key}
         return {k: v for k, v in client_headers.items() if k in ("authorization", "x-api-key")}
 
     async def wait_ready(self, timeout: float) -> None:
@@ -94,6 +160,7 @@ class NativeUpstream:
     """
 
     paired = False
+    direct = True
 
     def __init__(self, backend: BackendConfig, resolved: Callable[[BackendConfig], str | None] | None = None) -> None:
         self._backend = backend
@@ -127,3 +194,18 @@ class NativeUpstream:
             f"({exc or type(exc).__name__}). Is llama-server running? Start it, or fix "
             f"backends.{self._backend.name}.api_base."
         )
+
+    async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
+        """Asks llama-server's own count_tokens for this request's prompt size: the native route's stand-in
+        when llama-server left out `message_start` (the only event with the input usage)."""
+        headers = {"content-type": "application/json", **self.auth_headers({})}
+        try:
+            async with session.post(self._root + COUNT_TOKENS_PATH, data=body, headers=headers,
+                                    timeout=ClientTimeout(total=10)) as resp:
+                value = (await resp.json(content_type=None)).get("input_tokens") if resp.status == 200 else None
+        except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
+        return False

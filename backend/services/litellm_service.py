@@ -28,8 +28,9 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.config.model import AliasRule, BackendConfig, LiteLLMConfig
 from backend.events import EventBus
+from backend.llama_api import bearer
 from backend.proxy.balance import group_name, litellm_model
-from backend.proxy.upstream import UpstreamUnavailable, no_release
+from backend.proxy.upstream import Relayed, UpstreamUnavailable, no_release
 from backend.services import litellm_env
 from backend.services.litellm_config import load_master_key, render_config, write_config
 from backend.services.process import ChildProcess
@@ -71,7 +72,7 @@ class _Instance:
         return f"http://127.0.0.1:{self.port}"
 
 
-class LiteLLMService(SupervisedService):
+class LiteLLMService(SupervisedService, Relayed):
     """Starts, watches and restarts LiteLLM; the front proxy's upstream.
 
     A restart is blue/green: a new LiteLLM comes up on a fresh port, new
@@ -144,7 +145,7 @@ class LiteLLMService(SupervisedService):
         return inst.url, release
 
     def auth_headers(self, client_headers: dict[str, str]) -> dict[str, str]:
-        return {"authorization": f"Bearer {self._master_key}"}
+        return bearer(self._master_key)
 
     def model_for(self, rule: AliasRule, backend: BackendConfig) -> str:
         # a group: the LiteLLM model group that tries the chosen member first (render_config), or

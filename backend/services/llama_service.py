@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
-from backend.backend_probe import server_root
 from backend.config.model import BackendConfig
 from backend.events import EventBus
+from backend.llama_api import health_url, server_root
+from backend.llama_command import flag_names, split_command
 from backend.monitor.process import host_port
 from backend.redaction import command_secrets
 from backend.services.process import ChildProcess
@@ -51,7 +52,7 @@ def command_argv(command: str, api_base: str) -> list[str]:
     """Split `command` and add --host/--port from api_base when the command does not give them."""
     argv = shlex.split(command)
     hp = host_port(api_base)
-    names = {a.split("=", 1)[0] for a in argv}
+    names = flag_names(argv)
     if hp is not None:
         host, port = hp
         if "--port" not in names:
@@ -64,10 +65,8 @@ def command_argv(command: str, api_base: str) -> list[str]:
 def command_with_flag(command: str, flag: str) -> str:
     """`command` with a switch such as `--swa-full` appended, the user's own text kept as written;
     unchanged when the switch is already there."""
-    try:
-        present = flag in {a.split("=", 1)[0] for a in shlex.split(command)}
-    except ValueError:
-        present = False
+    argv = split_command(command)
+    present = argv is not None and flag in flag_names(argv)
     return command if present else f"{command.rstrip()} {flag}"
 
 
@@ -179,7 +178,7 @@ class LlamaServerService(SupervisedService):
 
     async def _wait_healthy(self) -> None:
         assert self._child is not None
-        url = f"{server_root(self.backend.api_base)}/health"
+        url = health_url(self.backend.api_base)
         deadline = time.monotonic() + self._load_timeout
         own: ClientSession | None = None
         session = self._session()

@@ -26,8 +26,8 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
-from backend.backend_probe import server_root
 from backend.config.model import BackendConfig, CacheConfig
+from backend.llama_api import bearer, slots_url
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,16 @@ class SlotFiles:
 
     @staticmethod
     def _headers(backend: BackendConfig) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        if backend.api_key:
-            headers["authorization"] = f"Bearer {backend.api_key}"
-        return headers
+        return {"content-type": "application/json", **bearer(backend.api_key)}
 
     async def save(self, session: ClientSession, backend: BackendConfig, service: str) -> list[SlotFile]:
         """Write every slot that holds a prompt to a file (the server must still run); remembered for
         `restore`. Nothing is raised: a server without the flag or a failed save only means a cold start."""
         if not self.enabled:
             return []
-        root = server_root(backend.api_base)
+        url = slots_url(backend.api_base)
         try:
-            async with session.get(f"{root}/slots", headers=self._headers(backend),
+            async with session.get(url, headers=self._headers(backend),
                                    timeout=ClientTimeout(total=10)) as resp:
                 slots = await resp.json(content_type=None) if resp.status == 200 else []
         except (TimeoutError, ClientError, OSError, ValueError):
@@ -133,7 +130,7 @@ class SlotFiles:
                 continue
             filename = f"slot{sid}-{stamp}.bin"
             try:
-                async with session.post(f"{root}/slots/{sid}?action=save", json={"filename": filename},
+                async with session.post(f"{url}/{sid}?action=save", json={"filename": filename},
                                         headers=self._headers(backend), timeout=_TIMEOUT) as resp:
                     answer = await resp.json(content_type=None)
                     if resp.status != 200:
@@ -160,10 +157,10 @@ class SlotFiles:
         if not files:
             return None
         done = Restored(at=time.time())
-        root = server_root(backend.api_base)
+        url = slots_url(backend.api_base)
         for file in files:
             try:
-                async with session.post(f"{root}/slots/{file.slot}?action=restore", json={"filename": file.filename},
+                async with session.post(f"{url}/{file.slot}?action=restore", json={"filename": file.filename},
                                         headers=self._headers(backend), timeout=_TIMEOUT) as resp:
                     answer = await resp.json(content_type=None)
                     if resp.status != 200:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anthropic.lib.streaming._messages import accumulate_event
 
-from backend.proxy.front import message_start_event
+from backend.proxy.stream_fix import message_start_event
 from tests.support.anthropic_sse import parse_sse
 
 CAPTURED = Path(__file__).parent / "fixtures" / "llama_server_messages_tool_stream.sse"
