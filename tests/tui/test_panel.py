@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from textual.widgets import DataTable
-
 from backend.events import RequestFinished, RequestRecord, RequestStarted
 from tests.tui.conftest import screen_text, wait_until
 from tests.tui.fixed import NOW, fixed_app
 from tui.screens.aliases import AliasEditor, AliasesScreen
 from tui.screens.requests import RequestDetail
+from tui.widgets.request_table import RequestTable
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -46,7 +45,7 @@ def test_new_requests_arrive_coalesced_newest_first_and_filter():
     async def drive():
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("2")
-            table = app.screen.query_one(DataTable)
+            table = app.screen.query_one(RequestTable)
             assert table.row_count == 5
             backend = app.bridge.control
             for i in range(50):  # one burst: the table is redrawn on the next flush, not 50 times
@@ -56,7 +55,7 @@ def test_new_requests_arrive_coalesced_newest_first_and_filter():
                                                            path="/v1/messages", requested_model="claude-opus-4-8",
                                                            routed_backend="local", status=200, output_tokens=10)))
             await wait_until(pilot, lambda: table.row_count == 55, 3, "rows")
-            assert str(table.coordinate_to_cell_key((0, 0)).row_key.value) == "new-49"
+            assert table.row_ids()[0] == "new-49"
             assert not app.state.in_flight
             await pilot.press("slash")
             await pilot.press(*"haiku")

@@ -11,14 +11,9 @@ from tests.tui.fixed import NOW, fixed_app
 
 
 def _cells(app, rid: str) -> list[str]:
-    from textual.widgets import DataTable
-    from textual.widgets.data_table import RowDoesNotExist
+    from tui.widgets.request_table import RequestTable
 
-    table = app.screen.query_one("#live", DataTable)
-    try:
-        return [str(c) for c in table.get_row(rid)]
-    except RowDoesNotExist:
-        return []
+    return list(app.screen.query_one("#live", RequestTable).row_cells(rid) or ())
 
 
 def test_prefill_then_generating_then_done_on_the_first_screen():

@@ -7,13 +7,14 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
+from textual.widgets import Header, Label, Sparkline, Static
 
 from backend.events import RequestRecord
 from tui.format import num, secs
 from tui.screens.base import PanelScreen
 from tui.screens.gpu import dashboard_card
 from tui.widgets.cards import ServiceCard
+from tui.widgets.footer import SteadyFooter
 from tui.widgets.request_table import RequestTable
 
 LIVE_ROWS = 60  # the dashboard's log: the newest requests (the requests screen keeps more)
@@ -50,7 +51,7 @@ class DashboardScreen(PanelScreen):
         env = Static(id="env", classes="env", markup=False)
         env.border_title = "for Claude Code (ctrl+p: Copy env lines)"
         yield env
-        yield Footer(compact=True)
+        yield SteadyFooter(compact=True)
 
     def refresh_view(self, finished: list[RequestRecord]) -> None:
         state = self.panel.state
@@ -91,6 +92,6 @@ class DashboardScreen(PanelScreen):
         env.update("\n".join(lines) if not rows else f"{lines[0]}   (ctrl+p: Copy env lines)")
         env.set_class(bool(rows), "-compact")
 
-    @on(DataTable.RowSelected, "#live")
-    def _open(self, event: DataTable.RowSelected) -> None:
-        self.panel.open_request(str(event.row_key.value))
+    @on(RequestTable.RowSelected, "#live")
+    def _open(self, event: RequestTable.RowSelected) -> None:
+        self.panel.open_request(event.request_id)

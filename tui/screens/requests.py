@@ -12,13 +12,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Button, Header, Input, Label, Static
 
 from backend.events import RequestRecord
 from backend.export import write_records
 from backend.store.history import RequestBodies
 from tui.format import Phase, body_preview, curl_command, detail_lines
 from tui.screens.base import PanelScreen
+from tui.widgets.footer import SteadyFooter
 from tui.widgets.request_table import RequestTable
 
 
@@ -52,7 +53,7 @@ class RequestsScreen(PanelScreen):
         with Horizontal(id="filter-bar"):
             yield Input(placeholder="filter: model, status or session (Enter applies, Esc clears)", id="filter")
         yield RequestTable(id="requests")
-        yield Footer(compact=True)
+        yield SteadyFooter(compact=True)
 
     def on_mount(self) -> None:
         self.refresh_view([])
@@ -88,9 +89,9 @@ class RequestsScreen(PanelScreen):
     def _filter_done(self) -> None:
         self.query_one(RequestTable).focus()
 
-    @on(DataTable.RowSelected)
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self._open(str(event.row_key.value))
+    @on(RequestTable.RowSelected)
+    def _row_selected(self, event: RequestTable.RowSelected) -> None:
+        self._open(event.request_id)
 
     def action_open_detail(self) -> None:
         request_id = self.query_one(RequestTable).selected_id()
@@ -198,7 +199,7 @@ class RequestDetail(ModalScreen[None]):
                 yield Static(Text(body_preview(b.response, b.response_bytes)), id="detail-response")
             yield Static(Text.assemble(("curl  ", "bold"), self.curl[:2000] + ("..." if len(self.curl) > 2000 else "")),
                          id="detail-curl")
-        yield Footer(compact=True)
+        yield SteadyFooter(compact=True)
 
     def action_copy_curl(self) -> None:
         self.app.copy_to_clipboard(self.curl)
