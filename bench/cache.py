@@ -69,8 +69,8 @@ def _endpoint(route: str, tmp: Path, env: dict[str, str], api_base: str) -> Iter
         with litellm_alone(api_base) as (url, key):
             yield url, key, None
     else:
-        extra = {AFTER_NATIVE: "    route: native\n", AFTER_PINNED: "    pin_slots: true\n"}.get(route, "")
-        config = write_chain_config(tmp / "ccbridge.yaml", api_base, extra_backend=extra)
+        extra = {AFTER_NATIVE: {"route": "native"}, AFTER_PINNED: {"pin_slots": True}}.get(route, {})
+        config = write_chain_config(tmp / "ccbridge.yaml", api_base, **extra)
         with ServeProcess(config, env) as serve:
             yield serve.url, "sk-test-local", serve
 

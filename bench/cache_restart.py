@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from bench.harness import REPO, machine, save, table
+from tests.support.config import write_config
 
 sys.path.insert(0, str(REPO))
 
@@ -68,12 +69,9 @@ def _command(model: str, port: int, tmp: Path) -> str:
 def _config(path: Path, command: str, ports: tuple[int, int, int], *, keep: bool, warm: bool) -> None:
     """ports: llama-server, the proxy, LiteLLM."""
     port, proxy_port, litellm_port = ports
-    path.write_text(
-        f"proxy:\n  host: 127.0.0.1\n  port: {proxy_port}\n"
-        f"litellm:\n  port: {litellm_port}\n"
-        f"backends:\n  local:\n    api_base: http://127.0.0.1:{port}/v1\n    model: auto\n    command: {command}\n"
-        'aliases:\n  "*": local\n'
-        f"cache:\n  keep_slots: {str(keep).lower()}\n  warm: {str(warm).lower()}\n  warm_families: 1\n")
+    write_config(path, proxy={"host": "127.0.0.1", "port": proxy_port}, litellm={"port": litellm_port},
+                 backends={"local": {"api_base": f"http://127.0.0.1:{port}/v1", "model": "auto", "command": command}},
+                 cache={"keep_slots": keep, "warm": warm, "warm_families": 1})
 
 
 def measure(model: str, version: str, tmp: Path) -> dict[str, Any]:

@@ -75,10 +75,10 @@ def finish(proc: subprocess.Popen[str]) -> dict:
 
 # -- the measurements ------------------------------------------------------------
 def config_for(tmp: Path, upstream: str) -> Path:
-    path = tmp / "ccbridge.yaml"
-    path.write_text(f"proxy:\n  port: {free_port()}\nlitellm:\n  url: {upstream}\nbackends:\n  local:\n"
-                    '    api_base: http://127.0.0.1:9/v1\n    model: auto\naliases:\n  "*": local\n')
-    return path
+    from tests.support.config import NOWHERE, write_config
+
+    return write_config(tmp / "ccbridge.yaml", proxy={"port": free_port()}, litellm={"url": upstream},
+                        backends={"local": {"api_base": NOWHERE, "model": "auto"}})
 
 
 def without_panel(config: Path, tmp: Path, rate: float, seconds: float) -> dict:

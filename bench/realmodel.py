@@ -33,6 +33,7 @@ import httpx
 from backend.monitor.llama import parse_prometheus
 from bench.harness import REPO, free_port, machine, save, table
 from tests.support.claude import claude_binary, trusted_home
+from tests.support.config import write_config
 from tests.support.llama import LlamaServer, cache_dir
 from tests.support.qwen import qwen_llama_server
 from tests.support.serve import ServeProcess
@@ -48,11 +49,10 @@ FILLER = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog near t
 
 
 def _config(path: Path, api_base: str) -> Path:
-    path.write_text(f"proxy:\n  port: {free_port()}\nlitellm:\n  port: {free_port()}\nbackends:\n"
-                    f"  local:\n    api_base: {api_base}\n    max_tokens: {MAX_TOKENS}\n"
-                    f"  native:\n    api_base: {api_base}\n    route: native\n"
-                    'aliases:\n  "claude-native": native\n  "*": local\n')
-    return path
+    return write_config(path, proxy={"port": free_port()}, litellm={"port": free_port()},
+                        backends={"local": {"api_base": api_base, "max_tokens": MAX_TOKENS},
+                                  "native": {"api_base": api_base, "route": "native"}},
+                        aliases={"claude-native": "native", "*": "local"})
 
 
 def _prompt_counters(llama: LlamaServer) -> tuple[float, float]:

@@ -52,12 +52,13 @@ BODY = {"model": "claude-opus-4-8", "max_tokens": 64, "messages": [{"role": "use
 
 # -- processes ------------------------------------------------------------------
 def serve_config(tmp: Path, name: str, *, url: str | None = None, api_base: str = "http://127.0.0.1:9/v1",
-                 extra_backend: str = "") -> Path:
-    litellm = f"  url: {url}\n" if url else f"  port: {free_port()}\n"
-    path = tmp / f"{name}.yaml"
-    path.write_text(f"proxy:\n  port: {free_port()}\nlitellm:\n{litellm}backends:\n  local:\n"
-                    f"    api_base: {api_base}\n    model: m\n{extra_backend}aliases:\n  \"*\": local\n")
-    return path
+                 **backend: Any) -> Path:
+    """A serve config: LiteLLM at `url` (proxy only) or managed, one backend `local` (plus `backend` fields)."""
+    from tests.support.config import write_config
+
+    return write_config(tmp / f"{name}.yaml", proxy={"port": free_port()},
+                        litellm={"url": url} if url else {"port": free_port()},
+                        backends={"local": {"api_base": api_base, "model": "m", **backend}})
 
 
 @contextlib.contextmanager
@@ -243,7 +244,7 @@ def real_chain(tmp: Path, env: dict[str, str], n: int, quick: bool) -> dict:
     model = write_tiny_model(tmp / "tiny.gguf")
     results: dict = {}
     with LlamaServer(model, ctx=65536) as llama:
-        native_cfg = serve_config(tmp, "native", api_base=llama.api_base, extra_backend="    route: native\n")
+        native_cfg = serve_config(tmp, "native", api_base=llama.api_base, route="native")
         chain_cfg = serve_config(tmp, "chain", api_base=llama.api_base)
         tiny = {**BODY, "max_tokens": 1}
         with serve(native_cfg, env) as (native_url, _), serve(chain_cfg, env) as (chain_url, _), \
@@ -303,13 +304,13 @@ def cache_reuse(tmp: Path, env: dict[str, str], model: Path) -> dict:
     from tests.support.llama import LlamaServer
 
     out = {}
-    for label, extra in (("direct to llama-server", None), ("ccbridge native", "    route: native\n"),
-                         ("ccbridge+LiteLLM", ""), ("ccbridge+LiteLLM, pin_slots", "    pin_slots: true\n")):
+    for label, extra in (("direct to llama-server", None), ("ccbridge native", {"route": "native"}),
+                         ("ccbridge+LiteLLM", {}), ("ccbridge+LiteLLM, pin_slots", {"pin_slots": True})):
         with LlamaServer(model, ctx=2 * 16384, parallel=2) as llama:
             if extra is None:
                 out[label] = _conversation(llama.base_url, llama)
                 continue
-            with serve(serve_config(tmp, f"cache{len(out)}", api_base=llama.api_base, extra_backend=extra),
+            with serve(serve_config(tmp, f"cache{len(out)}", api_base=llama.api_base, **extra),
                        env) as (url, _):
                 out[label] = _conversation(url, llama)
     return out

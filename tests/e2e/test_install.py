@@ -31,6 +31,7 @@ import psutil
 import pytest
 
 from backend.services import litellm_env
+from tests.support.config import write_config
 from tests.support.llama import cache_dir, free_port
 from tests.support.serve import REPO, write_chain_config
 from tests.support.wheelhouse import wheelhouse
@@ -184,8 +185,8 @@ def test_installed_ccbridge_serves_through_the_cached_litellm_and_runs_env_and_d
 
 def test_installed_panel_draws_its_first_frame_and_quits(installed, llama_server):
     config = installed.root / "panel.yaml"
-    config.write_text(f"proxy:\n  port: {free_port()}\nbackends:\n  local:\n    api_base: {llama_server.api_base}\n"
-                      "    route: native\naliases:\n  \"*\": local\n")  # native: no LiteLLM needed for a frame
+    write_config(config, proxy={"port": free_port()},  # native: no LiteLLM needed for a frame
+                 backends={"local": {"api_base": llama_server.api_base, "route": "native"}})
     sock = f"ccbridge-install-{uuid.uuid4().hex[:8]}"
     tmux = ["tmux", "-L", sock]
     env = {**installed.env("panel"), "TERM": "xterm-256color"}

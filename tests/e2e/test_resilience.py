@@ -211,11 +211,9 @@ def test_a_planted_key_appears_nowhere(llama_server, tiny_model, tmp_path):
     command = (f"{llama_server_binary()} -m {tiny_model} -c 4096 --threads 1 "
                f"--api-key {PLANTED['backends.managed.command']}")
     config = write_chain_config(
-        tmp_path / "ccbridge.yaml", llama_server.api_base,
-        extra_backend=(f"    api_key: {PLANTED['backends.local.api_key']}\n"
-                       f"  managed:\n    api_base: http://127.0.0.1:{managed_port}/v1\n    command: {command}\n"))
-    text = config.read_text().replace("  host: 127.0.0.1\n", f"  host: 127.0.0.1\n  api_key: {key}\n")
-    config.write_text(text.replace("litellm:\n", f"litellm:\n  api_key: {PLANTED['litellm.api_key']}\n", 1))
+        tmp_path / "ccbridge.yaml", llama_server.api_base, api_key=PLANTED["backends.local.api_key"],
+        others={"managed": {"api_base": f"http://127.0.0.1:{managed_port}/v1", "command": command}},
+        proxy={"api_key": key}, litellm={"api_key": PLANTED["litellm.api_key"]})
     with ServeProcess(config, _env(tmp_path), api_key=key) as serve:
         headers = {"x-api-key": key}
         events = EventStream(serve.url, headers)

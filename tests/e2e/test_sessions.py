@@ -72,7 +72,7 @@ def flow(tmp_path_factory) -> Iterator[Flow]:
     with scripted_llama_server(model, ctx=131072, parallel=2) as llama, \
             RecordingForwarder(llama.base_url) as recorder:
         config = write_chain_config(tmp / "ccbridge.yaml", recorder.url + "/v1",
-                                    extra_backend="    pin_slots: true\n")  # what this test is about
+                                    pin_slots=True)  # what this test is about
         with ServeProcess(config, env) as serve:
             run = run_sessions(VERSION, serve.url, tmp / "home", llama.log_text)
             records = flow_records(serve, run)

@@ -98,8 +98,7 @@ def two_sessions(gemma: Path, template: Path, tmp_path: Path, *extra: str, docto
     env = {"CCBRIDGE_CONFIG_DIR": str(tmp_path / "c"), "CCBRIDGE_DATA_DIR": str(tmp_path / "d")}
     with LlamaServer(gemma, ctx=CTX, parallel=1, threads=2, startup_timeout=120,
                      extra_args=server_flags(template, *extra)) as llama:
-        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base,
-                                    extra=f"cache:\n  shared_first: {str(shared_first).lower()}\n")
+        config = write_chain_config(tmp_path / "ccbridge.yaml", llama.api_base, cache={"shared_first": shared_first})
         with ServeProcess(config, env) as serve:
             for prompt in ("Say hello.", "What is in this folder?"):
                 result = subprocess.run(

@@ -91,9 +91,10 @@ def loopback(**fields: Any) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": free_port(), **fields}
 
 
-def chain_config(path: Path, backends: Mapping[str, Mapping[str, Any]], *, litellm: bool = True,
-                 proxy: Mapping[str, Any] | None = None, **sections: Any) -> Path:
+def chain_config(path: Path, backends: Mapping[str, Mapping[str, Any]], *,
+                 litellm: Mapping[str, Any] | bool = True, proxy: Mapping[str, Any] | None = None,
+                 **sections: Any) -> Path:
     """A config for a test that starts serve or a Bridge: the proxy on loopback at a free port, LiteLLM
-    (unless `litellm=False`) at another, then `backends` and the other `sections`."""
-    return write_config(path, proxy=loopback(**(proxy or {})),
-                        litellm={"port": free_port()} if litellm else None, backends=backends, **sections)
+    at another (plus `litellm` fields; none with `litellm=False`), then `backends` and the other `sections`."""
+    managed = None if litellm is False else {"port": free_port(), **(litellm if isinstance(litellm, Mapping) else {})}
+    return write_config(path, proxy=loopback(**(proxy or {})), litellm=managed, backends=backends, **sections)

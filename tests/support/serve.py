@@ -9,7 +9,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +20,13 @@ from tests.support.config import chain_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_chain_config(path: Path, api_base: str, **backend: Any) -> Path:
-    """One backend `local` at `api_base` (plus `backend` fields) behind LiteLLM, everything aliased to it."""
-    return chain_config(path, {"local": {"api_base": api_base, "model": "auto", **backend}})
+def write_chain_config(path: Path, api_base: str, *, others: Mapping[str, Mapping[str, Any]] | None = None,
+                       proxy: Mapping[str, Any] | None = None, litellm: Mapping[str, Any] | None = None,
+                       cache: Mapping[str, Any] | None = None, **backend: Any) -> Path:
+    """One backend `local` at `api_base` (plus `backend` fields) behind LiteLLM, everything aliased to it;
+    `others` are more backends, `proxy`, `litellm` and `cache` fields of those sections."""
+    return chain_config(path, {"local": {"api_base": api_base, "model": "auto", **backend}, **(others or {})},
+                        proxy=proxy, litellm=litellm or True, cache=cache)
 
 
 class ServeProcess:
