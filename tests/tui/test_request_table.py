@@ -131,6 +131,16 @@ def test_the_cursor_stays_on_the_request_being_read_as_rows_arrive_on_top():
         table.show(newest_first(records[:55]))
         await pilot.pause()
         assert table.cursor_row == 0 and table.selected_id() == "r054" and table.scroll_y == 0
+        # a view scrolled down with the wheel stays on the rows it shows
+        table.scroll_to(y=5, animate=False)  # as the wheel does: the cursor stays where it is
+        await pilot.pause()
+        top = table.scroll_y
+        assert top == 5
+        shown = table.render_line(1).text
+        table.show(newest_first(records[:57]))
+        await pilot.pause()
+        assert table.scroll_y == top + 2 and table.render_line(1).text == shown
+        assert table.cursor_row == 0 and table.selected_id() == "r056"
 
     run(TableApp(newest_first(records[:50])), drive)
 

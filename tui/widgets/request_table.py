@@ -212,19 +212,22 @@ class RequestTable(ScrollView, can_focus=True):
             self.refresh()
 
     def _reorder(self) -> None:
-        following = self.selected_id() if self.cursor_row > 0 else None
-        before = self.cursor_row
+        # A user reading row N keeps reading it as new rows come in on top: the row under the cursor, or
+        # with the cursor on the newest row, the top row of a view scrolled down. On the newest row with
+        # the view at the top, the table shows the newest requests as they come.
+        top = round(self.scroll_y)
+        anchor = self.cursor_row if self.cursor_row > 0 else top if top > 0 else None
+        anchor_id = self._order[anchor] if anchor is not None and anchor < len(self._order) else None
         self._order = sorted(self._cells, key=self._keys.__getitem__, reverse=True)
         self._index = {rid: i for i, rid in enumerate(self._order)}
         self._resize()
-        if following is not None and following in self._index:
-            # a user reading row N keeps reading it as new rows come in on top: cursor and view move with it
-            self.cursor_row = self._index[following]
-            if shift := self.cursor_row - before:
+        if anchor is not None and anchor_id in self._index:
+            shift = self._index[anchor_id] - anchor
+            if self.cursor_row > 0:
+                self.cursor_row += shift
+            if shift:
                 self.scroll_to(y=self.scroll_y + shift, animate=False, force=True)
-        else:
-            self.cursor_row = min(before, max(0, len(self._order) - 1))
-        self._scroll_cursor_into_view()
+        self.cursor_row = min(self.cursor_row, max(0, len(self._order) - 1))
 
     def _resize(self) -> None:
         size = Size(sum(self._widths) + 2 * PADDING * len(self._widths), len(self._order) + 1)  # + the header
