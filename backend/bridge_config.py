@@ -87,7 +87,7 @@ class ConfigKeeper:
         aliases = await asyncio.to_thread(AliasTable, new.aliases)  # alias patterns compile: ~35 ms for 600
         restarted: tuple[str, ...] = ()
         litellm = self.litellm
-        if (litellm is not None and not new.litellm.url and any(b.route != "native" for b in new.backends.values())
+        if (litellm is not None and needs_litellm(new)
                 and (set(old.backends) != set(new.backends) or old.litellm != new.litellm
                      or groups_of(old.aliases) != groups_of(new.aliases) or old.groups != new.groups)):
             # LiteLLM's config names the backends and groups only (the leg reads api_base, model and

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 import uuid
@@ -36,7 +35,6 @@ from aiohttp import (
     web,
 )
 
-from backend.config.model import ProxyConfig
 from backend.events import (
     EventBus,
     ProbeAnswered,
@@ -50,7 +48,7 @@ from backend.proxy.assemble import MessageAssembler
 from backend.proxy.body import BodyRefused, byte_limit, read_answer, read_body
 from backend.proxy.draft import RequestDraft
 from backend.proxy.errors import anthropic_error, anthropic_error_event, timeout_message
-from backend.proxy.headers import client_key, client_version, forward_headers
+from backend.proxy.headers import client_version, forward_headers, key_accepted
 from backend.proxy.hostcheck import refuse_foreign
 from backend.proxy.misses import MissExplainer
 from backend.proxy.outcome import apply_meter, final_record, reworded
@@ -129,7 +127,7 @@ class FrontProxy:
         if path.startswith("/api/event_logging/"):
             return self._probe(request, _json_response(200, b"{}"))
         routing = self._routing()
-        if not self._authorized(request, routing.proxy):
+        if not key_accepted(request.headers, routing.proxy.api_key):
             return _error(
                 401,
                 "ccbridge: this proxy requires an API key (proxy.api_key in "
@@ -145,13 +143,6 @@ class FrontProxy:
         self.probes_answered += 1
         self._bus.publish(ProbeAnswered(request.path, request.method, time.time()))
         return response
-
-    @staticmethod
-    def _authorized(request: web.BaseRequest, proxy: ProxyConfig) -> bool:
-        if not proxy.api_key:
-            return True
-        given = client_key(request.headers)
-        return given is not None and hmac.compare_digest(given.encode(), proxy.api_key.encode())
 
     async def shutdown(self, grace: float = 1.0) -> None:
         """End every request in flight (ccbridge is stopping); each one stops its model call.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict
@@ -63,3 +64,11 @@ def client_key(headers: Mapping[str, str]) -> str | None:
 def client_version(user_agent: str) -> str | None:
     """The client's name and version, the first word of its User-Agent (`claude-cli/2.1.330`)."""
     return user_agent.split(" ", 1)[0] or None if user_agent else None
+
+
+def key_accepted(headers: Mapping[str, str], api_key: str | None) -> bool:
+    """The proxy's rule: with `proxy.api_key` set, the client's key (`client_key`) must equal it."""
+    if not api_key:
+        return True
+    given = client_key(headers)
+    return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
