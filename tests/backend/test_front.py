@@ -244,7 +244,7 @@ def test_alias_edit_through_api_applies_to_next_request_and_keeps_comments(tmp_p
 
 
 def test_litellm_bare_error_line_becomes_an_anthropic_error_event():
-    from backend.proxy.front import rewrite_bare_errors
+    from backend.proxy.stream_fix import rewrite_bare_errors
 
     chunk = (b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n'
              b'data: {"error": {"message": "Connection reset by peer", "type": "internal_server_error"}}\n\n')
