@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -41,7 +40,7 @@ from backend.config import ConfigError
 from backend.control import BridgeControl, ConfigNotApplied, ControlEvent, ServiceNotFound, StreamOpened
 from backend.events import Event
 from backend.proxy.errors import anthropic_error
-from backend.proxy.headers import client_key
+from backend.proxy.headers import key_accepted
 from backend.redaction import redact
 
 _log = logging.getLogger(__name__)
@@ -246,11 +245,7 @@ class ControlAPI:
     # -- Prometheus --------------------------------------------------------------------
     def authorized(self, request: web.BaseRequest) -> bool:
         """The front proxy's rule: with proxy.api_key set, x-api-key or a Bearer token must equal it."""
-        key = self._api_key()
-        if not key:
-            return True
-        given = client_key(request.headers)
-        return given is not None and hmac.compare_digest(given.encode(), key.encode())
+        return key_accepted(request.headers, self._api_key())
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
         if not self.authorized(request):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import aiohttp
 
 from backend.config.model import BackendConfig
-from backend.llama_api import server_root
+from backend.llama_api import server_root, slots_url
 from backend.monitor.backend_status import BackendStatus
 from backend.monitor.llama import auth_headers
 from backend.proxy.toolrepair import ToolCatalog, find_calls
@@ -239,7 +239,7 @@ async def busy_now(session: aiohttp.ClientSession, backend: BackendConfig, statu
     """Whether llama-server is working on a request right now: its /slots, asked now (the monitor's
     sample can be two seconds old, and still show the last request of a turn that has ended)."""
     try:
-        async with session.get(f"{server_root(backend.api_base)}/slots", headers=auth_headers(backend.api_key),
+        async with session.get(slots_url(backend.api_base), headers=auth_headers(backend.api_key),
                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
             slots = await resp.json(content_type=None) if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
