@@ -66,6 +66,12 @@ async def read_body(request: web.BaseRequest, limit: int, timeout: float | None 
         )
     if not request.body_exists:
         return b""
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers (most requests): no waiting, no timer
+        data = content.read_nowait()
+        if len(data) > limit:
+            raise BodyRefused(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
+        return data
     chunks: list[bytes] = []
     size = 0
     try:
