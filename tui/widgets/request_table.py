@@ -17,7 +17,8 @@ caches), so a key pressed during a flush waited for the whole table. Here:
   the theme.
 
 The cursor follows the request a user is reading (rows arriving on top push it
-down, the view scrolls with it); on the newest row it stays on the newest row.
+down, the view scrolls with it); on the newest row it stays on the newest row,
+and a view scrolled down with the wheel keeps showing the rows it showed.
 """
 
 from __future__ import annotations
