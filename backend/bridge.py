@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession, TCPConnector, web
+from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
 
 from backend import __version__, paths
 from backend.api.server import ControlAPI
@@ -173,6 +173,7 @@ class Bridge(ConfigKeeper, StatusReport):
             connector=TCPConnector(limit=0, keepalive_timeout=2.0),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
+            cookie_jar=DummyCookieJar(),  # a proxy keeps no cookies (one client's would reach the next)
         )
         # Model servers get a new connection per request: llama-server (this build) drops or
         # garbles the next response on a connection reused after a stream (measured: every
@@ -181,6 +182,7 @@ class Bridge(ConfigKeeper, StatusReport):
             connector=TCPConnector(limit=0, force_close=True),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
+            cookie_jar=DummyCookieJar(),
         )
         self._resolver = ModelResolver(self._backend_session, known=self.monitored.model)
         self._pinner = SlotPinner(self._backend_session, known_slots=self.monitored.slots)

@@ -44,6 +44,11 @@ async def read_answer(response: ClientResponse, limit: int) -> bytes:
     """An upstream's whole answer, at most `limit` bytes; AnswerTooLarge past it (nothing more is read)."""
     if response.content_length is not None and response.content_length > limit:
         raise AnswerTooLarge(limit)
+    if response.content.is_eof():  # the whole answer came with its headers (most plain answers)
+        data = response.content.read_nowait()
+        if len(data) > limit:
+            raise AnswerTooLarge(limit)
+        return data
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():

@@ -34,6 +34,7 @@ from aiohttp import (
     ServerTimeoutError,
     web,
 )
+from yarl import URL
 
 from backend.events import (
     Event,
@@ -72,6 +73,12 @@ _HOLD_SECONDS = 120.0
 @functools.lru_cache(maxsize=8)
 def _timeout(sock_read: float) -> ClientTimeout:
     return ClientTimeout(total=None, sock_connect=5, sock_read=sock_read)
+
+
+@functools.lru_cache(maxsize=64)
+def _url(url: str) -> URL:
+    """The upstream URL, parsed once (a client's path is sent as it came: already encoded)."""
+    return URL(url, encoded=True)
 
 
 def _json_response(status: int, body: bytes) -> web.Response:
@@ -262,7 +269,7 @@ class FrontProxy:
             try:
                 up = await session.request(
                     request.method,
-                    base_url + request.raw_path,
+                    _url(base_url + request.raw_path),
                     headers=headers,
                     data=body or None,
                     timeout=_timeout(proxy.upstream_timeout),
