@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -98,13 +99,18 @@ class RequestDraft:
     def to_record(self, status: int | None, timings: dict[str, Any] | None = None,
                   end: float | None = None) -> RequestRecord:
         end = time.monotonic() if end is None else end
-        values = {name: getattr(self, name) for name in _RECORD_FIELDS if hasattr(self, name)}
+        values = dict(zip(_COPIED, _copied(self), strict=True))
         values.update(status=status, duration_ms=(end - self.t0) * 1000.0)
         if self.first_at is not None and self.output_tokens and end > self.first_at:
             values["output_tps"] = self.output_tokens / (end - self.first_at)
         values.update(timings_fields(timings))
         values["cache_share"] = cache_share(values)
         return RequestRecord(**values)
+
+
+# the record's fields the draft has, read in one call (to_record runs once per request)
+_COPIED = tuple(name for name in _RECORD_FIELDS if name in {f.name for f in fields(RequestDraft)})
+_copied = operator.attrgetter(*_COPIED)
 
 
 def cache_share(values: dict[str, Any]) -> float | None:
