@@ -34,12 +34,12 @@ BODY = {"model": "claude-opus-4-8", "max_tokens": 64, "messages": [{"role": "use
 RESULTS = REPO / "bench" / "results"
 
 
-async def _load(url: str, seconds: float) -> int:
+async def _load(url: str, seconds: float, kinds: tuple[bool, ...] = (False, True)) -> int:
     n = 0
     end = time.monotonic() + seconds
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < end:
-            for stream in (False, True):
+            for stream in kinds:
                 async with session.post(url + "/v1/messages", json={**BODY, "stream": stream}) as resp:
                     await resp.read()
                     n += 1
@@ -76,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
+    parser.add_argument("--plain", action="store_true", help="only plain requests (bench.suite's p50/p99 row)")
     parser.add_argument("--native", action="store_true", help="also sample C frames (uvloop, aiohttp's parser)")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -95,7 +96,7 @@ def main() -> None:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                      for fmt, out in (("raw", raw), ("flamegraph", svg))]
             time.sleep(1)
-            n = asyncio.run(_load(url, args.seconds))
+            n = asyncio.run(_load(url, args.seconds, (False,) if args.plain else (False, True)))
             for proc in procs:
                 _, err = proc.communicate(timeout=args.seconds + 60)
                 if proc.returncode:
