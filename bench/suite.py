@@ -319,7 +319,7 @@ def cache_reuse(tmp: Path, env: dict[str, str], model: Path) -> dict:
 def _conversation(url: str, llama: Any) -> dict[str, float]:
     """Two sessions, four turns each, interleaved; the cache share of turns 2+ as llama-server's own
     log tells it (its Anthropic stream leaves out the usage event about 1 time in 4)."""
-    from tests.support.sessions import served_turns
+    from tests.support.sessions import wait_served_turns
 
     ttfts = []
     histories: dict[str, list[dict]] = {"a": [], "b": []}
@@ -345,7 +345,7 @@ def _conversation(url: str, llama: Any) -> dict[str, float]:
                 history.append({"role": "assistant", "content": "ok"})
                 if turn:
                     ttfts.append(ttft or 0.0)
-    served = served_turns(llama.log_text())
+    served = wait_served_turns(llama.log_text, 8)
     if len(served) != 8:
         raise RuntimeError(f"llama-server's log shows {len(served)} requests, not 8")
     shares = [t.share for t in served[2:]]

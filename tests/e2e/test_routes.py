@@ -9,7 +9,7 @@ from tests.support.anthropic_sse import parse_sse
 from tests.support.claude import CLAUDE_VERSIONS, run_claude
 from tests.support.llama import LlamaServer, slot_busy
 from tests.support.serve import ServeProcess, StreamReader, records_for, wait_for, write_chain_config
-from tests.support.sessions import served_turns
+from tests.support.sessions import wait_served_turns
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,7 @@ def test_interleaved_sessions_keep_their_prompt_cache(tiny_model, tmp_path, rout
                     history.append({"role": "assistant", "content": "ok"})
             # llama-server's own log per request: its Anthropic stream leaves out message_start (the
             # only event with the input usage) about 1 time in 4, so usage alone cannot tell every turn
-            turns = served_turns(llama.log_text())
+            turns = wait_served_turns(llama.log_text, 6)
             assert len(turns) == 6, llama.log_tail(30)
             shares = [t.share for t in turns[2:]]
             print(f"\n{route}: cache share on turns 2+: {[round(s, 3) for s in shares]}")

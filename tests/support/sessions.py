@@ -133,6 +133,15 @@ def _claude(version: str, base_url: str, prompt: str, home: Path, tool: str, mod
     return final
 
 
+def wait_served_turns(log: Callable[[], str], count: int, timeout: float = 10) -> list[ServedTurn]:
+    """`served_turns` once `count` are in the log (or after `timeout`): llama-server writes a request's
+    last lines a moment after its answer has gone out."""
+    deadline = time.monotonic() + timeout
+    while len(turns := served_turns(log())) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return turns
+
+
 def run_sessions(version: str, base_url: str, home: Path, log: Callable[[], str], *,
                  model: str = "local", api_key: str = "sk-test-local") -> SessionsRun:
     """Two sessions with a subagent each, then `claude -p -c`, all in `home`/work, against `base_url`;
@@ -144,9 +153,7 @@ def run_sessions(version: str, base_url: str, home: Path, log: Callable[[], str]
     for (prompt, extra), count in zip(((FIRST_PROMPT, ()), (SECOND_PROMPT, ()), (CONTINUATION_PROMPT, ("-c",))),
                                       expected, strict=True):
         outputs.append(_claude(version, base_url, prompt, home, tool, model, api_key, extra))
-        deadline = time.monotonic() + 10  # the log's last lines follow the answer by a moment
-        while len(turns := served_turns(log())) < len(served) + count and time.monotonic() < deadline:
-            time.sleep(0.1)
+        turns = wait_served_turns(log, len(served) + count)
         if len(turns) != len(served) + count:
             raise FlowFailed(f"claude -p {prompt!r}: llama-server served {len(turns) - len(served)} requests, "
                              f"expected {count}: {turns[len(served):]}")
