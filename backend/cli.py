@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -85,6 +86,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config, verbose=args.verbose))
 
 
+def settle_for_serving() -> None:
+    """Once everything is started: what startup made is moved out of the garbage collector's sight
+    (gc.freeze; a full collection then walked all of it, a 15-26 ms pause in the middle of requests),
+    and the threads beside the loop (history writer, console) hand the GIL back after 1 ms, not 5 ms.
+    Measured: 5 s of sequential plain requests, four alternating runs, 6.1k and 6.7k requests with
+    this against 5.6k and 5.2k without; no full collection during the load."""
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(0.001)
+
+
 async def _serve(config: Config, *, verbose: bool) -> int:
     from backend.bridge import Bridge, StartupError
 
@@ -115,6 +127,7 @@ async def _serve(config: Config, *, verbose: bool) -> int:
         out.close()
         print(f"ccbridge: {exc}", file=sys.stderr)
         return 2
+    settle_for_serving()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
