@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 __all__ = [
     "AnthropicStreamMeter",
     "SSEFramer",
@@ -52,6 +54,10 @@ _OPENAI_MARKER = re.compile(rb'"(?:timings|usage|error|finish_reason": ?")')
 
 def extract_json(data: bytes) -> Any:
     """JSON-decode bytes; None when not JSON. Invalid UTF-8 becomes U+FFFD."""
+    try:
+        return orjson.loads(data)  # every answer and stream event passes here: 5-10x the standard library
+    except orjson.JSONDecodeError:
+        pass  # invalid UTF-8, NaN, an integer beyond 64 bits, deep nesting: the standard library decides
     try:
         return json.loads(data.decode("utf-8", "replace"))
     except (ValueError, RecursionError):
