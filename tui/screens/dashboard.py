@@ -16,6 +16,7 @@ from tui.screens.gpu import dashboard_card
 from tui.widgets.cards import ServiceCard
 from tui.widgets.footer import SteadyFooter
 from tui.widgets.request_table import RequestTable
+from tui.widgets.steady import put
 
 LIVE_ROWS = 60  # the dashboard's log: the newest requests (the requests screen keeps more)
 
@@ -58,7 +59,7 @@ class DashboardScreen(PanelScreen):
         now = state.clock()
         error = self.query_one("#error", Static)
         error.display = bool(self.panel.backend_error)
-        error.update(f"ccbridge: {self.panel.backend_error}" if self.panel.backend_error else "")
+        put(error, f"ccbridge: {self.panel.backend_error}" if self.panel.backend_error else "")
         cards = self.query_one("#cards", Horizontal)
         services = list(state.status.get("services", []))
         gpu = state.status.get("monitor")
@@ -73,15 +74,16 @@ class DashboardScreen(PanelScreen):
             return
         for card, svc in zip(cards.query(ServiceCard), services, strict=True):
             card.show(svc, now, state.shown_state(svc))
-        self.query_one("#card-model", Static).update(dashboard_card(gpu))
+        put(self.query_one("#card-model", Static), dashboard_card(gpu), fixed=True)
         metrics = state.metrics
         out = list(metrics.get("output_tps_series") or [])
         prompt = list(metrics.get("prompt_tps_series") or [])
         self.query_one("#out-chart", Sparkline).data = out
         self.query_one("#in-chart", Sparkline).data = prompt
-        self.query_one("#out-label", Label).update(chart_label("output", out, metrics.get("output_tps")))
-        self.query_one("#in-label", Label).update(chart_label("prompt", prompt, metrics.get("prompt_tps")))
-        self.query_one("#stats", Static).update(stats_line(metrics))
+        # the labels are as wide as their text (a longer one may use the gap); the stats line is one row wide
+        put(self.query_one("#out-label", Label), chart_label("output", out, metrics.get("output_tps")))
+        put(self.query_one("#in-label", Label), chart_label("prompt", prompt, metrics.get("prompt_tps")))
+        put(self.query_one("#stats", Static), stats_line(metrics), fixed=True)
         rows = state.live(LIVE_ROWS)
         self.query_one("#live", RequestTable).show(rows)
         env = self.query_one("#env", Static)
@@ -89,7 +91,7 @@ class DashboardScreen(PanelScreen):
         if len(lines) > 4:  # 80x24 has room for four: the ones that connect, then where the rest are
             lines = [*lines[:3], f"+ {len(lines) - 3} more: ctrl+p Copy env lines; `ccbridge claude` sets all"]
         # Until the first request the lines are the next step; after it, one line is enough.
-        env.update("\n".join(lines) if not rows else f"{lines[0]}   (ctrl+p: Copy env lines)")
+        put(env, "\n".join(lines) if not rows else f"{lines[0]}   (ctrl+p: Copy env lines)")
         env.set_class(bool(rows), "-compact")
 
     @on(RequestTable.RowSelected, "#live")

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tui.format import duration, service_address
+from tui.widgets.steady import put
 
 STATE_STYLE = {
     "ready": "bold green", "running": "bold green", "external": "green", "unused": "dim",
@@ -30,7 +31,7 @@ class ServiceCard(Static):
 
     def show(self, svc: dict[str, Any] | None, now: float, state: str | None = None) -> None:
         if svc is None:
-            self.update(Text("not running", style="dim"))
+            put(self, Text("not running", style="dim"), fixed=True)
             return
         state = state or str(svc.get("state", "?"))
         text = Text()
@@ -46,9 +47,9 @@ class ServiceCard(Static):
         err = svc.get("last_error")
         if state == "restarting":
             text.append("\nrestarting: the old one serves until the new one is healthy", style="yellow")
-            self.update(text)
+            put(self, text, fixed=True)
             return
         text.append("\n")
         text.append(f"error: {err}" if err else "no errors", style="red" if err else "dim")
         self.set_class(state in ("failed", "crashed"), "-failed")
-        self.update(text)
+        put(self, text, fixed=True)  # the card's size is the stylesheet's (height 7, 1fr)
