@@ -179,6 +179,22 @@ def test_retention_by_max_rows(tmp_path):
         store.close()
 
 
+def test_retention_takes_the_pruned_requests_bodies_and_keeps_the_others(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3", max_rows=10, flush_interval=0.02, retention_days=1.0)
+    try:
+        now = time.time()
+        for i in range(30):
+            started = now - 3 * 86400 if i < 5 else now - 1000 + i  # five past the retention age
+            store.add(_rec(i, started_at=started))
+            store.add_bodies(f"r{i}", started, b'{"n": %d}' % i, b"answer")
+        assert store.flush(timeout=30) and store.prune()
+        assert [r.id for r in store.recent(100)] == [f"r{i}" for i in range(29, 19, -1)]
+        kept = {f"r{i}" for i in range(30) if store.bodies(f"r{i}") is not None}
+        assert kept == {f"r{i}" for i in range(20, 30)}
+    finally:
+        store.close()
+
+
 def test_retention_by_age(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3", retention_days=1.0, flush_interval=0.02)
     try:
