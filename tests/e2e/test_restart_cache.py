@@ -52,6 +52,11 @@ def _first_record(serve: ServeProcess, since: float) -> dict[str, Any]:
         time.sleep(0.2)
 
 
+def _ms(value: float | None) -> str:
+    """A time for the log line; None when the answer had no text (a one-token reply can be empty)."""
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 def restart_flow(tmp: Path, tiny_model: Path, keep_slots: bool) -> Restarted:
     """A 1, a restart, then (slots kept) A 2 with -c and B 1 in the same folder, or (neither slots kept
     nor warm-up) B 1 and C 1 in another folder."""
@@ -71,7 +76,7 @@ def restart_flow(tmp: Path, tiny_model: Path, keep_slots: bool) -> Restarted:
             assert result.returncode == 0, (name, result.stdout[-2000:], result.stderr[-2000:], serve.log()[-3000:])
             runs[name] = record = _first_record(serve, since)
             print(f"{name}: {record['backend_cache_n']} of {record['backend_cache_n'] + record['backend_prompt_n']} "
-                  f"from cache, first token {record['ttft_ms']:.0f} ms; miss: {record['miss_reason']}")
+                  f"from cache, first token {_ms(record['ttft_ms'])}; miss: {record['miss_reason']}")
 
         def llama() -> dict[str, Any]:
             return next(s for s in serve.status()["services"] if s["name"] == "llama:local")
