@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import ClientPayloadError, ClientResponse, web
+from aiohttp import ClientPayloadError, ClientResponse, StreamReader, web
 
 # Seconds a client may take to send its whole request body (a stalled upload is cut off).
 BODY_TIMEOUT = 60.0
@@ -40,12 +40,17 @@ def byte_limit(max_body_mb: float) -> int:
     return int(max_body_mb * 1024 * 1024)
 
 
+def _arrived_whole(stream: StreamReader) -> bytes | None:
+    """All of a body that has already arrived in full (its end was read), or None if more is to come."""
+    return stream.read_nowait() if stream.is_eof() else None
+
+
 async def read_answer(response: ClientResponse, limit: int) -> bytes:
     """An upstream's whole answer, at most `limit` bytes; AnswerTooLarge past it (nothing more is read)."""
     if response.content_length is not None and response.content_length > limit:
         raise AnswerTooLarge(limit)
-    if response.content.is_eof():  # the whole answer came with its headers (most plain answers)
-        data = response.content.read_nowait()
+    data = _arrived_whole(response.content)  # most plain answers come with their headers
+    if data is not None:
         if len(data) > limit:
             raise AnswerTooLarge(limit)
         return data
@@ -71,9 +76,8 @@ async def read_body(request: web.BaseRequest, limit: int, timeout: float | None 
         )
     if not request.body_exists:
         return b""
-    content = request.content
-    if content.is_eof():  # the whole body came with the headers (most requests): no waiting, no timer
-        data = content.read_nowait()
+    data = _arrived_whole(request.content)  # most requests: no waiting, no timer
+    if data is not None:
         if len(data) > limit:
             raise BodyRefused(413, f"request body over {limit} bytes (proxy.max_body_mb in ccbridge.yaml).")
         return data

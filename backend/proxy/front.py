@@ -69,7 +69,8 @@ _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
 # How long a request waits for a (re)starting LiteLLM before it is answered 503.
 _HOLD_SECONDS = 120.0
-# What reading an upstream answer can raise when the upstream fails or is too slow.
+
+
 @functools.lru_cache(maxsize=8)
 def _timeout(sock_read: float) -> ClientTimeout:
     return ClientTimeout(total=None, sock_connect=5, sock_read=sock_read)
