@@ -19,11 +19,9 @@ _shown: WeakKeyDictionary[Static, Any] = WeakKeyDictionary()
 _NOTHING = object()
 
 
-def put(widget: Static, content: Any, *, fixed: bool = False) -> bool:
+def put(widget: Static, content: Any, *, fixed: bool = False) -> None:
     """Show `content` in `widget` unless it already shows it; `fixed`: the stylesheet sets the widget's
-    size, so its content cannot change it (no layout pass). Returns whether the widget was updated."""
-    if _shown.get(widget, _NOTHING) == content:
-        return False
-    _shown[widget] = content
-    widget.update(content, layout=not fixed)
-    return True
+    size, so its content cannot change it (no layout pass)."""
+    if _shown.get(widget, _NOTHING) != content:
+        _shown[widget] = content
+        widget.update(content, layout=not fixed)
