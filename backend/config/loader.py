@@ -135,15 +135,20 @@ def _litellm(root: RootSection, tree: Any, file: Path | None) -> LiteLLMConfig:
     return LiteLLMConfig(**kw)
 
 
-def _backends(root: RootSection, tree: Any, file: Path | None) -> dict[str, BackendConfig]:
-    expected = "at least one backend, e.g.\n  local:\n    api_base: http://127.0.0.1:8080/v1"
-    if "backends" not in tree:
-        raise ConfigError(file=file, key="backends", line=node_line(tree) or 1, found="no backends section",
+def _required_section(tree: Any, key: str, file: Path | None, expected: str) -> Mapping[Any, Any]:
+    """The non-empty mapping under `key`; a ConfigError naming its line (or the file's) otherwise."""
+    if key not in tree:
+        raise ConfigError(file=file, key=key, line=node_line(tree) or 1, found=f"no {key} section",
                           expected=expected)
-    node = tree["backends"]
+    node = tree[key]
     if not isinstance(node, Mapping) or not node:
-        raise ConfigError(file=file, key="backends", line=value_line(tree, "backends"), found=describe(node),
-                          expected=expected)
+        raise ConfigError(file=file, key=key, line=value_line(tree, key), found=describe(node), expected=expected)
+    return node
+
+
+def _backends(root: RootSection, tree: Any, file: Path | None) -> dict[str, BackendConfig]:
+    node = _required_section(tree, "backends", file,
+                             "at least one backend, e.g.\n  local:\n    api_base: http://127.0.0.1:8080/v1")
     result: dict[str, BackendConfig] = {}
     for name, entry in node.items():
         reason = validate_backend_name(name) if isinstance(name, str) else "not text"
@@ -207,14 +212,7 @@ def _env_secret(value: str, node: Any, path: str, file: Path | None) -> str:
 
 def _aliases(tree: Any, backends: dict[str, BackendConfig], file: Path | None) -> tuple[AliasRule, ...]:
     first = next(iter(backends))
-    expected = f'at least one alias, e.g.\n  "*": {first}'
-    if "aliases" not in tree:
-        raise ConfigError(file=file, key="aliases", line=node_line(tree) or 1, found="no aliases section",
-                          expected=expected)
-    node = tree["aliases"]
-    if not isinstance(node, Mapping) or not node:
-        raise ConfigError(file=file, key="aliases", line=value_line(tree, "aliases"), found=describe(node),
-                          expected=expected)
+    node = _required_section(tree, "aliases", file, f'at least one alias, e.g.\n  "*": {first}')
     rules: list[AliasRule] = []
     for pattern, target in node.items():
         path = key_path("aliases", str(pattern))
