@@ -15,6 +15,8 @@ import asyncio
 
 from aiohttp import ClientPayloadError, ClientResponse, StreamReader, web
 
+from backend.proxy.relay_client import LeanAnswer
+
 # Seconds a client may take to send its whole request body (a stalled upload is cut off).
 BODY_TIMEOUT = 60.0
 
@@ -40,12 +42,12 @@ def byte_limit(max_body_mb: float) -> int:
     return int(max_body_mb * 1024 * 1024)
 
 
-def _arrived_whole(stream: StreamReader) -> bytes | None:
+def _arrived_whole(stream: StreamReader | LeanAnswer) -> bytes | None:
     """All of a body that has already arrived in full (its end was read), or None if more is to come."""
     return stream.read_nowait() if stream.is_eof() else None
 
 
-async def read_answer(response: ClientResponse, limit: int) -> bytes:
+async def read_answer(response: ClientResponse | LeanAnswer, limit: int) -> bytes:
     """An upstream's whole answer, at most `limit` bytes; AnswerTooLarge past it (nothing more is read)."""
     if response.content_length is not None and response.content_length > limit:
         raise AnswerTooLarge(limit)

@@ -56,6 +56,7 @@ from backend.proxy.misses import MissExplainer
 from backend.proxy.outcome import apply_meter, final_record, reworded
 from backend.proxy.pairing import PAIR_HEADER, Pair, PairRegistry
 from backend.proxy.relay import UPSTREAM_BROKE, pump
+from backend.proxy.relay_client import LeanAnswer, RelayClient, lean_target
 from backend.proxy.routing import MESSAGES_PATH, ROUTED_PATHS, Refusal, Routing, route
 from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body
 from backend.proxy.toolrepair import StreamRepair, repair_body, repair_message
@@ -63,6 +64,9 @@ from backend.proxy.upstream import Upstream, UpstreamUnavailable
 from backend.proxy.warm import Warmer
 
 log = logging.getLogger(__name__)
+
+# an upstream's answer: the lean client's (relayed upstreams) or aiohttp's (native route, https)
+Answer = ClientResponse | LeanAnswer
 
 _DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
@@ -111,6 +115,7 @@ class FrontProxy:
         self._registry = registry
         self._session = session
         self._backend_session = backend_session or session  # for `route: native` (no reused connections)
+        self._lean = RelayClient()  # for relayed upstreams over http: LiteLLM, `litellm.url`
         self._bus = bus
         self._admin = admin
         self._body_limit = bodies  # bytes of each body to keep (0: bodies are not kept)
@@ -118,7 +123,7 @@ class FrontProxy:
         self._misses = misses  # names why a request missed the prompt cache
         self._warmer = warmer  # warm-ups of a cold llama-server: a user request goes first
         self._live: dict[str, asyncio.Task[Any]] = {}  # request id -> its handler task
-        self._answers: dict[str, ClientResponse] = {}  # request id -> the upstream answer being relayed
+        self._answers: dict[str, Answer] = {}  # request id -> the upstream answer being relayed
         self._stopping = False
         self.in_flight = 0
         self.probes_answered = 0
@@ -164,6 +169,7 @@ class FrontProxy:
         self._stopping = True
         for answer in list(self._answers.values()):
             answer.close()
+        self._lean.close()
         tasks = [t for t in self._live.values() if not t.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -267,15 +273,21 @@ class FrontProxy:
             except UpstreamUnavailable as exc:
                 return self._fail(draft, 503, str(exc))
             base_url, release = upstream.acquire()
+            lean = None if upstream.direct or request.method == "HEAD" else lean_target(base_url + request.raw_path)
             try:
-                up = await session.request(
-                    request.method,
-                    _url(base_url + request.raw_path),
-                    headers=headers,
-                    data=body or None,
-                    timeout=_timeout(proxy.upstream_timeout),
-                    allow_redirects=False,
-                )
+                up: Answer
+                if lean is not None:
+                    up = await self._lean.request(request.method, lean, headers, body,
+                                                  read_timeout=proxy.upstream_timeout, fresh=retried_write)
+                else:
+                    up = await session.request(
+                        request.method,
+                        _url(base_url + request.raw_path),
+                        headers=headers,
+                        data=body or None,
+                        timeout=_timeout(proxy.upstream_timeout),
+                        allow_redirects=False,
+                    )
                 break
             except ClientConnectorError as exc:
                 release()
@@ -331,7 +343,7 @@ class FrontProxy:
         return _error(status, message, error_type)
 
     async def _relay(
-        self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft, pair: Pair | None,
+        self, request: web.BaseRequest, up: Answer, draft: RequestDraft, pair: Pair | None,
         routing: Routing, count: Callable[[], Awaitable[int | None]] | None = None,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
@@ -364,7 +376,7 @@ class FrontProxy:
             self._answers.pop(draft.id, None)
             up.release()
 
-    async def _assembled(self, up: ClientResponse, draft: RequestDraft,
+    async def _assembled(self, up: Answer, draft: RequestDraft,
                          count: Callable[[], Awaitable[int | None]] | None) -> web.Response:
         """A plain request the native route streamed from llama-server: answer it whole."""
         assembler = MessageAssembler(draft.id, draft.routed_model)
@@ -393,7 +405,7 @@ class FrontProxy:
         return _json_response(200, fastjson.dumps(result))
 
     async def _stream(
-        self, request: web.BaseRequest, up: ClientResponse, draft: RequestDraft,
+        self, request: web.BaseRequest, up: Answer, draft: RequestDraft,
         count: Callable[[], Awaitable[int | None]] | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=up.status, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))

@@ -15,6 +15,7 @@ from aiohttp import ClientConnectionError, ClientPayloadError, ClientResponse, S
 
 from backend.events import Event, RequestProgress
 from backend.proxy.draft import RequestDraft
+from backend.proxy.relay_client import LeanAnswer
 from backend.proxy.sse import AnthropicStreamMeter, SSEFramer
 from backend.proxy.stream_fix import BARE_ERROR, message_start_event, rewrite_bare_errors, through_end
 from backend.proxy.toolrepair import StreamRepair
@@ -23,9 +24,10 @@ from backend.proxy.toolrepair import StreamRepair
 UPSTREAM_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, ServerTimeoutError)
 
 
-async def pump(up: ClientResponse, response: web.StreamResponse, draft: RequestDraft, meter: AnthropicStreamMeter, *,
-           count: Callable[[], Awaitable[int | None]] | None, repair: StreamRepair | None,
-           publish: Callable[[Event], None], stopping: Callable[[], bool]) -> str | None:
+async def pump(up: ClientResponse | LeanAnswer, response: web.StreamResponse, draft: RequestDraft,
+               meter: AnthropicStreamMeter, *, count: Callable[[], Awaitable[int | None]] | None,
+               repair: StreamRepair | None,
+               publish: Callable[[Event], None], stopping: Callable[[], bool]) -> str | None:
     """Relay whole events until the stream ends (its `message_stop` or `error`, or the upstream's end);
     returns why it broke off, or None. `count`: the native route's prompt-size question, for a
     stand-in `message_start`. `repair`: holds text that may be a tool call written as text.
