@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples a second")
     parser.add_argument("--plain", action="store_true", help="only plain requests (bench.suite's p50/p99 row)")
     parser.add_argument("--native", action="store_true", help="also sample C frames (uvloop, aiohttp's parser)")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL, and name each sample's thread: what keeps "
+                             "the event loop waiting for the GIL")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -91,6 +94,7 @@ def main() -> None:
             raw = RESULTS / "profile-hop.collapsed.txt"
             svg = RESULTS / "profile-hop.svg"
             how = ["--native"] if args.native else ["--nonblocking"]  # --native must pause serve to read C stacks
+            how += ["--gil", "--threads"] if args.gil else []
             procs = [subprocess.Popen([spy, "record", "-p", str(pid), "-r", str(args.rate), "-d",
                                        str(int(args.seconds)), *how, "-f", fmt, "-o", str(out)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

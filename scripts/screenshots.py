@@ -32,8 +32,8 @@ def main() -> None:
     import httpx
 
     from tests.support.claude import run_claude
+    from tests.support.config import chain_config
     from tests.support.llama import LlamaServer
-    from tests.support.serve import write_chain_config
     from tests.support.tiny_model import write_tiny_model
     from tui.app import PanelApp
     from tui.launcher import link_for_config
@@ -45,8 +45,8 @@ def main() -> None:
         os.environ["CCBRIDGE_DATA_DIR"] = str(tmp / "data")
         model = write_tiny_model(tmp / "tiny-llama.gguf")
         with LlamaServer(model, ctx=65536, extra_args=("--slots", "--metrics")) as llama:
-            config = write_chain_config(tmp / "ccbridge.yaml", llama.api_base,
-                                        extra='  "claude-haiku-*": local\n')
+            config = chain_config(tmp / "ccbridge.yaml", {"local": {"api_base": llama.api_base, "model": "auto"}},
+                                  aliases={"claude-haiku-*": "local", "*": "local"})
             app = PanelApp(None, link=link_for_config(config))
 
             async def drive() -> None:
