@@ -96,7 +96,8 @@ class LeanAnswer:
         return self
 
     # -- what the connection tells it ------------------------------------------
-    def _headers_done(self, status: int, raw: list[tuple[bytes, bytes]]) -> None:
+    def _headers_done(self, status: int, raw: list[tuple[bytes, bytes]]) -> bool:
+        """Takes the answer's head; True when its body ends only with the connection (no length, not chunked)."""
         self.status = status
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in raw:
@@ -109,6 +110,8 @@ class LeanAnswer:
         if length is not None and length.isdigit():
             self.content_length = int(length)
         self._wake()
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        return length is None and not chunked and status not in _NO_BODY_STATUS
 
     def _feed(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -250,10 +253,7 @@ class _Connection(asyncio.Protocol):
         raw, self._raw = self._raw, []
         status = self._parser.get_status_code()
         if self.answer is not None:
-            self.answer._headers_done(status, raw)
-            chunked = any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in raw)
-            length = any(n.lower() == b"content-length" for n, _ in raw)
-            self._until_close = not chunked and not length and status not in _NO_BODY_STATUS
+            self._until_close = self.answer._headers_done(status, raw)
 
     def on_body(self, body: bytes) -> None:
         if self.answer is not None:

@@ -269,3 +269,27 @@ def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
                                         b"{}", read_timeout=5)
 
     uvloop.run(main())
+
+
+def test_a_reader_that_falls_behind_stops_the_connection_reading_and_loses_nothing():
+    size = 8 * 1024 * 1024
+
+    async def handler(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % size)
+        for i in range(size // 65536):
+            writer.write(bytes([i % 251]) * 65536)
+            await writer.drain()
+
+    async def main(port, seen):
+        client = RelayClient()
+        up = await client.request("POST", lean_target(f"http://127.0.0.1:{port}/v1"), {}, b"{}", read_timeout=5)
+        await asyncio.sleep(0.5)  # the relay is slow: its client reads slowly
+        held = up._buffered
+        data = await up.content.read()
+        assert held <= 2 * relay_client._HIGH_WATER, held  # the rest waited in the sockets, not in memory
+        assert len(data) == size and data == b"".join(bytes([i % 251]) * 65536 for i in range(size // 65536))
+        up.release()
+        client.close()
+
+    _run(main, handler)
