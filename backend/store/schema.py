@@ -101,22 +101,33 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 # executemany steps once per row: with the proxy's loop busy, each step then waited for the
 # GIL and the writer fell behind at ~1,500 records/s (measured: its queue grew by 10,000
 # per 25,000 requests at 2,500 requests/s). One multi-row statement steps once per chunk.
-_ROWS_PER_INSERT = 200  # at most; fewer where SQLite binds fewer variables (999 before 3.32)
+# Every chunk is a power of two rows. Each row count is its own SQL text, and sqlite3 keeps up
+# to 128 prepared statements per connection (a 200-row one holds SQLite memory for every bound
+# value): with any tail length (1..199) a batch of whatever size the writer found queued left one
+# more cached statement, SQLite's heap reached ~26 MB, and serve's RSS grew in steps whenever the
+# writer fell behind (new batch sizes). Powers of two bound the texts to 8 per table. Measured:
+# SQLite's memory over 120 random batches 26 -> 3 MB; serve after a 25k warm-up + 100k requests
+# +4.6 % / +22 % -> +0.5 % / +0.7 % (level 69-74 -> 58-59 MB).
+_ROWS_PER_INSERT = 128  # at most (a power of two); fewer where SQLite binds fewer variables (999 before 3.32)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def _insert_rows_sql(table_and_columns: str, width: int, rows: int) -> str:
     one = "(" + ", ".join("?" * width) + ")"
     return f"INSERT OR REPLACE INTO {table_and_columns} VALUES " + ", ".join([one] * rows)
 
 
 def insert_rows(conn: sqlite3.Connection, table_and_columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows of one width, a chunk per statement (see _ROWS_PER_INSERT)."""
-    per = max(1, min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])))
-    for start in range(0, len(rows), per):
-        chunk = rows[start:start + per]
-        sql = _insert_rows_sql(table_and_columns, len(chunk[0]), len(chunk))
+    """Insert rows of one width, a chunk per statement, each chunk a power of two rows (see _ROWS_PER_INSERT)."""
+    fit = max(1, min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])))
+    per = 1 << (fit.bit_length() - 1)  # the largest power of two that fits
+    start, total = 0, len(rows)
+    while start < total:
+        size = min(per, 1 << ((total - start).bit_length() - 1))
+        chunk = rows[start:start + size]
+        sql = _insert_rows_sql(table_and_columns, len(chunk[0]), size)
         conn.execute(sql, [value for row in chunk for value in row])
+        start += size
 
 
 _BINDABLE = (str, int, float, type(None))

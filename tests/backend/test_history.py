@@ -404,11 +404,13 @@ def test_a_batch_is_written_with_a_statement_per_chunk_not_per_row(tmp_path, var
         conn.set_trace_callback(None)
         inserts = [s for s in statements if s.startswith("INSERT")]
         commits = statements.count("COMMIT")
-        per_chunk = 200 if variable_limit is None else variable_limit // len(dataclasses.fields(RequestRecord))
-        # each commit splits its records into chunks: at most one partial chunk per commit
-        assert 1_000 / per_chunk <= len([s for s in inserts if "INTO requests" in s]) <= 1_000 / per_chunk + commits
-        bodies_chunk = 200 if variable_limit is None else min(200, variable_limit // 6)  # 6 columns
-        assert 1_000 / bodies_chunk <= len([s for s in inserts if "INTO bodies" in s]) <= 1_000 / bodies_chunk + commits
+        # chunks are powers of two rows: 128, or what the bound allows (999 // 32 columns -> 16)
+        per_chunk = 128 if variable_limit is None else 16
+        # each commit splits its records into full chunks and a tail of at most log2(per_chunk) smaller ones
+        tails = commits * (per_chunk.bit_length() - 1)
+        assert 1_000 / per_chunk <= len([s for s in inserts if "INTO requests" in s]) <= 1_000 / per_chunk + tails
+        bodies_chunk = 128  # 6 columns: 128 fit either bound
+        assert 1_000 / bodies_chunk <= len([s for s in inserts if "INTO bodies" in s]) <= 1_000 / bodies_chunk + tails
         assert commits < 20
         assert store.count() == 1_000
         assert store.get("r500") == records[500]
@@ -416,3 +418,31 @@ def test_a_batch_is_written_with_a_statement_per_chunk_not_per_row(tmp_path, var
         assert store.bodies("r999").request == b'{"n": 999}'
     finally:
         store.close()
+
+
+def test_any_batch_size_uses_a_few_insert_texts(tmp_path, monkeypatch):
+    """Each row count is its own SQL text and sqlite3 caches up to 128 prepared statements per
+    connection, each holding memory for all its bound values: chunks of any length (1..199) let
+    SQLite's heap grow to ~26 MB in serve, in steps. Every chunk is a power of two rows, so however
+    many records a batch has, the writer's connection prepares at most 8 texts per table."""
+    from backend.store import schema
+
+    texts: set[tuple[str, int]] = set()
+    build = schema._insert_rows_sql
+
+    def recording(table_and_columns: str, width: int, rows: int) -> str:
+        texts.add((table_and_columns, rows))
+        return build(table_and_columns, width, rows)
+
+    monkeypatch.setattr(schema, "_insert_rows_sql", recording)
+    conn = sqlite3.connect(tmp_path / "h.sqlite3", isolation_level=None)
+    schema.ensure_schema(conn)
+    written = 0
+    for size in range(1, 301):
+        rows = [schema.record_row(_rec(written + i)) for i in range(size)]
+        schema.insert_rows(conn, f"requests ({schema.COLUMNS})", rows)
+        written += size
+    assert sorted(rows for _, rows in texts) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM requests").fetchone() == (written, written)
+    assert conn.execute("SELECT MIN(started_at), MAX(started_at) FROM requests").fetchone() == (_T0, _T0 + written - 1)
+    conn.close()
