@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import operator
 import sqlite3
 import typing
 from collections.abc import Iterable, Sequence
@@ -126,21 +128,24 @@ def insert_rows(conn: sqlite3.Connection, table_and_columns: str, rows: Sequence
         size = min(per, 1 << ((total - start).bit_length() - 1))
         chunk = rows[start:start + size]
         sql = _insert_rows_sql(table_and_columns, len(chunk[0]), size)
-        conn.execute(sql, [value for row in chunk for value in row])
+        conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
         start += size
 
 
 _BINDABLE = (str, int, float, type(None))
+# The writer thread turns every record into a row while holding the GIL, and the proxy's loop waits for
+# the GIL meanwhile: both steps run in C (one attrgetter call; one set check of the values' exact types).
+_row_values = operator.attrgetter(*_NAMES)
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def record_row(record: RequestRecord) -> tuple[Any, ...]:
     """A record as a `requests` row, in `COLUMNS` order."""
-    values = tuple(getattr(record, name) for name in _NAMES)
-    for value in values:
-        if not isinstance(value, _BINDABLE):
-            # A value sqlite3 cannot bind would fail the whole batch: store its text.
-            return tuple(v if isinstance(v, _BINDABLE) else str(v) for v in values)
-    return values
+    values: tuple[Any, ...] = _row_values(record)
+    if _PLAIN_TYPES.issuperset(map(type, values)):
+        return values
+    # A value sqlite3 cannot bind would fail the whole batch: store its text.
+    return tuple(v if isinstance(v, _BINDABLE) else str(v) for v in values)
 
 
 def row_record(row: Iterable[Any]) -> RequestRecord:
