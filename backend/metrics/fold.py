@@ -151,6 +151,7 @@ class RequestMetrics:
         self._lock = threading.Lock()
         # per unix second the request ended: [output tokens, prompt tokens, requests]
         self._seconds: dict[int, list[int]] = {}
+        self._oldest: int | None = None  # the smallest key of _seconds (kept, so a trim need not scan it)
         self._ttft: deque[tuple[float, float]] = deque(maxlen=20_000)  # (end time, ttft ms)
         self._in_flight: dict[str, RequestStarted] = {}
         self._progress: dict[str, RequestProgress] = {}
@@ -215,9 +216,12 @@ class RequestMetrics:
 
     def _window(self, r: RequestRecord) -> None:
         end = r.started_at + (r.duration_ms or 0) / 1000
-        slot = self._seconds.get(int(end))
+        sec = int(end)
+        slot = self._seconds.get(sec)
         if slot is None:
-            slot = self._seconds[int(end)] = [0, 0, 0]
+            slot = self._seconds[sec] = [0, 0, 0]
+            if self._oldest is None or sec < self._oldest:
+                self._oldest = sec
         slot[0] += r.output_tokens or 0
         slot[1] += r.input_tokens or 0
         slot[2] += 1
@@ -226,9 +230,10 @@ class RequestMetrics:
 
     def _trim(self) -> None:
         horizon = self._clock() - self.window_s - self.bucket_s
-        if self._seconds and min(self._seconds) < horizon:
+        if self._oldest is not None and self._oldest < horizon:
             for sec in [s for s in self._seconds if s < horizon]:
                 del self._seconds[sec]
+            self._oldest = min(self._seconds, default=None)
         while self._ttft and self._ttft[0][0] < horizon:
             self._ttft.popleft()
 
