@@ -63,9 +63,19 @@ async def _load(url: str, rate: float, seconds: float) -> dict:
     return {"n": n, "rate": n / took, "p50_ms": median(lat), "p99_ms": pct(lat, 99), "errors": errors}
 
 
-def load(url: str, rate: float, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bench.panel", "--load", url, str(rate), str(seconds)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+def load(url: str, rate: float, seconds: float, *, on_go: bool = False) -> subprocess.Popen[str]:
+    """The load process. `on_go`: it starts when a line reaches its stdin (started ahead, so that it keeps
+    the normal priority the panel gives up once serve runs, as Claude Code does)."""
+    return subprocess.Popen([sys.executable, "-m", "bench.panel", "--load", url, str(rate), str(seconds),
+                             *(["--on-go"] if on_go else [])],
+                            cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.PIPE if on_go else None, text=True)
+
+
+def go(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()  # communicate() closes it
+    return proc
 
 
 def finish(proc: subprocess.Popen[str]) -> dict:
@@ -95,11 +105,11 @@ def with_panel(config: Path, tmp: Path, rate: float, seconds: float) -> dict:
     from tui.app import PanelApp
 
     with ServeProcess(config) as serve:
-        app = PanelApp(None, link=ServeLink(serve.url, spawn=False))
-        return _drive_panel(app, serve.url, rate, seconds)
+        app = PanelApp(None, link=ServeLink(serve.url, spawn=False), yield_cpu=True)  # as `ccbridge` runs it
+        return _drive_panel(app, load(serve.url, rate, seconds, on_go=True), seconds)
 
 
-def _drive_panel(app, url: str, rate: float, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+def _drive_panel(app, waiting_load: subprocess.Popen[str], seconds: float) -> dict:  # type: ignore[no-untyped-def]
     from textual import events
 
     result: dict = {}
@@ -109,7 +119,7 @@ def _drive_panel(app, url: str, rate: float, seconds: float) -> dict:  # type: i
             while not app.backend_up:
                 await pilot.pause(0.05)
             await pilot.press("2")  # the live table: the busiest screen
-            proc = load(url, rate, seconds)
+            proc = go(waiting_load)
             keys: list[float] = []
             await pilot.pause(1.0)
             t_end = time.monotonic() + seconds - 1.5
@@ -191,8 +201,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--on-go", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
+        if args.on_go:
+            sys.stdin.readline()
         print(json.dumps(asyncio.run(_load(args.load[0], float(args.load[1]), float(args.load[2])))))
         return
     seconds = 6 if args.quick else 15

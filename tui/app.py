@@ -25,7 +25,7 @@ from backend.events import RequestRecord
 from backend.serve_info import describe
 from tui.bridge import ROW_WINDOW, PanelBridge, PanelState
 from tui.commands import PanelCommands
-from tui.connection import link_for_config
+from tui.connection import link_for_config, yield_cpu_to_serve
 from tui.format import progress_text
 from tui.screens.aliases import AliasesScreen
 from tui.screens.base import Panel, PanelScreen
@@ -63,10 +63,14 @@ class PanelApp(App[None]):
     ]
 
     def __init__(self, bridge: PanelBridge | None, *, state: PanelState | None = None, link: ServeLink | None = None,
-                 setup_path: Path | None = None, setup_options: dict[str, Any] | None = None, **kw: Any) -> None:
+                 setup_path: Path | None = None, setup_options: dict[str, Any] | None = None,
+                 yield_cpu: bool = False, **kw: Any) -> None:
         """`bridge` over a control interface that is ready; or `link` to a serve to find or start first;
-        or neither with `setup_path`: the first-run screen writes that config, then a link is made for it."""
+        or neither with `setup_path`: the first-run screen writes that config, then a link is made for it.
+        `yield_cpu`: once serve is found or started, the panel lowers its own priority (as `ccbridge` runs it;
+        see `tui.connection.yield_cpu_to_serve`)."""
         super().__init__(**kw)
+        self.yield_cpu = yield_cpu
         self.bridge = bridge  # type: ignore[assignment]
         self.state = state or PanelState()
         self.link = link
@@ -129,6 +133,8 @@ class PanelApp(App[None]):
             found = describe(seen, self.link.url) if seen else f"the serve at {self.link.url}"
             self.notify(f"attached to {found}; q leaves it running", markup=False, timeout=10)
         self.backend_up = True
+        if self.yield_cpu:
+            yield_cpu_to_serve()  # serve runs in its own process now: it and the model go first for a core
         await self._reseed()
         self.poll_status()
 

@@ -61,3 +61,23 @@ def target(url: str | None, key: str | None, config: str | None) -> tuple[str, s
         except ConfigError:
             pass
     return DEFAULT_URL, key_from_env(key)
+
+
+# How far the panel steps back for the proxy and the model: nice 10 weighs about a tenth of a
+# normal process on Linux, so serve (and llama-server, and Claude Code) win a busy core first.
+PANEL_NICE = 10
+
+
+def yield_cpu_to_serve() -> int | None:
+    """Lower the panel's scheduling priority once serve runs in its own process: on two cores the
+    panel's frames competed with serve for a core and doubled its p99 under load (bench/panel.py).
+    On Linux this is the calling thread's priority (Textual draws on it), and what it starts later
+    inherits it, so call it after serve was started. The new nice value, or None where unsupported."""
+    if not hasattr(os, "setpriority"):
+        return None
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, now + PANEL_NICE))
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except OSError:
+        return None

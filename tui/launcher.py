@@ -47,13 +47,13 @@ def run_panel(argv: list[str]) -> int:
 
     path = config_path(args.config)
     if not path.exists():
-        return _run_app(PanelApp(None, setup_path=path))
+        return _run_app(PanelApp(None, setup_path=path, yield_cpu=True))
     try:
         link = link_for_config(path)
     except ConfigError as exc:
         print(f"ccbridge: {exc}", file=sys.stderr)
         return 2
-    return _run_app(PanelApp(None, link=link))
+    return _run_app(PanelApp(None, link=link, yield_cpu=True))
 
 
 def _attach_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def run_attach(argv: list[str]) -> int:
     from tui.app import PanelApp
 
     url, key = target(args.url, args.key, args.config)
-    return _run_app(PanelApp(None, link=ServeLink(url, key, spawn=False)))
+    return _run_app(PanelApp(None, link=ServeLink(url, key, spawn=False), yield_cpu=True))
 
 
 def run_web(argv: list[str]) -> int:
