@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 # an upstream's answer: the lean client's (relayed upstreams) or aiohttp's (native route, https)
 Answer = ClientResponse | LeanAnswer
 
-_DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", PAIR_HEADER})
+# `expect`: the client's 100-continue was answered here (the whole body is read before forwarding)
+_DROP_UPSTREAM = frozenset({"authorization", "x-api-key", "accept-encoding", "expect", PAIR_HEADER})
 _DROP_DOWNSTREAM = frozenset({"content-encoding", "date", "server"})
 _JSON = "application/json"
 # How long a request waits for a (re)starting LiteLLM before it is answered 503.

@@ -214,6 +214,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._raw: list[tuple[bytes, bytes]] = []
         self._until_close = False
+        self._informational = False
         self.transport: asyncio.Transport | None = None
         self.answer: LeanAnswer | None = None
         self.lost = False
@@ -252,7 +253,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         raw, self._raw = self._raw, []
         status = self._parser.get_status_code()
-        if self.answer is not None:
+        # An informational answer (100 Continue, 103 Early Hints) comes before the real one: skipped
+        self._informational = 100 <= status < 200
+        if self.answer is not None and not self._informational:
             self._until_close = self.answer._headers_done(status, raw)
 
     def on_body(self, body: bytes) -> None:
@@ -260,7 +263,7 @@ class _Connection(asyncio.Protocol):
             self.answer._feed(body)
 
     def on_message_complete(self) -> None:
-        if self.answer is not None:
+        if self.answer is not None and not self._informational:
             self.answer._end(reusable=self._parser.should_keep_alive())
 
     # -- the pool's side --------------------------------------------------------------

@@ -134,6 +134,17 @@ def test_other_paths_forwarded_with_method_query_and_headers(tmp_path):
     run_with_bridge(tmp_path, body)
 
 
+def test_a_clients_expect_100_continue_is_answered_here_and_not_forwarded(tmp_path):
+    """curl sends `Expect: 100-continue` with a body over 1 MB (a replayed long session): ccbridge reads the
+    whole body first, so the upstream must not be asked to say 100 Continue again."""
+    async def body(bridge, up, client):
+        resp = await client.post("/v1/messages", json=messages_body(), headers={"expect": "100-continue"})
+        assert resp.status_code == 200, resp.text
+        assert "expect" not in {k.lower() for k in up.seen[-1].headers}
+
+    run_with_bridge(tmp_path, body)
+
+
 def test_api_key_required_and_never_forwarded_or_stored(tmp_path):
     async def body(bridge, up, client):
         assert (await client.post("/v1/messages", json=messages_body())).status_code == 401

@@ -293,3 +293,27 @@ def test_a_reader_that_falls_behind_stops_the_connection_reading_and_loses_nothi
         client.close()
 
     _run(main, handler)
+
+
+def test_an_informational_answer_before_the_real_one_is_skipped():
+    async def handler(reader, writer):
+        while True:
+            await _read_request(reader)
+            for part in (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n",
+                         _answer(b'{"ok": true}')):
+                writer.write(part)  # each on its own: the client must not take the first for the answer
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+    async def main(port, seen):
+        client = RelayClient()
+        target = lean_target(f"http://127.0.0.1:{port}/v1/messages")
+        for _ in range(2):  # and the connection is still fit for the next request
+            up = await client.request("POST", target, {}, b"{}", read_timeout=5)
+            assert up.status == 200 and "link" not in up.headers
+            assert await read_answer(up, 1000) == b'{"ok": true}'
+            up.release()
+        client.close()
+
+    seen = _run(main, handler)
+    assert len([s for s in seen if s[0] == "connection"]) == 1
