@@ -53,6 +53,16 @@ def _run(main: Callable[[int, list], Awaitable[None]], handler: Handler) -> list
     return seen
 
 
+async def _whole(client: RelayClient, port: int, path: str = "/v1", method: str = "POST", body: bytes = b"{}",
+                 **headers: str) -> tuple[int, bytes]:
+    """One request through `client` to the test server, its answer read whole and its connection released."""
+    up = await client.request(method, lean_target(f"http://127.0.0.1:{port}{path}"), headers, body, read_timeout=5)
+    try:
+        return up.status, await read_answer(up, 16 << 20)
+    finally:
+        up.release()
+
+
 def _answer(body: bytes, *, keep: bool = True) -> bytes:
     return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n%s"
             % (len(body), b"" if keep else b"Connection: close\r\n", body))
@@ -131,11 +141,8 @@ def test_an_answer_without_length_ends_with_its_connection_which_is_not_reused()
 
     async def main(port, seen):
         client = RelayClient()
-        target = lean_target(f"http://127.0.0.1:{port}/x")
         for _ in range(2):
-            up = await client.request("GET", target, {}, b"", read_timeout=5)
-            assert await up.content.read() == b"part one, part two"
-            up.release()
+            assert await _whole(client, port, "/x", "GET", b"") == (200, b"part one, part two")
         client.close()
 
     seen = _run(main, handler)
@@ -150,11 +157,8 @@ def test_an_idle_connection_the_upstream_closed_is_not_handed_out():
 
     async def main(port, seen):
         client = RelayClient()
-        target = lean_target(f"http://127.0.0.1:{port}/v1/messages")
         for _ in range(3):
-            up = await client.request("POST", target, {}, b"{}", read_timeout=5)
-            assert await read_answer(up, 1000) == b"{}"
-            up.release()
+            assert await _whole(client, port) == (200, b"{}")
             await asyncio.sleep(0.1)  # the close arrives
         client.close()
 
@@ -185,11 +189,8 @@ def test_an_idle_connection_past_its_time_is_dropped(monkeypatch):
 
     async def main(port, seen):
         client = RelayClient()
-        target = lean_target(f"http://127.0.0.1:{port}/v1")
         for _ in range(2):
-            up = await client.request("POST", target, {}, b"{}", read_timeout=5)
-            await read_answer(up, 100)
-            up.release()
+            assert await _whole(client, port) == (200, b"{}")
             await asyncio.sleep(0.1)
         client.close()
 
@@ -307,12 +308,8 @@ def test_an_informational_answer_before_the_real_one_is_skipped():
 
     async def main(port, seen):
         client = RelayClient()
-        target = lean_target(f"http://127.0.0.1:{port}/v1/messages")
         for _ in range(2):  # and the connection is still fit for the next request
-            up = await client.request("POST", target, {}, b"{}", read_timeout=5)
-            assert up.status == 200 and "link" not in up.headers
-            assert await read_answer(up, 1000) == b'{"ok": true}'
-            up.release()
+            assert await _whole(client, port) == (200, b'{"ok": true}')
         client.close()
 
     seen = _run(main, handler)
