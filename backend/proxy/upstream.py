@@ -151,6 +151,18 @@ class ExternalUpstream(Relayed):
         )
 
 
+async def count_prompt_tokens(session: ClientSession, url: str, body: bytes, headers: dict[str, str]) -> int | None:
+    """llama-server's count of a Messages request's prompt (`url`: its /v1/messages/count_tokens); None
+    when it cannot tell. llama-server's Anthropic stream sometimes leaves out `message_start`, the only
+    event that carries the prompt's size."""
+    try:
+        async with session.post(url, data=body, headers={"content-type": "application/json", **headers},
+                                timeout=ClientTimeout(total=10)) as resp:
+            value = (await resp.json(content_type=None)).get("input_tokens") if resp.status == 200 else None
+    except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 class NativeUpstream:
     """`route: native`: llama-server's own Anthropic endpoint, no LiteLLM in between.
 
@@ -198,14 +210,7 @@ class NativeUpstream:
     async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
         """Asks llama-server's own count_tokens for this request's prompt size: the native route's stand-in
         when llama-server left out `message_start` (the only event with the input usage)."""
-        headers = {"content-type": "application/json", **self.auth_headers({})}
-        try:
-            async with session.post(self._root + COUNT_TOKENS_PATH, data=body, headers=headers,
-                                    timeout=ClientTimeout(total=10)) as resp:
-                value = (await resp.json(content_type=None)).get("input_tokens") if resp.status == 200 else None
-        except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return await count_prompt_tokens(session, self._root + COUNT_TOKENS_PATH, body, self.auth_headers({}))
 
     def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
         return False

@@ -70,7 +70,8 @@ def test_a_user_request_goes_first_and_the_warm_up_then_fills_the_cache(tiny_mod
                 out["cancelled"] = [w for w in bridge.warmer.recent if w["cancelled"]]
                 deadline = time.monotonic() + 120
                 while not any((w["prompt_tokens"] or 0) > LONG and not w["cancelled"] for w in bridge.warmer.recent):
-                    assert time.monotonic() < deadline, bridge.warmer.recent
+                    assert time.monotonic() < deadline, [(w["prompt_tokens"], w["cached_tokens"], w["cancelled"],
+                                                          w["error"]) for w in bridge.warmer.recent]
                     await asyncio.sleep(0.1)
                 out["warmups"] = list(bridge.warmer.recent)
                 out["warm_long"] = await first_token(client, body(LONG_SYSTEM, "first"))
