@@ -15,6 +15,8 @@ started on the other member (LiteLLM's fallback call is refused by the leg).
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -232,8 +234,15 @@ def test_a_hung_up_request_is_not_started_on_another_member(small_groups):
     session = next(f"hangup-{i}" for i in range(100)
                    if rendezvous(f"hangup-{i}", "stall") > rendezvous(f"hangup-{i}", "good"))
     refused_before = serve.status()["services"][0]["refused_retries"]
-    with pytest.raises(httpx.ReadTimeout):
-        _ask(serve, "claude-opus-4-8", session, timeout=2.0)  # gives up while `stall` never answers
+    # The client leaves once `stall` has the request (a fixed 2 s timeout once left before LiteLLM, on its
+    # first call in a loaded CI run, had reached `stall` at all).
+    body = json.dumps({"model": "claude-opus-4-8", "max_tokens": 16,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with socket.create_connection(("127.0.0.1", int(serve.url.rsplit(":", 1)[1])), timeout=60) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                     b"x-api-key: k\r\nx-claude-code-session-id: %s\r\ncontent-length: %d\r\n\r\n%s"
+                     % (session.encode(), len(body), body))
+        wait_for(lambda: stall.posts >= 1, 60)
     record = _record(serve, session)
     assert record["client_hung_up"] and record["routed_backend"] == "stall" and stall.posts == 1
     time.sleep(3)  # time for LiteLLM to try the next member
