@@ -57,11 +57,10 @@ def lean_target(url: str) -> LeanTarget | None:
     if parsed.scheme != "http" or not parsed.host or parsed.user or parsed.password:
         return None
     port = parsed.port or 80
-    host_header = parsed.raw_host if parsed.is_default_port() else f"{parsed.raw_host}:{port}"
-    if ":" in parsed.host:  # an IPv6 literal: brackets in Host
-        host_header = f"[{parsed.host}]" if parsed.is_default_port() else f"[{parsed.host}]:{port}"
+    host = f"[{parsed.host}]" if ":" in parsed.host else (parsed.raw_host or "")  # an IPv6 literal: brackets
+    host_header = host if parsed.is_default_port() else f"{host}:{port}"
     target = parsed.raw_path_qs or "/"
-    return LeanTarget(parsed.host, port, target.encode("ascii"), (host_header or "").encode("idna"))
+    return LeanTarget(parsed.host, port, target.encode("ascii"), host_header.encode("idna"))
 
 
 def _encode(text: str) -> bytes:
@@ -271,9 +270,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.answer = answer
         self._until_close = False
-        self.transport.write(head + body if len(body) < 64 * 1024 else head)
-        if len(body) >= 64 * 1024:
-            self.transport.write(body)
+        self.transport.writelines((head, body))  # one system call, no copy of the body
 
     def pause(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
