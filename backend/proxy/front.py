@@ -60,7 +60,7 @@ from backend.proxy.relay_client import LeanAnswer, RelayClient, lean_target
 from backend.proxy.routing import MESSAGES_PATH, ROUTED_PATHS, Refusal, Routing, route
 from backend.proxy.sse import AnthropicStreamMeter, parse_anthropic_body
 from backend.proxy.toolrepair import StreamRepair, repair_body, repair_message
-from backend.proxy.upstream import Upstream, UpstreamUnavailable
+from backend.proxy.upstream import PromptSizer, Upstream, UpstreamUnavailable
 from backend.proxy.warm import Warmer
 
 log = logging.getLogger(__name__)
@@ -318,21 +318,11 @@ class FrontProxy:
             except BaseException:
                 release()
                 raise
-        count = self._token_counter(upstream, draft, body) if upstream.direct else None
+        sizer = PromptSizer(upstream, self._backend_session, draft, body) if upstream.direct else None
         try:
-            return await self._relay(request, up, draft, pair, routing, count=count)
+            return await self._relay(request, up, draft, pair, routing, sizer=sizer)
         finally:
             release()
-
-    def _token_counter(self, upstream: Upstream, draft: RequestDraft,
-                       body: bytes) -> Callable[[], Awaitable[int | None]]:
-        """The native route's stand-in for a `message_start` llama-server left out: its own count of the
-        prompt (`Upstream.count_tokens`), for a routed request."""
-        async def count() -> int | None:
-            if draft.routed_backend is None:
-                return None
-            return await upstream.count_tokens(self._backend_session, body)
-        return count
 
     def _later(self, event: Event) -> None:
         """Publish `event` once what the request is doing now (sending, writing) is done: the bus's
@@ -345,16 +335,16 @@ class FrontProxy:
 
     async def _relay(
         self, request: web.BaseRequest, up: Answer, draft: RequestDraft, pair: Pair | None,
-        routing: Routing, count: Callable[[], Awaitable[int | None]] | None = None,
+        routing: Routing, sizer: PromptSizer | None = None,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the client (streamed, or whole with errors re-worded)."""
         self._answers[draft.id] = up
         try:
             streamed = up.status < 400 and up.content_type == "text/event-stream"
             if streamed and draft.assemble:
-                return await self._assembled(up, draft, count)
+                return await self._assembled(up, draft, sizer)
             if streamed:
-                return await self._stream(request, up, draft, count)
+                return await self._stream(request, up, draft, sizer)
             try:
                 data = await read_answer(up, byte_limit(routing.proxy.max_body_mb))  # AnswerTooLarge: broken
             except UPSTREAM_BROKE as exc:
@@ -378,10 +368,11 @@ class FrontProxy:
             up.release()
 
     async def _assembled(self, up: Answer, draft: RequestDraft,
-                         count: Callable[[], Awaitable[int | None]] | None) -> web.Response:
+                         sizer: PromptSizer | None) -> web.Response:
         """A plain request the native route streamed from llama-server: answer it whole."""
         assembler = MessageAssembler(draft.id, draft.routed_model)
         meter = AnthropicStreamMeter()
+        measuring: asyncio.Future[None] | None = None
         try:
             async for chunk in up.content.iter_any():
                 assembler.feed(chunk)
@@ -389,25 +380,36 @@ class FrontProxy:
                 meter.feed(chunk, time.monotonic())
                 if first is None and meter.first_content_at is not None:
                     self._bus.publish(RequestProgress(draft.id, "generating", time.time()))
+                    if sizer is not None and not assembler.started:  # no message_start: ask while it answers
+                        measuring = asyncio.ensure_future(sizer.measure())
         except UPSTREAM_BROKE as exc:
             assembler.error = f"the backend's stream broke off: {exc or type(exc).__name__}"
+        except BaseException:
+            if measuring is not None:
+                measuring.cancel()
+            raise
         assembler.finish()
         meter.finish(time.monotonic())
         apply_meter(draft, meter)
         if assembler.error is not None:
+            if measuring is not None:
+                measuring.cancel()
             up.close()
             return self._fail(draft, 502, f"ccbridge: {assembler.error}")
         result = assembler.result()
         if draft.tools is not None:
             draft.repaired(repair_message(result, draft.tools))
-        if not assembler.started and count is not None:  # llama-server left out message_start
-            draft.input_tokens = await count()
-            result["usage"] = {"input_tokens": draft.input_tokens or 0, **result["usage"]}
+        if not assembler.started and sizer is not None:  # llama-server left out message_start
+            await (measuring or sizer.measure())
+            usage = {"input_tokens": draft.input_tokens or 0}
+            if draft.cache_read_tokens is not None:
+                usage["cache_read_input_tokens"] = draft.cache_read_tokens
+            result["usage"] = {**usage, **result["usage"]}
         return _json_response(200, fastjson.dumps(result))
 
     async def _stream(
         self, request: web.BaseRequest, up: Answer, draft: RequestDraft,
-        count: Callable[[], Awaitable[int | None]] | None = None,
+        sizer: PromptSizer | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=up.status, headers=forward_headers(up.headers, drop=_DROP_DOWNSTREAM))
         await response.prepare(request)
@@ -416,8 +418,8 @@ class FrontProxy:
         meter = AnthropicStreamMeter()
         repair = StreamRepair(draft.tools) if draft.tools is not None else None
         try:
-            broke = await pump(up, response, draft, meter, count=count, repair=repair, publish=self._later,
-                               stopping=lambda: self._stopping)
+            broke = await pump(up, response, draft, meter, measure=sizer.measure if sizer else None, repair=repair,
+                               publish=self._later, stopping=lambda: self._stopping)
         except Exception as exc:  # noqa: BLE001 - the response has started: end it with an error event
             log.exception("stream of request %s failed inside ccbridge", draft.id)
             broke = f"ccbridge: internal error while streaming ({type(exc).__name__}: {exc}); see the proxy log."

@@ -25,14 +25,14 @@ UPSTREAM_BROKE = (TimeoutError, ClientPayloadError, ClientConnectionError, Serve
 
 
 async def pump(up: ClientResponse | LeanAnswer, response: web.StreamResponse, draft: RequestDraft,
-               meter: AnthropicStreamMeter, *, count: Callable[[], Awaitable[int | None]] | None,
+               meter: AnthropicStreamMeter, *, measure: Callable[[], Awaitable[None]] | None,
                repair: StreamRepair | None,
                publish: Callable[[Event], None], stopping: Callable[[], bool]) -> str | None:
     """Relay whole events until the stream ends (its `message_stop` or `error`, or the upstream's end);
-    returns why it broke off, or None. `count`: the native route's prompt-size question, for a
-    stand-in `message_start`. `repair`: holds text that may be a tool call written as text.
+    returns why it broke off, or None. `measure`: the native route's question for the prompt's usage
+    (onto the draft), for a stand-in `message_start`. `repair`: holds text that may be a tool call written as text.
     `publish` tells the bus when generation starts; `stopping` says whether ccbridge is stopping."""
-    repair_start = count is not None
+    repair_start = measure is not None
     framer = SSEFramer()
     generating = ended = False
     while True:
@@ -55,11 +55,12 @@ async def pump(up: ClientResponse | LeanAnswer, response: web.StreamResponse, dr
             if not generating and meter.first_content_at is not None:
                 generating = True
                 publish(RequestProgress(draft.id, "generating", time.time()))
-            if repair_start and count is not None and data.strip():
+            if repair_start and measure is not None and data.strip():
                 repair_start = False
                 if not data.lstrip().startswith(b"event: message_start"):
-                    draft.input_tokens = await count()
-                    data = message_start_event(draft.id, draft.routed_model, draft.input_tokens) + data
+                    await measure()
+                    data = message_start_event(draft.id, draft.routed_model, draft.input_tokens,
+                                               draft.cache_read_tokens) + data
             if repair is not None:
                 data = repair.feed(data)
                 if not data:

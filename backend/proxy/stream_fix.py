@@ -21,15 +21,18 @@ from backend.proxy.sse import extract_json, sse_data
 BARE_ERROR = b'data: {"error"'
 
 
-def message_start_event(request_id: str, model: str | None, input_tokens: int | None = None) -> bytes:
-    """The `message_start` llama-server's own Anthropic stream sometimes leaves out (seen with
-    build b1-0c1e570: when the whole answer is ready before its first partial result, as for
-    a short answer to a cached prompt); Claude Code's SDK needs it first. Its usage carries
-    the prompt's size when llama-server's count_tokens gave it (else zero, as LiteLLM sends)."""
+def message_start_event(request_id: str, model: str | None, input_tokens: int | None = None,
+                        cache_read_tokens: int | None = None) -> bytes:
+    """The `message_start` llama-server's own Anthropic stream leaves out when its first token is part
+    of a UTF-8 character (build b1-0c1e570: it holds such a token back, and only the partial result of
+    the first token carries `message_start`); Claude Code's SDK needs it first. Its usage carries the
+    prompt's new and cached tokens where llama-server told them (else zero, as LiteLLM sends)."""
+    usage = {"input_tokens": input_tokens or 0, "output_tokens": 0}
+    if cache_read_tokens is not None:
+        usage["cache_read_input_tokens"] = cache_read_tokens
     message: dict[str, Any] = {"id": f"msg_ccbridge_{request_id}", "type": "message", "role": "assistant",
                                "content": [], "model": model or "local", "stop_reason": None, "stop_sequence": None,
-                               # required by the schema (the SDK writes the final usage into it)
-                               "usage": {"input_tokens": input_tokens or 0, "output_tokens": 0}}
+                               "usage": usage}  # required by the schema (the SDK writes the final usage into it)
     data = fastjson.dumps({"type": "message_start", "message": message}).decode()
     return f"event: message_start\ndata: {data}\n\n".encode()
 

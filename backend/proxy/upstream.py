@@ -6,13 +6,14 @@ only what the `Upstream` protocol offers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from backend.config.model import AliasRule, BackendConfig
-from backend.llama_api import bearer, server_root
+from backend.llama_api import bearer, server_root, slots_url
 
 if TYPE_CHECKING:
     from backend.proxy.draft import RequestDraft
@@ -63,8 +64,9 @@ class Upstream(Protocol):
         and its own count_tokens can size a `message_start` it left out."""
         ...
 
-    async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
-        """llama-server's count of this request's prompt tokens (None: not known; always, unless `direct`)."""
+    async def prompt_usage(self, session: ClientSession, body: bytes) -> tuple[int | None, int | None]:
+        """(new, cached) prompt tokens of this request, asked while its answer streams: what a `message_start`
+        llama-server left out would have said (None: not known; always, unless `direct`)."""
         ...
 
     def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
@@ -78,8 +80,8 @@ class Relayed:
 
     direct = False
 
-    async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
-        return None
+    async def prompt_usage(self, session: ClientSession, body: bytes) -> tuple[int | None, int | None]:
+        return None, None
 
     def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
         return False
@@ -163,6 +165,54 @@ async def count_prompt_tokens(session: ClientSession, url: str, body: bytes, hea
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+async def read_slots(session: ClientSession, root: str, headers: dict[str, str]) -> list[Any] | None:
+    """llama-server's `/slots` list; None when it cannot tell (`--no-slots`, an error)."""
+    try:
+        async with session.get(slots_url(root), headers=headers, timeout=ClientTimeout(total=5)) as resp:
+            slots = await resp.json(content_type=None) if resp.status == 200 else None
+    except (TimeoutError, ClientError, OSError, ValueError):
+        return None
+    return slots if isinstance(slots, list) else None
+
+
+def running_prompt_cache(slots: list[Any], prompt_tokens: int) -> int | None:
+    """How much of a prompt of `prompt_tokens` llama-server took from its cache, for a request it is
+    answering now: the busy slot that has read that many (cached plus processed) and decoded a token.
+    None when no slot fits, or fitting slots disagree. (A finished request's slot has forgotten it:
+    llama-server clears a slot's counts when it lets go of the request.)"""
+    found = set()
+    for slot in slots:
+        if not isinstance(slot, dict) or not slot.get("is_processing"):
+            continue
+        cached, processed = _count(slot.get("n_prompt_tokens_cache")), _count(slot.get("n_prompt_tokens_processed"))
+        steps = slot.get("next_token")
+        step = steps[0] if isinstance(steps, list) and steps and isinstance(steps[0], dict) else {}
+        if cached is not None and processed is not None and cached + processed == prompt_tokens and (
+                _count(step.get("n_decoded")) or 0) >= 1:
+            found.add(cached)
+    return found.pop() if len(found) == 1 else None
+
+
+class PromptSizer:
+    """The native route's stand-in for the usage of a `message_start` llama-server left out. It leaves
+    it out when its first token is part of a UTF-8 character: its stream holds back partial
+    characters, and only the partial result of the first token carries `message_start`."""
+
+    def __init__(self, upstream: Upstream, session: ClientSession, draft: RequestDraft, body: bytes) -> None:
+        self._upstream, self._session, self._draft, self._body = upstream, session, draft, body
+
+    async def measure(self) -> None:
+        """Ask, while the answer streams, for the prompt's new and cached tokens (for a routed request)."""
+        if self._draft.routed_backend is not None:
+            self._draft.input_tokens, self._draft.cache_read_tokens = await self._upstream.prompt_usage(
+                self._session, self._body)
+
+
 class NativeUpstream:
     """`route: native`: llama-server's own Anthropic endpoint, no LiteLLM in between.
 
@@ -207,10 +257,15 @@ class NativeUpstream:
             f"backends.{self._backend.name}.api_base."
         )
 
-    async def count_tokens(self, session: ClientSession, body: bytes) -> int | None:
-        """Asks llama-server's own count_tokens for this request's prompt size: the native route's stand-in
-        when llama-server left out `message_start` (the only event with the input usage)."""
-        return await count_prompt_tokens(session, self._root + COUNT_TOKENS_PATH, body, self.auth_headers({}))
+    async def prompt_usage(self, session: ClientSession, body: bytes) -> tuple[int | None, int | None]:
+        """llama-server's count_tokens for the prompt's size and, asked at the same time, `/slots` for the
+        part of it the slot serving this request took from its cache (`running_prompt_cache`)."""
+        headers = self.auth_headers({})
+        total, slots = await asyncio.gather(
+            count_prompt_tokens(session, self._root + COUNT_TOKENS_PATH, body, headers),
+            read_slots(session, self._root, headers))
+        cached = running_prompt_cache(slots, total) if total is not None and slots is not None else None
+        return (total if cached is None or total is None else total - cached), cached
 
     def fail_over(self, exc: BaseException, headers: MutableMapping[str, str], draft: RequestDraft) -> bool:
         return False

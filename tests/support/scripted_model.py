@@ -14,7 +14,9 @@ weights (llama-server, LiteLLM, ccbridge) is the real thing:
   zero and ``output.weight`` maps token *i* to its successor in a chain, so the
   residual stream carries the current token and the argmax is that successor.
   Every chain piece is its own vocabulary entry (type USER_DEFINED, printed as
-  written, like Qwen3's ``<think>``/``<tool_call>`` tokens) and is used once.
+  written, like Qwen3's ``<think>``/``<tool_call>`` tokens) and is used once. A piece
+  may also name a byte token (``<0xE2>``): a character split across tokens, as a
+  real model writes an emoji.
 - The prompt always ends with the template's generation prompt
   ``<|im_start|>assistant\\n``, whose last token (byte ``\\n``) starts a chain.
   Which chain depends on one attention head: only ``<tool_response>`` (what the
@@ -221,7 +223,11 @@ def _vocab(script: Script) -> tuple[list[str], list[int]]:
     for tok in ("<|im_start|>", END_OF_TURN):
         tokens.append(tok)
         types.append(gguf.TokenType.CONTROL)
-    for tok in script.pieces():
+    pieces = script.pieces()
+    assert len(set(pieces)) == len(pieces), "every chain piece must be used once"
+    for tok in pieces:
+        if tok in tokens[3:259]:  # a byte token (`<0xE2>`): a character split across tokens
+            continue
         tokens.append(tok)
         types.append(gguf.TokenType.USER_DEFINED)
     assert len(set(tokens)) == len(tokens), "every chain piece must be a token of its own"
