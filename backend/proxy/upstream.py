@@ -163,10 +163,11 @@ async def count_prompt_tokens(session: ClientSession, url: str, body: bytes, hea
             value = (await resp.json(content_type=None)).get("input_tokens") if resp.status == 200 else None
     except (TimeoutError, ClientError, OSError, ValueError, AttributeError):
         return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return _count(value)
 
 
 def _count(value: Any) -> int | None:
+    """A token count from llama-server's JSON: a non-negative int (not a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 

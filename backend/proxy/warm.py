@@ -192,6 +192,6 @@ class Warmer:
                 if isinstance(usage, dict) and total is None:  # llama-server's Anthropic stream
                     cached = usage.get("cache_read_input_tokens") or 0
                     total = cached + (usage.get("input_tokens") or 0)
-        if total is None:  # no message_start (a short answer to a mostly cached prompt): ask for the prompt's size
+        if total is None:  # no message_start (its one token was part of a character): ask for the prompt's size
             total = await count_prompt_tokens(session, prompt.url + "/count_tokens", prompt.body, prompt.headers)
         return cached, total

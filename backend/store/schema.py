@@ -136,7 +136,7 @@ _BINDABLE = (str, int, float, type(None))
 # The writer thread turns every record into a row while holding the GIL, and the proxy's loop waits for
 # the GIL meanwhile: both steps run in C (one attrgetter call; one set check of the values' exact types).
 _row_values = operator.attrgetter(*_NAMES)
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_PLAIN_TYPES = frozenset({*_BINDABLE, bool})
 
 
 def record_row(record: RequestRecord) -> tuple[Any, ...]:

@@ -1,7 +1,7 @@
 """A warm-up whose stream left out `message_start` still records the prompt's size (backend/proxy/warm.py).
 
 llama-server's Anthropic stream sometimes leaves out `message_start` (the only event with the prompt's
-usage) when the whole answer is ready at once: a warm-up of a mostly cached prompt. Once in a loaded CI
+usage) when its first token is part of a UTF-8 character (see backend/proxy/stream_fix.py). Once in a loaded CI
 run the warm-up after a cancelled one was recorded without its size. The stand-in server here answers
 like that and counts tokens on /v1/messages/count_tokens."""
 
